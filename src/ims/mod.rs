@@ -1,0 +1,3 @@
+//! The IMS cloud: wire model, errors, authentication and the HTTP client.
+
+pub mod model;

@@ -1,0 +1,4 @@
+#![forbid(unsafe_code)]
+//! imagejob-operator: Open Telekom Cloud IMS asynchronous jobs as Kubernetes `ImageJob` resources.
+
+pub mod ims;
