@@ -1,0 +1,108 @@
+//! Configuration of `imagejob-operator run` (flags, then environment; see CONTRACT.md).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Output format of the operator's logs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
+    /// IMS base URL; `{region}` is replaced by the ImageJob's region.
+    #[arg(long, env = "IMS_ENDPOINT", default_value = "https://ims.{region}.otc.t-systems.com")]
+    pub ims_endpoint: String,
+
+    /// IAM base URL for password authentication; `{region}` is replaced.
+    #[arg(long, env = "IAM_ENDPOINT", default_value = "https://iam.{region}.otc.t-systems.com")]
+    pub iam_endpoint: String,
+
+    /// Region used when an ImageJob names none.
+    #[arg(long, env = "OTC_REGION", default_value = "eu-de")]
+    pub default_region: String,
+
+    /// Poll interval while a job is INIT or RUNNING, unless the ImageJob sets one.
+    #[arg(long, env = "POLL_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+
+    /// Address serving /metrics, /healthz and /readyz.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Take a Lease before reconciling, so only one replica polls and writes.
+    #[arg(long, env = "LEADER_ELECT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub leader_elect: bool,
+
+    /// Namespace of the leader-election Lease (default: the pod's namespace, else `default`).
+    #[arg(long, env = "LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "LEADER_ELECTION_LEASE", default_value = "imagejob-operator")]
+    pub leader_election_lease: String,
+
+    /// Only watch ImageJobs (and Secrets) in this namespace.
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
+    /// Only watch ImageJobs with these labels (e.g. `shard=a`).
+    #[arg(long, env = "WATCH_LABEL_SELECTOR")]
+    pub watch_label_selector: Option<String>,
+
+    /// Outbound IMS requests per second, per endpoint and project (token bucket).
+    #[arg(long, env = "IMS_RATE_LIMIT", default_value_t = 10.0)]
+    pub ims_rate_limit: f64,
+
+    /// Burst size of the outbound token bucket.
+    #[arg(long, env = "IMS_RATE_BURST", default_value_t = 20)]
+    pub ims_rate_burst: u32,
+
+    /// Timeout of one IMS or IAM request.
+    #[arg(long, env = "IMS_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub ims_timeout: Duration,
+
+    /// How many ImageJobs are reconciled at once.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 32)]
+    pub concurrency: u16,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Parses `10s`, `2m`, `1h30m`, `500ms`.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw.trim()).map_err(|e| format!("{raw:?} is not a duration like 30s or 2m: {e}"))
+}
+
+/// `spec.pollInterval` as a duration, within the 1s–1h the CRD allows.
+pub fn poll_interval(spec: Option<&str>, default: Duration) -> Duration {
+    spec.and_then(|s| parse_duration(s).ok())
+        .unwrap_or(default)
+        .clamp(Duration::from_secs(1), Duration::from_secs(3600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("banana").is_err());
+    }
+
+    #[test]
+    fn poll_interval_falls_back_and_clamps() {
+        let d = Duration::from_secs(10);
+        assert_eq!(poll_interval(None, d), d);
+        assert_eq!(poll_interval(Some("2m"), d), Duration::from_secs(120));
+        assert_eq!(poll_interval(Some("100ms"), d), Duration::from_secs(1));
+        assert_eq!(poll_interval(Some("junk"), d), d);
+    }
+}

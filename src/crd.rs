@@ -1,0 +1,237 @@
+//! The `ImageJob` custom resource: spec, status, printer columns and the
+//! validation the API server enforces (see CONTRACT.md).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Annotation that asks for an immediate poll; its value is echoed to
+/// `status.lastHandledReconcileAt`.
+pub const REQUESTED_AT_ANNOTATION: &str = "ims.otc.io/requestedAt";
+
+/// Go-style durations with integer amounts (`30s`, `2m`, `1h30m`): what both
+/// the API server's CEL `duration()` and our parser accept.
+pub const DURATION_PATTERN: &str = "^([0-9]+(ms|s|m|h))+$";
+
+/// Tracks one IMS asynchronous job.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "ims.otc.io",
+    version = "v1alpha1",
+    kind = "ImageJob",
+    plural = "imagejobs",
+    shortname = "ij",
+    category = "otc",
+    namespaced,
+    status = "ImageJobStatus",
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Progress", type_ = "integer", json_path = ".status.progress"),
+    printcolumn(name = "Job-ID", type_ = "string", json_path = ".spec.jobId"),
+    printcolumn(name = "Type", type_ = "string", json_path = ".status.jobType"),
+    printcolumn(name = "Image", type_ = "string", json_path = ".status.imageId"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageJobSpec {
+    /// The IMS job ID, e.g. the `job_id` returned when an image was created.
+    /// Immutable: create a new ImageJob to track another job.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("jobId is immutable: create a new ImageJob to track another job"))]
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"))]
+    pub job_id: String,
+
+    /// The project the job belongs to; required unless the credentials
+    /// Secret has a `projectId` key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+    pub project_id: Option<String>,
+
+    /// The region, e.g. `eu-de`; defaults to the operator's `--default-region`.
+    /// Only letters, digits and dashes: it is placed into the configured
+    /// endpoint host name and must not be able to name another host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"))]
+    pub region: Option<String>,
+
+    /// A Secret in the same namespace with `accessKey`/`secretKey`
+    /// (optional `securityToken`) or `username`/`password`/`domainName`,
+    /// and optionally `projectId`.
+    pub credentials_ref: CredentialsRef,
+
+    /// How often to poll while the job is INIT or RUNNING, e.g. `30s` or `2m`
+    /// (1s to 1h). Defaults to the operator's `--poll-interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(
+        "!self.matches('^([0-9]+(ms|s|m|h))+$') || (duration(self) >= duration('1s') && duration(self) <= duration('1h'))"
+    ).message("pollInterval must be between 1s and 1h"))]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
+    pub poll_interval: Option<String>,
+
+    /// Marks the job failed (`DeadlineExceeded`) when it has been running
+    /// longer than this many seconds, and stops polling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub active_deadline_seconds: Option<i64>,
+
+    /// Stops polling while true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+}
+
+/// Reference to a Secret in the ImageJob's own namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct CredentialsRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub name: String,
+}
+
+/// The phase shown in `kubectl get imagejobs`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum Phase {
+    #[default]
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl Phase {
+    /// Succeeded and Failed never change: no more cloud calls.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+}
+
+/// What the operator last learned about the job.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageJobStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The raw cloud status: INIT, RUNNING, SUCCESS or FAIL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_task: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_name: Option<String>,
+    /// Percent, 0 to 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub progress: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub begin_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<JobResultStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sub_jobs: Vec<SubJobStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sub_job_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The value of the `ims.otc.io/requestedAt` annotation last honoured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_reconcile_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// One entry of the cloud's `entities.results`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobResultStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+/// One entry of the cloud's `entities.sub_jobs_result`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubJobStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub begin_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_name: Option<String>,
+}
+
+/// The CustomResourceDefinition as YAML, as `imagejob-operator crd` prints it
+/// and `crds/imagejob.yaml` holds it.
+pub fn crd_yaml() -> String {
+    let yaml = serde_yaml_ng::to_string(&ImageJob::crd()).expect("the CRD always serialises");
+    format!("# Generated by `imagejob-operator crd`; do not edit.\n---\n{yaml}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checked_in_crd_matches_the_rust_types() {
+        let checked_in = include_str!("../crds/imagejob.yaml");
+        assert!(
+            checked_in == crd_yaml(),
+            "crds/imagejob.yaml is stale: run `cargo run -- crd > crds/imagejob.yaml`"
+        );
+    }
+
+    #[test]
+    fn crd_has_the_contract_names_and_rules() {
+        let crd = serde_json::to_value(ImageJob::crd()).unwrap();
+        let names = &crd["spec"]["names"];
+        assert_eq!(names["plural"], "imagejobs");
+        assert_eq!(names["shortNames"][0], "ij");
+        assert_eq!(names["categories"][0], "otc");
+        let version = &crd["spec"]["versions"][0];
+        assert_eq!(version["subresources"]["status"], serde_json::json!({}));
+        let status = &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
+        assert_eq!(status["conditions"]["x-kubernetes-list-type"], "map");
+        assert_eq!(status["conditions"]["x-kubernetes-list-map-keys"][0], "type");
+        let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        assert_eq!(spec["properties"]["jobId"]["x-kubernetes-validations"][0]["rule"], "self == oldSelf");
+        let required: Vec<&str> =
+            spec["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert_eq!(required, vec!["credentialsRef", "jobId"]);
+    }
+
+    #[test]
+    fn duration_pattern_matches_the_schema() {
+        let crd = serde_json::to_value(ImageJob::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        assert_eq!(spec["properties"]["pollInterval"]["pattern"], DURATION_PATTERN);
+    }
+}

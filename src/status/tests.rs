@@ -1,0 +1,217 @@
+use super::*;
+use crate::ims::model::{Job, JobStatus, SubJob};
+
+fn ctx(now: i64) -> Context<'static> {
+    Context { generation: Some(3), now: Timestamp::from_second(now).unwrap(), requested_at: None }
+}
+
+fn job(status: JobStatus) -> Job {
+    Job { status: Some(status), job_type: Some("imsCreateImageByInstance".into()), ..Job::default() }
+}
+
+fn cond_of(s: &ImageJobStatus, t: &str) -> (String, String) {
+    let c = condition(s, t).unwrap_or_else(|| panic!("no {t} condition"));
+    (c.status.clone(), c.reason.clone())
+}
+
+fn conds(s: &ImageJobStatus) -> [(String, String); 4] {
+    [cond_of(s, READY), cond_of(s, RECONCILING), cond_of(s, STALLED), cond_of(s, FAILED)]
+}
+
+fn row(ready: (&str, &str), rec: (&str, &str), stalled: (&str, &str), failed: (&str, &str)) -> [(String, String); 4] {
+    [ready, rec, stalled, failed].map(|(a, b)| (a.to_owned(), b.to_owned()))
+}
+
+#[test]
+fn contract_condition_table() {
+    let stalled = |reason| Outcome::Stalled { reason, message: "m".into() };
+    let cases: Vec<(&str, Outcome, Phase, [(String, String); 4])> = vec![
+        ("INIT", Outcome::Job(job(JobStatus::Init)), Phase::Pending,
+            row(("False", "Pending"), ("True", "Pending"), ("False", "Pending"), ("False", "Pending"))),
+        ("RUNNING", Outcome::Job(job(JobStatus::Running)), Phase::Running,
+            row(("False", "JobRunning"), ("True", "JobRunning"), ("False", "JobRunning"), ("False", "JobRunning"))),
+        ("SUCCESS", Outcome::Job(job(JobStatus::Success)), Phase::Succeeded,
+            row(("True", "Succeeded"), ("False", "Succeeded"), ("False", "Succeeded"), ("False", "Succeeded"))),
+        ("FAIL", Outcome::Job(job(JobStatus::Fail)), Phase::Failed,
+            row(("False", "JobFailed"), ("False", "JobFailed"), ("True", "JobFailed"), ("True", "JobFailed"))),
+        ("deadline", Outcome::DeadlineExceeded { seconds: 60 }, Phase::Failed,
+            row(("False", "DeadlineExceeded"), ("False", "DeadlineExceeded"), ("True", "DeadlineExceeded"), ("True", "DeadlineExceeded"))),
+        ("no secret", stalled(StallReason::CredentialsNotFound), Phase::Pending,
+            row(("False", "CredentialsNotFound"), ("False", "CredentialsNotFound"), ("True", "CredentialsNotFound"), ("False", "CredentialsNotFound"))),
+        ("401", stalled(StallReason::AuthenticationFailed), Phase::Pending,
+            row(("False", "AuthenticationFailed"), ("False", "AuthenticationFailed"), ("True", "AuthenticationFailed"), ("False", "AuthenticationFailed"))),
+        ("403", stalled(StallReason::Forbidden), Phase::Pending,
+            row(("False", "Forbidden"), ("False", "Forbidden"), ("True", "Forbidden"), ("False", "Forbidden"))),
+        ("404", stalled(StallReason::JobNotFound), Phase::Pending,
+            row(("False", "JobNotFound"), ("False", "JobNotFound"), ("True", "JobNotFound"), ("False", "JobNotFound"))),
+        ("first answer transient", Outcome::Transient { message: "HTTP 503".into() }, Phase::Pending,
+            row(("False", "Pending"), ("True", "RetryingAfterError"), ("False", "RetryingAfterError"), ("False", "RetryingAfterError"))),
+    ];
+    for (name, outcome, phase, want) in cases {
+        let s = next_status(None, &outcome, &ctx(100));
+        assert_eq!(s.phase, Some(phase), "{name}: phase");
+        assert_eq!(conds(&s), want, "{name}: conditions");
+        assert_eq!(s.observed_generation, Some(3), "{name}: observedGeneration");
+        assert!(s.conditions.iter().all(|c| c.observed_generation == Some(3)), "{name}");
+    }
+}
+
+#[test]
+fn transient_error_keeps_ready_and_everything_known() {
+    let mut running = job(JobStatus::Running);
+    running.progress = Some(40);
+    running.image_id = Some("img".into());
+    let before = next_status(None, &Outcome::Job(running), &ctx(100));
+    let after = next_status(Some(&before), &Outcome::Transient { message: "HTTP 503".into() }, &ctx(200));
+    assert_eq!(after.phase, Some(Phase::Running));
+    assert_eq!(after.progress, Some(40));
+    assert_eq!(after.image_id.as_deref(), Some("img"));
+    assert_eq!(cond_of(&after, READY), ("False".into(), "JobRunning".into()));
+    assert_eq!(cond_of(&after, RECONCILING), ("True".into(), "RetryingAfterError".into()));
+    assert_eq!(cond_of(&after, FAILED).0, "False");
+}
+
+#[test]
+fn transient_error_after_a_stall_clears_it() {
+    let stalled = Outcome::Stalled { reason: StallReason::CredentialsNotFound, message: "no secret".into() };
+    let before = next_status(None, &stalled, &ctx(100));
+    let after = next_status(Some(&before), &Outcome::Transient { message: "HTTP 503".into() }, &ctx(200));
+    assert_eq!(cond_of(&after, STALLED).0, "False");
+}
+
+#[test]
+fn stall_clears_once_the_job_answers() {
+    let stalled = Outcome::Stalled { reason: StallReason::CredentialsNotFound, message: "no secret".into() };
+    let before = next_status(None, &stalled, &ctx(100));
+    let after = next_status(Some(&before), &Outcome::Job(job(JobStatus::Running)), &ctx(200));
+    assert_eq!(cond_of(&after, STALLED), ("False".into(), "JobRunning".into()));
+    assert_eq!(cond_of(&after, RECONCILING), ("True".into(), "JobRunning".into()));
+}
+
+#[test]
+fn transition_time_moves_only_on_a_flip() {
+    let s1 = next_status(None, &Outcome::Job(job(JobStatus::Init)), &ctx(100));
+    let s2 = next_status(Some(&s1), &Outcome::Job(job(JobStatus::Running)), &ctx(200));
+    let t = |s: &ImageJobStatus, ty| condition(s, ty).unwrap().last_transition_time.0.as_second();
+    // Ready stayed False, Reconciling stayed True: their times are kept.
+    assert_eq!(t(&s2, READY), 100);
+    assert_eq!(t(&s2, RECONCILING), 100);
+    let s3 = next_status(Some(&s2), &Outcome::Job(job(JobStatus::Success)), &ctx(300));
+    assert_eq!(t(&s3, READY), 300);
+    assert_eq!(t(&s3, RECONCILING), 300);
+    assert_eq!(t(&s3, STALLED), 100);
+}
+
+#[test]
+fn an_unchanged_poll_does_not_differ() {
+    let mut running = job(JobStatus::Running);
+    running.progress = Some(10);
+    let s1 = next_status(None, &Outcome::Job(running.clone()), &ctx(100));
+    let s2 = next_status(Some(&s1), &Outcome::Job(running.clone()), &ctx(200));
+    assert!(!differs(&s1, &s2));
+    running.progress = Some(11);
+    let s3 = next_status(Some(&s2), &Outcome::Job(running), &ctx(300));
+    assert!(differs(&s2, &s3));
+}
+
+#[test]
+fn repeated_transient_errors_do_not_differ() {
+    let t = Outcome::Transient { message: "IMS answered HTTP 503".into() };
+    let s1 = next_status(None, &t, &ctx(100));
+    let s2 = next_status(Some(&s1), &t, &ctx(200));
+    assert!(!differs(&s1, &s2));
+}
+
+#[test]
+fn success_reports_full_progress_and_times() {
+    let mut done = job(JobStatus::Success);
+    done.progress = Some(20); // the API page's SUCCESS example says 0.20
+    done.begin_time = crate::ims::model::parse_time("04-Jun-2015 18:11:06:586");
+    done.end_time = crate::ims::model::parse_time("2015-06-04T18:20:00Z");
+    done.image_id = Some("img-1".into());
+    let s = next_status(None, &Outcome::Job(done), &ctx(100));
+    assert_eq!(s.progress, Some(100));
+    assert_eq!(s.job_status.as_deref(), Some("SUCCESS"));
+    let json = serde_json::to_value(&s).unwrap();
+    // metav1.Time carries whole seconds, like every Kubernetes timestamp.
+    assert_eq!(json["beginTime"], "2015-06-04T18:11:06Z");
+    assert_eq!(json["endTime"], "2015-06-04T18:20:00Z");
+    assert_eq!(condition(&s, READY).unwrap().message, "the IMS job succeeded: image img-1");
+}
+
+#[test]
+fn progress_is_reported_while_running() {
+    for (input, want) in [(None, None), (Some(0), Some(0)), (Some(57), Some(57)), (Some(100), Some(100))] {
+        let mut running = job(JobStatus::Running);
+        running.progress = input;
+        let s = next_status(None, &Outcome::Job(running), &ctx(100));
+        assert_eq!(s.progress, want);
+    }
+}
+
+#[test]
+fn fail_message_is_code_colon_reason() {
+    let mut failed = job(JobStatus::Fail);
+    failed.error_code = Some("IMG.0014".into());
+    failed.fail_reason = Some("An exception occurred".into());
+    let s = next_status(None, &Outcome::Job(failed), &ctx(100));
+    assert_eq!(condition(&s, FAILED).unwrap().message, "IMG.0014: An exception occurred");
+    assert_eq!(condition(&s, READY).unwrap().message, "IMG.0014: An exception occurred");
+}
+
+#[test]
+fn fail_reason_falls_back_to_the_failed_sub_job() {
+    let mut failed = job(JobStatus::Fail);
+    failed.sub_jobs = vec![
+        SubJob { status: Some("SUCCESS".into()), ..SubJob::default() },
+        SubJob {
+            status: Some("FAIL".into()),
+            error_code: Some("IMG.1075".into()),
+            fail_reason: Some("image file registration failed".into()),
+            ..SubJob::default()
+        },
+    ];
+    let s = next_status(None, &Outcome::Job(failed), &ctx(100));
+    assert_eq!(failure_message(&s), "IMG.1075: image file registration failed");
+}
+
+#[test]
+fn requested_at_is_recorded() {
+    let c = Context { requested_at: Some("2026-11-27T10:00:00Z"), ..ctx(100) };
+    let s = next_status(None, &Outcome::Job(job(JobStatus::Running)), &c);
+    assert_eq!(s.last_handled_reconcile_at.as_deref(), Some("2026-11-27T10:00:00Z"));
+}
+
+#[test]
+fn suspended_only_touches_reconciling() {
+    let running = next_status(None, &Outcome::Job(job(JobStatus::Running)), &ctx(100));
+    let s = next_status(Some(&running), &Outcome::Suspended, &ctx(200));
+    assert_eq!(cond_of(&s, RECONCILING), ("False".into(), "Suspended".into()));
+    assert_eq!(cond_of(&s, READY), ("False".into(), "JobRunning".into()));
+    assert_eq!(s.phase, Some(Phase::Running));
+}
+
+#[test]
+fn events_on_transitions() {
+    let init = next_status(None, &Outcome::Job(job(JobStatus::Init)), &ctx(1));
+    assert!(transition_events(None, &init).is_empty());
+    let running = next_status(Some(&init), &Outcome::Job(job(JobStatus::Running)), &ctx(2));
+    assert_eq!(transition_events(Some(&init), &running), vec![normal("JobRunning", "the IMS job is running")]);
+    assert!(transition_events(Some(&running), &running).is_empty());
+
+    let mut failed_job = job(JobStatus::Fail);
+    failed_job.error_code = Some("IMG.0014".into());
+    failed_job.fail_reason = Some("boom".into());
+    let failed = next_status(Some(&running), &Outcome::Job(failed_job), &ctx(3));
+    let events = transition_events(Some(&running), &failed);
+    assert_eq!(events, vec![warning("JobFailed", "IMG.0014: boom")]);
+
+    let stalled = Outcome::Stalled { reason: StallReason::Forbidden, message: "HTTP 403".into() };
+    let s = next_status(Some(&running), &stalled, &ctx(4));
+    assert_eq!(transition_events(Some(&running), &s), vec![warning("Forbidden", "HTTP 403")]);
+    assert!(transition_events(Some(&s), &s).is_empty());
+
+    let t = next_status(Some(&running), &Outcome::Transient { message: "HTTP 503".into() }, &ctx(5));
+    assert_eq!(transition_events(Some(&running), &t), vec![warning("CloudError", "HTTP 503")]);
+    assert!(transition_events(Some(&t), &t).is_empty());
+}

@@ -1,0 +1,95 @@
+//! Shared helpers for end-to-end tests on the local cluster (tests/cluster/up).
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// The admin kubeconfig: `KUBECONFIG` when set (as `.ci/run` does),
+/// otherwise whatever `tests/cluster/up` prints (starting the cluster).
+pub fn kubeconfig_path() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        if let Some(p) = std::env::var_os("KUBECONFIG").filter(|p| !p.is_empty()) {
+            return PathBuf::from(p);
+        }
+        let up = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cluster/up");
+        let out = Command::new("bash").arg(up).output().expect("run tests/cluster/up");
+        assert!(out.status.success(), "tests/cluster/up failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        PathBuf::from(stdout.lines().last().expect("kubeconfig path").trim())
+    })
+    .clone()
+}
+
+pub async fn client() -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("read kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// A fresh namespace per test. The local cluster has no controller-manager,
+/// so deleted namespaces stay Terminating: names are unique per run.
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    pub async fn new(client: &Client, prefix: &str) -> Self {
+        let name = format!("{prefix}-{:08x}", rand::random::<u32>());
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"imagejob-operator/test": "true"}}
+        }))
+        .unwrap();
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+        Self { name, client: client.clone() }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Deletes the namespace (it stays Terminating; nothing waits for it).
+    pub async fn cleanup(self) {
+        let _ = Api::<Namespace>::all(self.client).delete(&self.name, &DeleteParams::default()).await;
+    }
+}
+
+/// Applies a CRD by server-side apply and waits until it is Established.
+pub async fn install_crd(client: &Client, crd: &CustomResourceDefinition) {
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let name = crd.metadata.name.clone().unwrap();
+    let pp = kube::api::PatchParams::apply("imagejob-operator-tests").force();
+    api.patch(&name, &pp, &kube::api::Patch::Apply(crd)).await.expect("apply CRD");
+    let established = kube::runtime::conditions::is_crd_established();
+    let wait = kube::runtime::wait::await_condition(api, &name, established);
+    tokio::time::timeout(Duration::from_secs(30), wait).await.expect("CRD established in 30s").unwrap();
+}
+
+/// Polls `check` until it returns Some or the timeout passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
