@@ -1,4 +1,7 @@
 #![forbid(unsafe_code)]
 //! imagejob-operator: Open Telekom Cloud IMS asynchronous jobs as Kubernetes `ImageJob` resources.
 
+pub mod config;
+pub mod crd;
 pub mod ims;
+pub mod status;
