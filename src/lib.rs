@@ -5,3 +5,4 @@ pub mod config;
 pub mod crd;
 pub mod ims;
 pub mod status;
+pub mod sim;

@@ -1,0 +1,195 @@
+//! Verifying `SDK-HMAC-SHA256` signatures the way the API gateway does:
+//! the signature itself (computed by the operator's own signer), the
+//! `X-Sdk-Date` window, temporary keys' security token, and the lock of an
+//! access key after repeated signature failures.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use dashmap::DashMap;
+use jiff::Timestamp;
+
+use super::scenario::{AccessKey, Scenario};
+use crate::ims::signer;
+
+/// The parts of a request that a signature covers.
+pub struct SignedRequest<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+    /// The project of the URL path.
+    pub project_id: &'a str,
+}
+
+impl<'a> SignedRequest<'a> {
+    /// A header's value, if present and text.
+    fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AkskError {
+    BadAuthorization,
+    UnknownKey,
+    Locked,
+    MissingDate,
+    DateSkew,
+    BadSecurityToken,
+    BadSignature,
+    ProjectNotAllowed,
+}
+
+impl AkskError {
+    /// The gateway's message after `Incorrect IAM authentication information: `.
+    /// Only the signature failure's wording is documented (IMS-FACTS.md).
+    pub fn detail(self) -> &'static str {
+        match self {
+            Self::BadAuthorization => "Authorization format incorrect",
+            Self::UnknownKey => "ak not found",
+            Self::Locked => "the access key is locked after too many signature failures",
+            Self::MissingDate => "x-sdk-date not found",
+            Self::DateSkew => "the request time differs from the server time by more than 15 minutes",
+            Self::BadSecurityToken => "security token invalid",
+            Self::BadSignature => "verify aksk signature fail",
+            Self::ProjectNotAllowed => "the project is not allowed for this access key",
+        }
+    }
+}
+
+/// Consecutive signature failures of one access key.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FailureTracker {
+    consecutive: u32,
+    locked_until: Option<Instant>,
+}
+
+impl FailureTracker {
+    pub fn is_locked(&self, now: Instant) -> bool {
+        self.locked_until.is_some_and(|until| now < until)
+    }
+
+    /// Counts a failure; the `limit`-th in a row locks the key for `lock_for`.
+    pub fn failed(&mut self, now: Instant, limit: u32, lock_for: Duration) {
+        self.consecutive += 1;
+        if self.consecutive >= limit {
+            self.locked_until = Some(now + lock_for);
+            self.consecutive = 0;
+        }
+    }
+
+    pub fn succeeded(&mut self) {
+        self.consecutive = 0;
+    }
+}
+
+pub struct AkskVerifier {
+    keys: HashMap<String, AccessKey>,
+    /// Project ids each key may use; empty = any.
+    allowed_projects: HashMap<String, Vec<String>>,
+    failures: DashMap<String, FailureTracker>,
+    date_window: Duration,
+    lock_after: u32,
+    lock_for: Duration,
+}
+
+impl AkskVerifier {
+    pub fn new(scenario: &Scenario) -> Self {
+        let resolve = |p: &String| scenario.resolve_project(p).map_or_else(|| p.clone(), |proj| proj.id.clone());
+        Self {
+            keys: scenario.access_keys.iter().map(|k| (k.access.clone(), k.clone())).collect(),
+            allowed_projects: scenario
+                .access_keys
+                .iter()
+                .map(|k| (k.access.clone(), k.projects.iter().map(resolve).collect()))
+                .collect(),
+            failures: DashMap::new(),
+            date_window: scenario.settings.sdk_date_window.0,
+            lock_after: scenario.settings.lock_after_failures.max(1),
+            lock_for: scenario.settings.lock_duration.0,
+        }
+    }
+
+    /// Checks in the gateway's order: header, key, lock, date, token,
+    /// signature, then the project. Only a wrong signature counts towards
+    /// the lock; a locked key is refused even with a good signature.
+    pub fn verify(&self, req: &SignedRequest<'_>, authorization: &str, now: Timestamp, clock: Instant) -> Result<(), AkskError> {
+        let (access, signed_headers, sig) =
+            signer::parse_authorization(authorization).ok_or(AkskError::BadAuthorization)?;
+        let key = self.keys.get(&access).ok_or(AkskError::UnknownKey)?;
+        if self.failures.get(&access).is_some_and(|f| f.is_locked(clock)) {
+            return Err(AkskError::Locked);
+        }
+        let date = req.header("x-sdk-date").ok_or(AkskError::MissingDate)?;
+        let signed_at = signer::parse_sdk_date(date).ok_or(AkskError::MissingDate)?;
+        if now.duration_since(signed_at).unsigned_abs() > self.date_window {
+            return Err(AkskError::DateSkew);
+        }
+        if let Some(expected) = &key.security_token
+            && req.header("x-security-token") != Some(expected.as_str())
+        {
+            return Err(AkskError::BadSecurityToken);
+        }
+        if !signature_matches(req, &signed_headers, &sig, &key.secret, date) {
+            self.failures.entry(access).or_default().failed(clock, self.lock_after, self.lock_for);
+            return Err(AkskError::BadSignature);
+        }
+        if let Some(mut f) = self.failures.get_mut(&access) {
+            f.succeeded();
+        }
+        self.check_project(&access, req)
+    }
+
+    /// `X-Project-Id`, when sent, must name the project of the path.
+    fn check_project(&self, access: &str, req: &SignedRequest<'_>) -> Result<(), AkskError> {
+        if req.header("x-project-id").is_some_and(|p| p != req.project_id) {
+            return Err(AkskError::ProjectNotAllowed);
+        }
+        let allowed = self.allowed_projects.get(access).map_or(&[][..], Vec::as_slice);
+        if allowed.is_empty() || allowed.iter().any(|p| p == req.project_id) {
+            Ok(())
+        } else {
+            Err(AkskError::ProjectNotAllowed)
+        }
+    }
+}
+
+/// Recomputes the signature over the headers the client says it signed.
+/// A signed header missing from the request is signed as empty, which
+/// cannot match, as at the gateway.
+fn signature_matches(req: &SignedRequest<'_>, signed_headers: &str, sig: &str, secret: &str, date: &str) -> bool {
+    let headers: Vec<(&str, &str)> = signed_headers
+        .split(';')
+        .filter(|n| !n.is_empty())
+        .map(|name| (name, req.header(name).unwrap_or("")))
+        .collect();
+    let canonical = signer::canonical_request(req.method, req.path, req.query, &headers, req.body);
+    signer::signature(secret, date, &canonical).eq_ignore_ascii_case(sig)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_after_consecutive_failures_and_expiry() {
+        let t0 = Instant::now();
+        let lock = Duration::from_secs(300);
+        let mut f = FailureTracker::default();
+        for _ in 0..4 {
+            f.failed(t0, 5, lock);
+        }
+        assert!(!f.is_locked(t0));
+        f.succeeded();
+        for _ in 0..4 {
+            f.failed(t0, 5, lock);
+        }
+        assert!(!f.is_locked(t0), "a success in between resets the count");
+        f.failed(t0, 5, lock);
+        assert!(f.is_locked(t0 + Duration::from_secs(299)));
+        assert!(!f.is_locked(t0 + lock));
+    }
+}

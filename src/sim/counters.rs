@@ -1,0 +1,142 @@
+//! Request counters, readable through the admin API. Lock-free on the hot
+//! path: one atomic add per request for the status codes the simulator
+//! normally sends; rarer codes go to a small locked map.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde_json::{Value, json};
+
+/// Codes with their own atomic slot.
+const COMMON: [u16; 11] = [200, 201, 400, 401, 403, 404, 429, 500, 502, 503, 504];
+
+/// Requests by HTTP status.
+#[derive(Default)]
+pub struct StatusCounts {
+    common: [AtomicU64; COMMON.len()],
+    rare: Mutex<BTreeMap<u16, u64>>,
+}
+
+impl StatusCounts {
+    pub fn record(&self, status: u16) {
+        match COMMON.iter().position(|&c| c == status) {
+            Some(i) => {
+                self.common[i].fetch_add(1, Relaxed);
+            }
+            None => *self.rare.lock().unwrap_or_else(|e| e.into_inner()).entry(status).or_default() += 1,
+        }
+    }
+
+    pub fn by_status(&self) -> BTreeMap<u16, u64> {
+        let mut map = self.rare.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (code, count) in COMMON.iter().zip(&self.common) {
+            let n = count.load(Relaxed);
+            if n > 0 {
+                map.insert(*code, n);
+            }
+        }
+        map
+    }
+
+    pub fn total(&self) -> u64 {
+        self.by_status().values().sum()
+    }
+
+    pub fn reset(&self) {
+        self.common.iter().for_each(|c| c.store(0, Relaxed));
+        self.rare.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// `{"requests": N, "by_status": {"200": n, ...}}`
+    pub fn to_json(&self) -> Value {
+        let by_status = self.by_status();
+        let total: u64 = by_status.values().sum();
+        let by_status: serde_json::Map<String, Value> =
+            by_status.into_iter().map(|(k, v)| (k.to_string(), v.into())).collect();
+        json!({"requests": total, "by_status": by_status})
+    }
+}
+
+/// A plain event counter.
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+    pub fn reset(&self) {
+        self.0.store(0, Relaxed);
+    }
+}
+
+/// Counters that are not per job.
+#[derive(Default)]
+pub struct GlobalCounters {
+    /// Every IMS job request, whatever the answer.
+    pub jobs_total: StatusCounts,
+    pub unknown_jobs: Counter,
+    pub throttled: Counter,
+    pub token_requests: Counter,
+    pub tokens_issued: Counter,
+    pub token_failures: Counter,
+    pub auth_failures_token: Counter,
+    pub auth_failures_aksk: Counter,
+    pub auth_failures_missing: Counter,
+}
+
+impl GlobalCounters {
+    pub fn reset(&self) {
+        self.jobs_total.reset();
+        for c in [
+            &self.unknown_jobs,
+            &self.throttled,
+            &self.token_requests,
+            &self.tokens_issued,
+            &self.token_failures,
+            &self.auth_failures_token,
+            &self.auth_failures_aksk,
+            &self.auth_failures_missing,
+        ] {
+            c.reset();
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "total": self.jobs_total.to_json(),
+            "unknown_jobs": self.unknown_jobs.get(),
+            "throttled": self.throttled.get(),
+            "iam": {
+                "token_requests": self.token_requests.get(),
+                "tokens_issued": self.tokens_issued.get(),
+                "failures": self.token_failures.get(),
+            },
+            "auth_failures": {
+                "token": self.auth_failures_token.get(),
+                "aksk": self.auth_failures_aksk.get(),
+                "missing": self.auth_failures_missing.get(),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_common_and_rare_codes() {
+        let c = StatusCounts::default();
+        for s in [200, 200, 429, 418, 503] {
+            c.record(s);
+        }
+        assert_eq!(c.to_json(), json!({"requests": 5, "by_status": {"200": 2, "418": 1, "429": 1, "503": 1}}));
+        c.reset();
+        assert_eq!(c.to_json(), json!({"requests": 0, "by_status": {}}));
+    }
+}

@@ -1,0 +1,587 @@
+//! The scenario file: who may log in, which jobs exist and how they evolve.
+//!
+//! A scenario is YAML (or JSON, which YAML reads too). Every key is
+//! optional except where noted. Durations are strings like `500ms`, `2s`,
+//! `1m 30s` (humantime) or plain numbers of seconds.
+//!
+//! ```yaml
+//! settings:
+//!   token_lifetime: 24h        # IAM token validity
+//!   clock: first_query         # when job clocks start: first_query | sim_start
+//!   time_format: rfc3339       # default for jobs: rfc3339 | legacy
+//!   sdk_date_window: 15m       # allowed X-Sdk-Date skew
+//!   lock_after_failures: 5     # consecutive bad AK/SK signatures before a lock
+//!   lock_duration: 5m
+//!   throttle:                  # token bucket per project, over all IMS requests
+//!     rate: 20                 # requests per second
+//!     burst: 40
+//!     retry_after: 1           # optional Retry-After header, seconds
+//! projects:
+//!   - {id: 0b0a1e4b2c2d4e8f9a0b1c2d3e4f5a6b, name: eu-de_demo}
+//! users:                       # IAM password login
+//!   - {name: demo, password: demo-password, domain: demo-domain,
+//!      projects: [eu-de_demo]} # ids or names; empty or absent = all projects
+//! access_keys:                 # AK/SK signing
+//!   - {access: DEMOACCESSKEY, secret: demo-secret-key,
+//!      security_token: null,   # when set, X-Security-Token must carry it
+//!      projects: []}           # empty = all projects
+//! jobs:
+//!   - project_id: 0b0a1e4b2c2d4e8f9a0b1c2d3e4f5a6b   # required
+//!     job_id: ff8080814dbd65d7014dbe0d84db0013        # required
+//!     job_type: imsCreateImageByInstance              # required
+//!     time_format: legacy      # overrides settings.time_format
+//!     clock: sim_start         # overrides settings.clock
+//!     age_at_start: 10s        # the job is this old when its clock starts
+//!     image_name: web-server   # shown in entities in every phase
+//!     phases:                  # required; the first one at 0s
+//!       - {after: 0s, status: INIT}
+//!       - after: 2s
+//!         status: RUNNING
+//!         progress: [0.1, 0.9] # rises linearly until the next phase; or one number
+//!         current_task: CreateImageByInstanceTask
+//!       - after: 30s
+//!         status: SUCCESS      # process_percent becomes the integer 1
+//!         image_id: 49e9447f-7dff-41e0-8036-f66fe5488c8b
+//!         results: [{image_id: 49e9447f-7dff-41e0-8036-f66fe5488c8b,
+//!                    project_id: 0b0a1e4b2c2d4e8f9a0b1c2d3e4f5a6b, status: success}]
+//!     # A FAIL phase: {after: 20s, status: FAIL, error_code: IMG.0014,
+//!     #   fail_reason: "...", error_in: top}  (error_in: top | entities | both)
+//!     # Any phase may add raw `entities: {key: value}`, merged last.
+//!     sub_jobs:                # listed in sub_jobs_result once their first phase is reached
+//!       - job_id: ff8080814dbd65d7014dbe0d84db0014
+//!         job_type: imsImportImageJob
+//!         phases: [{after: 1s, status: RUNNING}, {after: 20s, status: SUCCESS, image_id: ...}]
+//!     sub_jobs_list: true      # also send entities.sub_jobs_list
+//!     faults:                  # first matching non-latency fault answers
+//!       - {fault: throttle, requests: 1-2, retry_after: 3, limit: 20}
+//!       - {fault: error, from: 5s, until: 8s, status: 503, body: flat,
+//!          code: APIGW.0503, message: Service Unavailable}
+//!       - {fault: malformed, requests: 7}
+//!       - {fault: latency, delay: 300ms}   # every request: all matching delays add up
+//! ```
+//!
+//! Semantics, decided here because IMS documents none of it:
+//! - Times are measured from the job's creation. A job is created when its
+//!   clock starts minus `age_at_start`. `first_query` (the default) starts
+//!   the clock at the first authenticated query of the job, so a demo or a
+//!   test sees the whole lifecycle whenever it starts polling; `sim_start`
+//!   starts it when the simulator starts (or when the admin API adds the
+//!   job), so a scale test can have jobs at all stages at once.
+//! - `image_id`, `image_name` and `current_task` are sticky: once a phase
+//!   sets one, later phases keep it until they set another. Everything
+//!   else (`progress`, `results`, errors, raw `entities`) belongs to its phase.
+//! - Fault conditions: `requests` counts the authenticated requests to the
+//!   job, from 1 (`3`, `2-4`, or `5-` for "from 5 on"); `from`/`until` is a
+//!   window of job time (`until` excluded). Both given: both must match;
+//!   neither: always. Error `body` shapes: `nested` (IMS
+//!   `{"error":{"code","message"}}`, the default), `flat` (gateway
+//!   `{"error_code","error_msg","request_id"}`), `text`, `html`, `empty`.
+//!   `malformed` answers 200 with the real answer cut in half, or `body`.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::ims::model::JobStatus;
+
+/// The scenario used when `--scenario` is not given.
+pub const DEFAULT_SCENARIO_YAML: &str = include_str!("default-scenario.yaml");
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    #[serde(default)]
+    pub settings: Settings,
+    #[serde(default)]
+    pub projects: Vec<Project>,
+    #[serde(default)]
+    pub users: Vec<User>,
+    #[serde(default)]
+    pub access_keys: Vec<AccessKey>,
+    #[serde(default)]
+    pub jobs: Vec<JobDef>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub token_lifetime: Dur,
+    pub clock: ClockStart,
+    pub time_format: TimeFormat,
+    pub sdk_date_window: Dur,
+    pub lock_after_failures: u32,
+    pub lock_duration: Dur,
+    pub throttle: Option<Throttle>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            token_lifetime: Dur::secs(24 * 3600),
+            clock: ClockStart::FirstQuery,
+            time_format: TimeFormat::Rfc3339,
+            sdk_date_window: Dur::secs(15 * 60),
+            lock_after_failures: 5,
+            lock_duration: Dur::secs(5 * 60),
+            throttle: None,
+        }
+    }
+}
+
+/// A token bucket per project: `rate` tokens a second, at most `burst`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Throttle {
+    pub rate: f64,
+    pub burst: u32,
+    #[serde(default)]
+    pub retry_after: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockStart {
+    #[default]
+    FirstQuery,
+    SimStart,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeFormat {
+    /// `2024-11-06T06:19:43.195Z`, as in current docs.
+    #[default]
+    Rfc3339,
+    /// `04-Jun-2015 18:11:06:586`, as on the API page example.
+    Legacy,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Project {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    pub password: String,
+    pub domain: String,
+    /// Project ids or names; empty means every project of the scenario.
+    #[serde(default)]
+    pub projects: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKey {
+    pub access: String,
+    pub secret: String,
+    #[serde(default)]
+    pub security_token: Option<String>,
+    /// Project ids or names; empty means any project.
+    #[serde(default)]
+    pub projects: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobDef {
+    #[serde(default)]
+    pub project_id: String,
+    #[serde(default)]
+    pub job_id: String,
+    pub job_type: String,
+    #[serde(default)]
+    pub time_format: Option<TimeFormat>,
+    #[serde(default)]
+    pub clock: Option<ClockStart>,
+    #[serde(default)]
+    pub age_at_start: Dur,
+    #[serde(default)]
+    pub image_name: Option<String>,
+    pub phases: Vec<Phase>,
+    #[serde(default)]
+    pub sub_jobs: Vec<SubJobDef>,
+    #[serde(default)]
+    pub sub_jobs_list: bool,
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubJobDef {
+    pub job_id: String,
+    pub job_type: String,
+    pub phases: Vec<Phase>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Phase {
+    pub after: Dur,
+    #[serde(deserialize_with = "job_status")]
+    pub status: JobStatus,
+    #[serde(default)]
+    pub progress: Option<Progress>,
+    #[serde(default)]
+    pub current_task: Option<String>,
+    #[serde(default)]
+    pub image_id: Option<String>,
+    #[serde(default)]
+    pub image_name: Option<String>,
+    #[serde(default)]
+    pub results: Option<Vec<ResultDef>>,
+    #[serde(default)]
+    pub error_code: Option<String>,
+    #[serde(default)]
+    pub fail_reason: Option<String>,
+    #[serde(default)]
+    pub error_in: ErrorPlacement,
+    #[serde(default)]
+    pub entities: Option<Map<String, Value>>,
+}
+
+/// `process_percent` during a phase: fixed, or rising from the first
+/// value to the second until the next phase begins.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Progress {
+    Fixed(f64),
+    Rising([f64; 2]),
+}
+
+/// Where a FAIL phase puts its error code and reason. The API page says an
+/// abnormal job carries them in `entities`, so both places are plausible.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorPlacement {
+    #[default]
+    Top,
+    Entities,
+    Both,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultDef {
+    pub image_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<String>,
+    #[serde(default = "lower_case_success")]
+    pub status: String,
+}
+
+fn lower_case_success() -> String {
+    "success".into()
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Fault {
+    #[serde(flatten)]
+    pub when: FaultWhen,
+    #[serde(flatten)]
+    pub action: FaultAction,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct FaultWhen {
+    #[serde(default)]
+    pub requests: Option<RequestRange>,
+    #[serde(default)]
+    pub from: Option<Dur>,
+    #[serde(default)]
+    pub until: Option<Dur>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "fault", rename_all = "snake_case")]
+pub enum FaultAction {
+    /// HTTP 429 `APIG.0308`, as the API gateway answers.
+    Throttle {
+        #[serde(default)]
+        retry_after: Option<u64>,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    Error {
+        status: u16,
+        #[serde(default)]
+        body: ErrorShape,
+        #[serde(default)]
+        code: Option<String>,
+        #[serde(default)]
+        message: Option<String>,
+    },
+    Malformed {
+        #[serde(default)]
+        body: Option<String>,
+    },
+    Latency {
+        delay: Dur,
+    },
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorShape {
+    #[default]
+    Nested,
+    Flat,
+    Text,
+    Html,
+    Empty,
+}
+
+/// Inclusive range of request numbers; `last: None` means no end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestRange {
+    pub first: u64,
+    pub last: Option<u64>,
+}
+
+impl RequestRange {
+    pub fn contains(&self, n: u64) -> bool {
+        n >= self.first && self.last.is_none_or(|last| n <= last)
+    }
+
+    /// `3`, `2-4`, `5-`.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let raw = raw.trim();
+        let Some((first, last)) = raw.split_once('-') else {
+            let n = raw.parse().ok()?;
+            return Some(Self { first: n, last: Some(n) });
+        };
+        let first = first.trim().parse().ok()?;
+        let last = match last.trim() {
+            "" => None,
+            s => Some(s.parse().ok()?),
+        };
+        (last.is_none_or(|l| l >= first)).then_some(Self { first, last })
+    }
+}
+
+impl<'de> Deserialize<'de> for RequestRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Number(n) => n
+                .as_u64()
+                .map(|n| Self { first: n, last: Some(n) })
+                .ok_or_else(|| de::Error::custom("request number must be a positive integer")),
+            Value::String(s) => RequestRange::parse(&s)
+                .ok_or_else(|| de::Error::custom(format!("bad request range {s:?}: use 3, 2-4 or 5-"))),
+            other => Err(de::Error::custom(format!("bad request range {other}"))),
+        }
+    }
+}
+
+/// A duration read from `"2s"`-style strings or numbers of seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub const fn secs(s: u64) -> Self {
+        Self(Duration::from_secs(s))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Number(n) => n
+                .as_f64()
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .map(Dur)
+                .ok_or_else(|| de::Error::custom("a duration must not be negative")),
+            Value::String(s) => humantime::parse_duration(s.trim())
+                .map(Dur)
+                .map_err(|e| de::Error::custom(format!("bad duration {s:?}: {e}"))),
+            other => Err(de::Error::custom(format!("bad duration {other}"))),
+        }
+    }
+}
+
+fn job_status<'de, D: Deserializer<'de>>(d: D) -> Result<JobStatus, D::Error> {
+    let raw = String::deserialize(d)?;
+    JobStatus::parse(&raw)
+        .ok_or_else(|| de::Error::custom(format!("unknown status {raw:?}: use INIT, RUNNING, SUCCESS or FAIL")))
+}
+
+/// A scenario that cannot be used, with the place of the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioError(pub String);
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+impl Scenario {
+    /// Parses YAML or JSON and checks it.
+    pub fn parse(text: &str) -> Result<Self, ScenarioError> {
+        let scenario: Scenario =
+            serde_yaml_ng::from_str(text).map_err(|e| ScenarioError(format!("scenario: {e}")))?;
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    /// The built-in demo: see `default-scenario.yaml`.
+    pub fn demo() -> Self {
+        Self::parse(DEFAULT_SCENARIO_YAML).expect("the embedded default scenario is valid")
+    }
+
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        if let Some(t) = &self.settings.throttle
+            && (t.rate.is_nan() || t.rate <= 0.0 || t.burst == 0)
+        {
+            return Err(ScenarioError("settings.throttle: rate and burst must be positive".into()));
+        }
+        for job in &self.jobs {
+            job.validate()?;
+        }
+        Ok(())
+    }
+
+    /// The project named by an id or a name.
+    pub fn resolve_project(&self, id_or_name: &str) -> Option<&Project> {
+        self.projects
+            .iter()
+            .find(|p| p.id == id_or_name || p.name.as_deref() == Some(id_or_name))
+    }
+}
+
+impl JobDef {
+    /// Reads one job definition (YAML or JSON), as the admin API receives it.
+    pub fn parse(text: &str) -> Result<Self, ScenarioError> {
+        let job: JobDef =
+            serde_yaml_ng::from_str(text).map_err(|e| ScenarioError(format!("job: {e}")))?;
+        Ok(job)
+    }
+
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        let name = format!("job {}/{}", self.project_id, self.job_id);
+        if self.project_id.is_empty() || self.job_id.is_empty() {
+            return Err(ScenarioError(format!("{name}: project_id and job_id are required")));
+        }
+        validate_phases(&name, &self.phases)?;
+        if self.phases[0].after.0 != Duration::ZERO {
+            return Err(ScenarioError(format!("{name}: the first phase must be at 0s")));
+        }
+        for sub in &self.sub_jobs {
+            validate_phases(&format!("{name} sub-job {}", sub.job_id), &sub.phases)?;
+        }
+        for (i, fault) in self.faults.iter().enumerate() {
+            validate_fault(&format!("{name} fault {i}"), fault)?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_phases(name: &str, phases: &[Phase]) -> Result<(), ScenarioError> {
+    if phases.is_empty() {
+        return Err(ScenarioError(format!("{name}: at least one phase is required")));
+    }
+    if phases.windows(2).any(|w| w[1].after <= w[0].after) {
+        return Err(ScenarioError(format!("{name}: phases must be in strictly increasing `after` order")));
+    }
+    if let Some(i) = phases[..phases.len() - 1].iter().position(|p| p.status.is_finished()) {
+        return Err(ScenarioError(format!("{name}: phase {i} is final (SUCCESS/FAIL) but is not the last")));
+    }
+    Ok(())
+}
+
+fn validate_fault(name: &str, fault: &Fault) -> Result<(), ScenarioError> {
+    if let (Some(from), Some(until)) = (fault.when.from, fault.when.until)
+        && until <= from
+    {
+        return Err(ScenarioError(format!("{name}: `until` must be after `from`")));
+    }
+    if let FaultAction::Error { status, .. } = fault.action
+        && !(400..=599).contains(&status)
+    {
+        return Err(ScenarioError(format!("{name}: error status {status} is not 4xx/5xx")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_scenario_is_valid() {
+        let s = Scenario::demo();
+        assert_eq!(s.jobs.len(), 3);
+        assert_eq!(s.users[0].name, "demo");
+        assert_eq!(s.access_keys[0].access, "DEMOACCESSKEY");
+        for job in &s.jobs {
+            assert_eq!(job.job_id.len(), 32, "{}", job.job_id);
+            assert!(job.job_id.chars().all(|c| c.is_ascii_hexdigit()));
+        }
+    }
+
+    #[test]
+    fn request_ranges() {
+        assert_eq!(RequestRange::parse("3"), Some(RequestRange { first: 3, last: Some(3) }));
+        assert_eq!(RequestRange::parse("2-4"), Some(RequestRange { first: 2, last: Some(4) }));
+        assert_eq!(RequestRange::parse("5-"), Some(RequestRange { first: 5, last: None }));
+        assert_eq!(RequestRange::parse("4-2"), None);
+        assert_eq!(RequestRange::parse("x"), None);
+        let r = RequestRange::parse("2-3").unwrap();
+        assert!(!r.contains(1) && r.contains(2) && r.contains(3) && !r.contains(4));
+    }
+
+    #[test]
+    fn durations_and_faults_parse() {
+        let job = JobDef::parse(
+            r#"
+            project_id: p
+            job_id: j
+            job_type: imsImportImageJob
+            phases: [{after: 0, status: init}, {after: 1.5, status: RUNNING, progress: [0.1, 0.9]}]
+            faults:
+              - {fault: throttle, requests: 1-2, retry_after: 3}
+              - {fault: error, from: 1s, until: 2s, status: 503, body: flat}
+              - {fault: latency, delay: 250ms}
+              - {fault: malformed, requests: "7-"}
+            "#,
+        )
+        .unwrap();
+        job.validate().unwrap();
+        assert_eq!(job.phases[1].after, Dur(Duration::from_millis(1500)));
+        assert_eq!(job.phases[1].progress, Some(Progress::Rising([0.1, 0.9])));
+        assert!(matches!(job.faults[0].action, FaultAction::Throttle { retry_after: Some(3), .. }));
+        assert!(matches!(job.faults[1].action, FaultAction::Error { status: 503, body: ErrorShape::Flat, .. }));
+        assert_eq!(job.faults[1].when.until, Some(Dur::secs(2)));
+        assert!(matches!(job.faults[2].action, FaultAction::Latency { delay } if delay.0 == Duration::from_millis(250)));
+        assert_eq!(job.faults[3].when.requests, Some(RequestRange { first: 7, last: None }));
+    }
+
+    #[test]
+    fn invalid_jobs_are_refused_with_a_reason() {
+        let cases = [
+            ("phases: []", "at least one phase"),
+            ("phases: [{after: 1s, status: INIT}]", "first phase must be at 0s"),
+            ("phases: [{after: 0s, status: INIT}, {after: 0s, status: RUNNING}]", "increasing"),
+            ("phases: [{after: 0s, status: SUCCESS}, {after: 1s, status: RUNNING}]", "is final"),
+            ("phases: [{after: 0s, status: INIT}]\nfaults: [{fault: error, status: 200}]", "not 4xx/5xx"),
+        ];
+        for (body, want) in cases {
+            let text = format!("project_id: p\njob_id: j\njob_type: t\n{body}");
+            let err = JobDef::parse(&text).and_then(|j| j.validate().map(|_| j)).unwrap_err();
+            assert!(err.0.contains(want), "{body}: {err}");
+        }
+        assert!(JobDef::parse("job_type: t\nphases: [{after: 0s, status: PAUSED}]").is_err());
+        assert!(JobDef::parse("job_type: t\nphases: []\nbogus: 1").is_err());
+    }
+}

@@ -1,0 +1,211 @@
+//! HTTP: the axum handlers. They only read the request, ask the state and
+//! the pure modules what to answer, and write the answer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use super::aksk::SignedRequest;
+use super::iam;
+use super::lifecycle::DEFAULT_THROTTLE_LIMIT;
+use super::responses::{self, SimResponse};
+use super::scenario::JobDef;
+use super::state::{AuthFailure, Sim};
+
+pub fn router(sim: Arc<Sim>) -> Router {
+    Router::new()
+        .route("/v3/auth/tokens", post(issue_token))
+        .route("/v1/{project_id}/jobs/{job_id}", get(get_job))
+        .route("/admin/jobs/{project_id}/{job_id}", put(put_job).delete(delete_job))
+        .route("/admin/jobs/{project_id}/{job_id}/requests", get(job_requests))
+        .route("/admin/requests", get(all_requests))
+        .route("/admin/tokens/revoke", post(revoke_tokens))
+        .route("/admin/reset-counters", post(reset_counters))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(unknown_api)
+        .with_state(sim)
+}
+
+/// `GET /v1/{project_id}/jobs/{job_id}`: gateway checks, then the job.
+async fn get_job(
+    State(sim): State<Arc<Sim>>,
+    Path((project_id, job_id)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let request_id = sim.next_request_id();
+    let job = sim.job(&project_id, &job_id);
+    let req = SignedRequest {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query().unwrap_or(""),
+        headers: &headers,
+        body: b"",
+        project_id: &project_id,
+    };
+    let answer = match sim.authenticate(&req) {
+        Err(failure) => {
+            sim.count_auth_failure(failure);
+            auth_refusal(failure, &request_id)
+        }
+        Ok(()) if !sim.throttles.admit(&project_id, Instant::now()) => {
+            sim.counters.throttled.inc();
+            project_throttled(&sim, &request_id)
+        }
+        Ok(()) => match &job {
+            None => {
+                sim.counters.unknown_jobs.inc();
+                responses::job_not_found()
+            }
+            Some(job) => {
+                let answer = job.answer(sim.scenario.settings.time_format);
+                if !answer.delay.is_zero() {
+                    tokio::time::sleep(answer.delay).await;
+                }
+                responses::reply(&answer.reply, &request_id)
+            }
+        },
+    };
+    sim.counters.jobs_total.record(answer.status);
+    if let Some(job) = &job {
+        job.counters.record(answer.status);
+    }
+    to_http(answer, &request_id)
+}
+
+fn project_throttled(sim: &Sim, request_id: &str) -> SimResponse {
+    let cfg = sim.throttles.config();
+    // The message's limit is per minute, as the gateway words it.
+    let limit = cfg.map_or(DEFAULT_THROTTLE_LIMIT, |c| (c.rate * 60.0).round().max(1.0) as u32);
+    responses::throttled(limit, cfg.and_then(|c| c.retry_after), request_id)
+}
+
+/// The gateway's 401s. Codes: `APIGW.0301` "Incorrect IAM authentication
+/// information" (documented, IMS-FACTS.md) for every refusal, except an
+/// expired token, which gets `APIGW.0307` "The token must be updated." as
+/// Huawei's API gateway documents. A token scoped to another project is
+/// also a 401 here; the real cloud may answer 403 from IMS instead.
+fn auth_refusal(failure: AuthFailure, request_id: &str) -> SimResponse {
+    use super::iam::TokenProblem::*;
+    let detail = match failure {
+        AuthFailure::Missing => "x-auth-token not found",
+        AuthFailure::Token(Unknown) => "decrypt token fail",
+        AuthFailure::Token(Revoked) => "the token has been revoked",
+        AuthFailure::Token(OtherProject) => "the token is not scoped to this project",
+        AuthFailure::Token(Expired) => {
+            return responses::gateway(401, "APIGW.0307", "The token must be updated.", request_id);
+        }
+        AuthFailure::Aksk(e) => e.detail(),
+    };
+    let message = format!("Incorrect IAM authentication information: {detail}");
+    responses::gateway(401, "APIGW.0301", &message, request_id)
+}
+
+/// `POST /v3/auth/tokens`: password login scoped to a project.
+async fn issue_token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let request_id = sim.next_request_id();
+    sim.counters.token_requests.inc();
+    let login = iam::parse_request(&body).and_then(|auth| iam::login(&sim.scenario, &auth));
+    let (user, project) = match login {
+        Ok(found) => found,
+        Err((status, message)) => {
+            sim.counters.token_failures.inc();
+            return to_http(responses::iam_error(status, message), &request_id);
+        }
+    };
+    let now = Timestamp::now();
+    let (token, expires_at) = sim.tokens.issue(&user.name, &project.id, now, sim.scenario.settings.token_lifetime.0);
+    sim.counters.tokens_issued.inc();
+    let mut response = to_http(SimResponse::json(201, &iam::token_body(user, &project, now, expires_at)), &request_id);
+    if let Ok(value) = HeaderValue::from_str(&token) {
+        response.headers_mut().insert("x-subject-token", value);
+    }
+    response
+}
+
+/// `PUT /admin/jobs/{project_id}/{job_id}`: a job definition in YAML or
+/// JSON; the ids of the path win over those of the body.
+async fn put_job(
+    State(sim): State<Arc<Sim>>,
+    Path((project_id, job_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let text = String::from_utf8_lossy(&body);
+    let def = JobDef::parse(&text).and_then(|mut def| {
+        def.project_id = project_id.clone();
+        def.job_id = job_id.clone();
+        def.validate().map(|()| def)
+    });
+    match def {
+        Ok(def) => {
+            let replaced = sim.put_job(def);
+            let status = if replaced { StatusCode::OK } else { StatusCode::CREATED };
+            (status, axum::Json(json!({"project_id": project_id, "job_id": job_id, "replaced": replaced})))
+                .into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, axum::Json(json!({"error": e.0}))).into_response(),
+    }
+}
+
+async fn delete_job(State(sim): State<Arc<Sim>>, Path((project_id, job_id)): Path<(String, String)>) -> StatusCode {
+    if sim.remove_job(&project_id, &job_id) { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND }
+}
+
+async fn job_requests(State(sim): State<Arc<Sim>>, Path((project_id, job_id)): Path<(String, String)>) -> Response {
+    match sim.job(&project_id, &job_id) {
+        Some(job) => axum::Json(job.counters.to_json()).into_response(),
+        None => (StatusCode::NOT_FOUND, axum::Json(json!({"error": "no such job"}))).into_response(),
+    }
+}
+
+async fn all_requests(State(sim): State<Arc<Sim>>) -> axum::Json<Value> {
+    axum::Json(sim.requests_json())
+}
+
+/// Body `{"user": "name"}` revokes one user's tokens; no body revokes all.
+async fn revoke_tokens(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let user = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(v) => v.get("user").and_then(Value::as_str).map(str::to_owned),
+            Err(e) => return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": e.to_string()}))).into_response(),
+        }
+    };
+    axum::Json(json!({"revoked": sim.tokens.revoke(user.as_deref())})).into_response()
+}
+
+async fn reset_counters(State(sim): State<Arc<Sim>>) -> StatusCode {
+    sim.reset_counters();
+    StatusCode::NO_CONTENT
+}
+
+/// Any other path: the gateway's "no such API".
+async fn unknown_api(State(sim): State<Arc<Sim>>) -> Response {
+    let request_id = sim.next_request_id();
+    let message = "The API does not exist or has not been published in the environment";
+    to_http(responses::gateway(404, "APIGW.0101", message, &request_id), &request_id)
+}
+
+fn to_http(r: SimResponse, request_id: &str) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, Body::from(r.body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(r.content_type));
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", id);
+    }
+    if let Some(seconds) = r.retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
