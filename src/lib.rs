@@ -2,7 +2,12 @@
 //! imagejob-operator: Open Telekom Cloud IMS asynchronous jobs as Kubernetes `ImageJob` resources.
 
 pub mod config;
+pub mod controller;
 pub mod crd;
+pub mod http;
 pub mod ims;
+pub mod metrics;
+pub mod job_cmd;
 pub mod status;
+pub mod telemetry;
 pub mod sim;

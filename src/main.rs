@@ -1,36 +1,54 @@
 //! The `imagejob-operator` command: wires subcommands to the library.
 
 use clap::{Parser, Subcommand};
+use imagejob_operator::config::{LogFormat, RunArgs};
+use imagejob_operator::{controller, crd, job_cmd, telemetry};
 
 #[derive(Parser)]
 #[command(name = "imagejob-operator", version, about = "Open Telekom Cloud IMS jobs as Kubernetes ImageJob resources")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Flags of `run`, which is the default subcommand.
     #[command(flatten)]
-    run: imagejob_operator::config::RunArgs,
+    run: RunArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller (the default).
-    Run(imagejob_operator::config::RunArgs),
+    Run(RunArgs),
     /// Print the ImageJob CustomResourceDefinition as YAML.
     Crd,
+    /// Query IMS jobs directly.
+    #[command(subcommand)]
+    Job(JobCommand),
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(Subcommand)]
+enum JobCommand {
+    /// Query one job once and print it.
+    Get(job_cmd::JobGetArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Crd) => {
-            print!("{}", imagejob_operator::crd::crd_yaml());
+            print!("{}", crd::crd_yaml());
             Ok(())
         }
-        Some(Command::Run(args)) => run(args),
-        None => run(cli.run),
+        Some(Command::Job(JobCommand::Get(args))) => {
+            telemetry::init(LogFormat::Text, "warn");
+            job_cmd::run(args).await
+        }
+        Some(Command::Run(args)) => run(args).await,
+        None => run(cli.run).await,
     }
 }
 
-fn run(_args: imagejob_operator::config::RunArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format, "info");
+    controller::run::run(args).await
 }

@@ -1,0 +1,239 @@
+//! One cloud request per job and interval, however many ImageJobs name the
+//! job, and an outbound rate limit per endpoint and project.
+//!
+//! Answers are shared only between ImageJobs that use the same credentials
+//! (by fingerprint): naming a job ID must not reveal a job that another
+//! tenant's credentials fetched.
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use kube::runtime::reflector::ObjectRef;
+use tokio::time::Instant;
+
+use crate::crd::ImageJob;
+use crate::ims::credentials::{CacheKey, Credentials};
+use crate::ims::model::Job;
+use crate::ims::{ImsError, JobSource, JobTarget};
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FetchKey {
+    pub ims_endpoint: String,
+    pub project_id: String,
+    pub job_id: String,
+    pub credentials: CacheKey,
+}
+
+impl FetchKey {
+    pub fn new(target: &JobTarget, creds: &Credentials) -> Self {
+        Self {
+            ims_endpoint: target.ims_endpoint.clone(),
+            project_id: target.project_id.clone(),
+            job_id: target.job_id.clone(),
+            credentials: creds.cache_key(),
+        }
+    }
+}
+
+pub type Answer = Result<Job, Arc<ImsError>>;
+
+/// The result of one `fetch`.
+pub struct Fetched {
+    pub answer: Answer,
+    /// True when this call sent the request (false: a shared answer).
+    pub sent: bool,
+    /// Other ImageJobs on the same job, to wake when the answer changed.
+    pub wake: Vec<ObjectRef<ImageJob>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    fetched: Option<(Instant, Answer)>,
+}
+
+pub struct Coalescer<S> {
+    source: S,
+    limiter: DefaultKeyedRateLimiter<(String, String)>,
+    slots: Mutex<HashMap<FetchKey, Arc<tokio::sync::Mutex<Slot>>>>,
+    subscribers: Mutex<HashMap<FetchKey, HashSet<ObjectRef<ImageJob>>>>,
+}
+
+/// A token bucket: `per_second` sustained (may be below 1), `burst` at once.
+pub fn quota(per_second: f64, burst: u32) -> Quota {
+    let period = Duration::from_secs_f64(1.0 / per_second.clamp(0.001, 1_000_000.0));
+    Quota::with_period(period).expect("period is positive").allow_burst(NonZeroU32::new(burst.max(1)).unwrap())
+}
+
+impl<S: JobSource> Coalescer<S> {
+    pub fn new(source: S, quota: Quota) -> Self {
+        Self {
+            source,
+            limiter: RateLimiter::keyed(quota),
+            slots: Mutex::default(),
+            subscribers: Mutex::default(),
+        }
+    }
+
+    /// The job's answer: a shared one younger than `max_age`, else a new
+    /// request (one at a time per key; concurrent callers wait and share).
+    pub async fn fetch(
+        &self,
+        me: &ObjectRef<ImageJob>,
+        target: &JobTarget,
+        creds: &Credentials,
+        max_age: Duration,
+    ) -> Fetched {
+        let key = FetchKey::new(target, creds);
+        self.subscribers.lock().unwrap().entry(key.clone()).or_default().insert(me.clone());
+        let slot = self.slots.lock().unwrap().entry(key.clone()).or_default().clone();
+        let mut slot = slot.lock().await;
+        if let Some((at, answer)) = &slot.fetched
+            && at.elapsed() < max_age
+        {
+            return Fetched { answer: answer.clone(), sent: false, wake: Vec::new() };
+        }
+        self.limiter.until_key_ready(&(key.ims_endpoint.clone(), key.project_id.clone())).await;
+        let answer = self.source.get_job(target, creds).await.map_err(Arc::new);
+        let changed = slot.fetched.as_ref().is_none_or(|(_, old)| !same_answer(old, &answer));
+        slot.fetched = Some((Instant::now(), answer.clone()));
+        let wake = if changed { self.others(&key, me) } else { Vec::new() };
+        Fetched { answer, sent: true, wake }
+    }
+
+    fn others(&self, key: &FetchKey, me: &ObjectRef<ImageJob>) -> Vec<ObjectRef<ImageJob>> {
+        let subs = self.subscribers.lock().unwrap();
+        subs.get(key).map(|s| s.iter().filter(|o| *o != me).cloned().collect()).unwrap_or_default()
+    }
+
+    /// Stops waking `me` for this job (it finished or was deleted).
+    pub fn unsubscribe(&self, target: &JobTarget, creds: &Credentials, me: &ObjectRef<ImageJob>) {
+        let key = FetchKey::new(target, creds);
+        let mut subs = self.subscribers.lock().unwrap();
+        if let Some(set) = subs.get_mut(&key) {
+            set.remove(me);
+            if set.is_empty() {
+                subs.remove(&key);
+            }
+        }
+    }
+
+    /// Forgets answers older than `max_age` and subscribers that are gone.
+    pub fn sweep(&self, max_age: Duration, alive: impl Fn(&ObjectRef<ImageJob>) -> bool) {
+        self.slots.lock().unwrap().retain(|_, slot| match slot.try_lock() {
+            Ok(s) => s.fetched.as_ref().is_some_and(|(at, _)| at.elapsed() < max_age),
+            Err(_) => true, // a request is in flight
+        });
+        let mut subs = self.subscribers.lock().unwrap();
+        subs.values_mut().for_each(|set| set.retain(&alive));
+        subs.retain(|_, set| !set.is_empty());
+    }
+
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+}
+
+fn same_answer(a: &Answer, b: &Answer) -> bool {
+    match (a, b) {
+        (Ok(a), Ok(b)) => a == b,
+        (Err(a), Err(b)) => a.kind() == b.kind() && a.status() == b.status(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ims::model::JobStatus;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts requests; answers RUNNING with the request number as progress.
+    #[derive(Default)]
+    struct CountingSource {
+        calls: AtomicUsize,
+    }
+
+    impl JobSource for CountingSource {
+        async fn get_job(&self, _: &JobTarget, _: &Credentials) -> Result<Job, ImsError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok(Job { status: Some(JobStatus::Running), progress: Some(n as u8), ..Job::default() })
+        }
+    }
+
+    fn target(job: &str) -> JobTarget {
+        JobTarget {
+            ims_endpoint: "http://ims".into(),
+            iam_endpoint: "http://iam".into(),
+            project_id: "p".into(),
+            job_id: job.into(),
+        }
+    }
+
+    fn creds(user: &str) -> Credentials {
+        Credentials::Password {
+            username: user.into(),
+            password: crate::ims::credentials::Secret::new("pw"),
+            domain_name: "d".into(),
+        }
+    }
+
+    fn obj(name: &str) -> ObjectRef<ImageJob> {
+        ObjectRef::new(name).within("ns")
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_on_one_job_share_one_request() {
+        let c = Arc::new(Coalescer::new(CountingSource::default(), quota(1000.0, 1000)));
+        let handles: Vec<_> = (0..20)
+            .map(|i| {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    c.fetch(&obj(&format!("ij{i}")), &target("j1"), &creds("u"), Duration::from_secs(10)).await.sent
+                })
+            })
+            .collect();
+        let mut sent = 0;
+        for h in handles {
+            sent += usize::from(h.await.unwrap());
+        }
+        assert_eq!(sent, 1);
+        assert_eq!(c.source().calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn different_credentials_never_share_an_answer() {
+        let c = Coalescer::new(CountingSource::default(), quota(1000.0, 1000));
+        c.fetch(&obj("a"), &target("j1"), &creds("tenant-a"), Duration::from_secs(10)).await;
+        let b = c.fetch(&obj("b"), &target("j1"), &creds("tenant-b"), Duration::from_secs(10)).await;
+        assert!(b.sent);
+        assert_eq!(c.source().calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_changed_answer_wakes_the_other_subscribers() {
+        let c = Coalescer::new(CountingSource::default(), quota(1000.0, 1000));
+        let first = c.fetch(&obj("a"), &target("j1"), &creds("u"), Duration::ZERO).await;
+        assert!(first.wake.is_empty());
+        c.fetch(&obj("b"), &target("j1"), &creds("u"), Duration::from_secs(10)).await;
+        let again = c.fetch(&obj("a"), &target("j1"), &creds("u"), Duration::ZERO).await;
+        assert_eq!(again.wake, vec![obj("b")], "progress changed: b must see it now");
+        c.unsubscribe(&target("j1"), &creds("u"), &obj("b"));
+        let third = c.fetch(&obj("a"), &target("j1"), &creds("u"), Duration::ZERO).await;
+        assert!(third.wake.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_rate_limit_spaces_requests() {
+        let c = Coalescer::new(CountingSource::default(), quota(4.0, 1));
+        let start = std::time::Instant::now();
+        for i in 0..5 {
+            c.fetch(&obj("a"), &target(&format!("j{i}")), &creds("u"), Duration::ZERO).await;
+        }
+        // One at once, then one every 0.25 s (governor runs on the real clock).
+        assert!(start.elapsed() >= Duration::from_millis(950), "{:?}", start.elapsed());
+    }
+}

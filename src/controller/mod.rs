@@ -1,0 +1,336 @@
+//! The ImageJob controller: reads the Secret, asks IMS (through the
+//! coalescer), maps the answer with the pure `status` module, writes the
+//! status only when it changed, publishes Events, and decides when to look
+//! again.
+
+pub mod coalesce;
+pub mod run;
+pub mod schedule;
+pub mod secrets;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use tokio::sync::mpsc;
+use tracing::{debug, info, instrument, warn};
+
+use crate::config::{RunArgs, poll_interval};
+use crate::crd::{ImageJob, ImageJobStatus, REQUESTED_AT_ANNOTATION};
+use crate::ims::{ErrorKind, ImsError, JobSource, JobTarget, resolve_endpoint};
+use crate::metrics::{Metrics, OutcomeLabels, ResultLabels};
+use crate::status::{self, Outcome, StallReason};
+use coalesce::Coalescer;
+use schedule::Schedule;
+use secrets::{SecretCache, SecretError};
+
+pub const FIELD_MANAGER: &str = "imagejob-operator";
+
+/// Backoff bounds per kind of trouble.
+const TRANSIENT_MIN: Duration = Duration::from_secs(2);
+const TRANSIENT_MAX: Duration = Duration::from_secs(300);
+/// Authentication and permission failures retry slowly: the gateway locks an
+/// access key after 5 bad signatures, and a fixed Secret wakes us anyway.
+const STALLED_MIN: Duration = Duration::from_secs(300);
+const STALLED_MAX: Duration = Duration::from_secs(3600);
+/// Safety net for stalls that only a Secret or spec change can fix.
+const CONFIG_RECHECK: Duration = Duration::from_secs(600);
+
+/// Shared state of all reconciles.
+pub struct Ctx<S> {
+    pub client: kube::Client,
+    pub args: RunArgs,
+    pub coalescer: Coalescer<S>,
+    pub secrets: SecretCache,
+    pub schedule: Schedule,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// ImageJobs to reconcile now (Secret changed, shared answer changed).
+    pub wake: mpsc::UnboundedSender<ObjectRef<ImageJob>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("writing the status: {0}")]
+    Patch(#[source] kube::Error),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("ImageJob has no namespace")]
+    NoNamespace,
+}
+
+impl<S: JobSource> Ctx<S> {
+    fn wake_all(&self, objects: Vec<ObjectRef<ImageJob>>) {
+        for o in objects {
+            self.schedule.wake(&o);
+            let _ = self.wake.send(o);
+        }
+    }
+}
+
+/// The `ims.otc.io/requestedAt` value not yet honoured, if any.
+pub fn pending_request(ij: &ImageJob) -> Option<&str> {
+    let value = ij.annotations().get(REQUESTED_AT_ANNOTATION)?;
+    let handled = ij.status.as_ref().and_then(|s| s.last_handled_reconcile_at.as_deref());
+    (handled != Some(value.as_str())).then_some(value.as_str())
+}
+
+/// True when `activeDeadlineSeconds` has passed since the job began (as the
+/// cloud reports it) or, before the first answer, since the ImageJob was made.
+pub fn deadline_exceeded(ij: &ImageJob, now: Timestamp) -> Option<i64> {
+    let seconds = ij.spec.active_deadline_seconds?;
+    let status = ij.status.as_ref();
+    let begin = status.and_then(|s| s.begin_time.as_ref()).or(ij.metadata.creation_timestamp.as_ref())?;
+    (now.as_second() - begin.0.as_second() > seconds).then_some(seconds)
+}
+
+/// A region only of `[a-z0-9-]`: it is placed into a host name, and must
+/// not be able to point the operator's credentials at another host.
+pub fn valid_region(region: &str) -> bool {
+    !region.is_empty()
+        && region.len() <= 32
+        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Maps an IMS failure to what the status shows.
+pub fn outcome_of_error(err: &ImsError) -> Outcome {
+    let reason = match err.kind() {
+        ErrorKind::Transient => return Outcome::Transient { message: transient_message(err) },
+        ErrorKind::AuthenticationFailed => StallReason::AuthenticationFailed,
+        ErrorKind::Forbidden => StallReason::Forbidden,
+        ErrorKind::JobNotFound => StallReason::JobNotFound,
+        ErrorKind::BadRequest => StallReason::BadRequest,
+    };
+    Outcome::Stalled { reason, message: stable_message(err) }
+}
+
+/// Error text without the request ID, so that repeated identical failures
+/// leave the status unchanged (no write per retry).
+fn stable_message(err: &ImsError) -> String {
+    match (err.status(), err.code(), err.message()) {
+        (Some(status), Some(code), Some(msg)) => format!("IMS answered HTTP {status}: {code} {msg}"),
+        (Some(status), None, Some(msg)) => format!("IMS answered HTTP {status}: {msg}"),
+        (Some(status), Some(code), None) => format!("IMS answered HTTP {status}: {code}"),
+        _ => err.to_string(),
+    }
+}
+
+fn transient_message(err: &ImsError) -> String {
+    format!("{}; retrying with backoff", stable_message(err))
+}
+
+fn outcome_label(err: Option<&ImsError>) -> &'static str {
+    match err.map(ImsError::kind) {
+        None => "success",
+        Some(ErrorKind::Transient) => "transient",
+        Some(ErrorKind::AuthenticationFailed) => "authentication_failed",
+        Some(ErrorKind::Forbidden) => "forbidden",
+        Some(ErrorKind::JobNotFound) => "job_not_found",
+        Some(ErrorKind::BadRequest) => "bad_request",
+    }
+}
+
+#[instrument(skip_all, fields(namespace = ij.namespace().unwrap_or_default(), name = ij.name_any(), job_id = ij.spec.job_id))]
+pub async fn reconcile<S: JobSource>(ij: Arc<ImageJob>, ctx: Arc<Ctx<S>>) -> Result<Action, Error> {
+    let timer = std::time::Instant::now();
+    let result = reconcile_inner(&ij, &ctx).await;
+    ctx.metrics.reconcile_duration.observe(timer.elapsed().as_secs_f64());
+    let label = if result.is_ok() { "ok" } else { "error" };
+    ctx.metrics.reconciles.get_or_create(&ResultLabels { result: label }).inc();
+    result
+}
+
+async fn reconcile_inner<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>) -> Result<Action, Error> {
+    let key = ObjectRef::from_obj(ij);
+    let requested = pending_request(ij);
+    let prev = ij.status.as_ref();
+    let finished = prev.and_then(|s| s.phase).is_some_and(|p| p.is_finished());
+
+    // A finished job never changes: no cloud call, also after a restart.
+    if finished && requested.is_none() {
+        return Ok(Action::await_change());
+    }
+    if ij.spec.suspend == Some(true) {
+        write_status(ij, ctx, &Outcome::Suspended, requested).await?;
+        return Ok(Action::await_change());
+    }
+    // Woken by our own status write or a neighbour: not due yet.
+    if requested.is_none()
+        && let Some(left) = ctx.schedule.remaining(&key, ij.uid().as_deref(), ij.metadata.generation)
+    {
+        return Ok(Action::requeue(left));
+    }
+    if let Some(seconds) = deadline_exceeded(ij, Timestamp::now()) {
+        write_status(ij, ctx, &Outcome::DeadlineExceeded { seconds }, requested).await?;
+        return Ok(Action::await_change());
+    }
+    let (outcome, retry_after) = poll(ij, &key, ctx, requested.is_some()).await?;
+    let written = write_status(ij, ctx, &outcome, requested).await?;
+    Ok(next_action(ij, ctx, &key, &outcome, &written, retry_after))
+}
+
+/// Reads the credentials and asks IMS. Configuration problems become a
+/// Stalled outcome; only Kubernetes API failures are errors.
+async fn poll<S: JobSource>(
+    ij: &ImageJob,
+    key: &ObjectRef<ImageJob>,
+    ctx: &Ctx<S>,
+    forced: bool,
+) -> Result<(Outcome, Option<Duration>), Error> {
+    let namespace = ij.namespace().ok_or(Error::NoNamespace)?;
+    let secret_name = &ij.spec.credentials_ref.name;
+    ctx.secrets.register_user(&namespace, secret_name, key.clone());
+    let loaded = match ctx.secrets.load(&namespace, secret_name).await {
+        Ok(l) => l,
+        Err(e @ (SecretError::NotFound { .. } | SecretError::Invalid { .. })) => {
+            let outcome = Outcome::Stalled { reason: StallReason::CredentialsNotFound, message: e.to_string() };
+            return Ok((outcome, None));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let target = match target_of(ij, &ctx.args, loaded.project_id.as_deref()) {
+        Ok(t) => t,
+        Err(message) => return Ok((Outcome::Stalled { reason: StallReason::InvalidSpec, message }, None)),
+    };
+    let interval = poll_interval(ij.spec.poll_interval.as_deref(), ctx.args.poll_interval);
+    // A forced poll must not be served from the shared cache.
+    let max_age = if forced { Duration::ZERO } else { interval.mul_f64(0.8) };
+    let started = std::time::Instant::now();
+    let fetched = ctx.coalescer.fetch(key, &target, &loaded.credentials, max_age).await;
+    if fetched.sent {
+        ctx.metrics.ims_request_duration.observe(started.elapsed().as_secs_f64());
+        let label = outcome_label(fetched.answer.as_ref().err().map(|e| e.as_ref()));
+        ctx.metrics.ims_requests.get_or_create(&OutcomeLabels { outcome: label }).inc();
+    } else {
+        ctx.metrics.ims_coalesced.inc();
+    }
+    ctx.wake_all(fetched.wake);
+    Ok(match fetched.answer {
+        Ok(job) => {
+            if job.status.is_some_and(|s| s.is_finished()) {
+                ctx.coalescer.unsubscribe(&target, &loaded.credentials, key);
+            }
+            (Outcome::Job(job), None)
+        }
+        Err(err) => {
+            debug!(error = %err, "IMS query failed");
+            (outcome_of_error(&err), err.retry_after())
+        }
+    })
+}
+
+/// The endpoints, project and job to query. Endpoints come only from the
+/// operator's configuration; the ImageJob chooses at most the region.
+pub fn target_of(ij: &ImageJob, args: &RunArgs, secret_project: Option<&str>) -> Result<JobTarget, String> {
+    let region = ij.spec.region.as_deref().unwrap_or(&args.default_region);
+    if !valid_region(region) {
+        return Err(format!("region {region:?} may only contain a-z, 0-9 and '-'"));
+    }
+    let project_id = ij.spec.project_id.as_deref().or(secret_project).ok_or_else(|| {
+        "no project ID: set spec.projectId or add projectId to the credentials Secret".to_owned()
+    })?;
+    Ok(JobTarget {
+        ims_endpoint: resolve_endpoint(&args.ims_endpoint, region),
+        iam_endpoint: resolve_endpoint(&args.iam_endpoint, region),
+        project_id: project_id.to_owned(),
+        job_id: ij.spec.job_id.clone(),
+    })
+}
+
+/// Computes the new status, writes it if it changed (ignoring timestamps),
+/// and publishes Events for transitions. Returns the status now in force.
+async fn write_status<S: JobSource>(
+    ij: &ImageJob,
+    ctx: &Ctx<S>,
+    outcome: &Outcome,
+    requested: Option<&str>,
+) -> Result<ImageJobStatus, Error> {
+    let prev = ij.status.as_ref();
+    let sctx = status::Context { generation: ij.metadata.generation, now: Timestamp::now(), requested_at: requested };
+    let new = status::next_status(prev, outcome, &sctx);
+    if prev.is_some_and(|p| !status::differs(p, &new)) {
+        return Ok(new);
+    }
+    let api: Api<ImageJob> = Api::namespaced(ctx.client.clone(), &ij.namespace().ok_or(Error::NoNamespace)?);
+    let patch = serde_json::json!({
+        "apiVersion": ImageJob::api_version(&()),
+        "kind": ImageJob::kind(&()),
+        "status": new,
+    });
+    api.patch_status(&ij.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(Error::Patch)?;
+    ctx.metrics.status_patches.inc();
+    info!(phase = ?new.phase, job_status = new.job_status.as_deref(), progress = new.progress, "status updated");
+    for event in status::transition_events(prev, &new) {
+        publish(ij, ctx, event).await;
+    }
+    Ok(new)
+}
+
+async fn publish<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>, event: status::EventSpec) {
+    ctx.metrics.events.get_or_create(&crate::metrics::ReasonLabels { reason: event.reason.clone() }).inc();
+    let ev = Event {
+        type_: if event.warning { EventType::Warning } else { EventType::Normal },
+        reason: event.reason,
+        note: Some(event.message.chars().take(1000).collect()),
+        action: "PollIMSJob".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &ij.object_ref(&())).await {
+        // An Event is a courtesy; failing to send one must not fail the reconcile.
+        warn!(error = %e, "publishing an Event failed");
+    }
+}
+
+/// When to look again, by what happened.
+fn next_action<S: JobSource>(
+    ij: &ImageJob,
+    ctx: &Ctx<S>,
+    key: &ObjectRef<ImageJob>,
+    outcome: &Outcome,
+    written: &ImageJobStatus,
+    retry_after: Option<Duration>,
+) -> Action {
+    let (uid, generation) = (ij.uid(), ij.metadata.generation);
+    let record = |next: Duration, failed: bool| ctx.schedule.record(key, uid.as_deref(), generation, next, failed);
+    let failures = ctx.schedule.failures(key) + 1;
+    let next = match outcome {
+        Outcome::Job(_) if written.phase.is_some_and(|p| p.is_finished()) => {
+            record(Duration::ZERO, false);
+            return Action::await_change();
+        }
+        Outcome::Job(_) => {
+            let interval = poll_interval(ij.spec.poll_interval.as_deref(), ctx.args.poll_interval);
+            let next = schedule::jittered(interval);
+            record(next, false);
+            return Action::requeue(next);
+        }
+        Outcome::Transient { .. } => schedule::backoff(failures, TRANSIENT_MIN, TRANSIENT_MAX, retry_after),
+        Outcome::Stalled { reason: StallReason::CredentialsNotFound | StallReason::InvalidSpec, .. } => {
+            CONFIG_RECHECK
+        }
+        Outcome::Stalled { .. } => schedule::backoff(failures, STALLED_MIN, STALLED_MAX, retry_after),
+        Outcome::DeadlineExceeded { .. } | Outcome::Suspended => return Action::await_change(),
+    };
+    record(next, true);
+    Action::requeue(next)
+}
+
+/// Kubernetes API failures (status patch, Secret read) use the same backoff.
+pub fn error_policy<S: JobSource>(ij: Arc<ImageJob>, error: &Error, ctx: Arc<Ctx<S>>) -> Action {
+    let key = ObjectRef::from_obj(ij.as_ref());
+    let failures = ctx.schedule.failures(&key) + 1;
+    let next = schedule::backoff(failures, TRANSIENT_MIN, TRANSIENT_MAX, None);
+    ctx.schedule.record(&key, ij.uid().as_deref(), ij.metadata.generation, next, true);
+    warn!(namespace = ij.namespace(), name = ij.name_any(), error = %error, retry_in = ?next, "reconcile failed");
+    Action::requeue(next)
+}
+
+#[cfg(test)]
+mod tests;

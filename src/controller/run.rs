@@ -1,0 +1,235 @@
+//! `imagejob-operator run`: wires the Kubernetes client, IMS client, watches,
+//! leader election, the metrics server and the controller together.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::api::PartialObjectMeta;
+use kube::runtime::{Predicate, predicates};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::coalesce::{Coalescer, quota};
+use super::schedule::Schedule;
+use super::secrets::SecretCache;
+use super::{Ctx, error_policy, reconcile};
+use crate::config::RunArgs;
+use crate::crd::ImageJob;
+use crate::http::{self, HttpState};
+use crate::ims::ImsClient;
+use crate::metrics::{Metrics, PhaseLabel, PhaseLabels};
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = Client::try_default().await.map_err(|e| anyhow::anyhow!("no Kubernetes configuration: {e}"))?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let addr = http::serve(args.http_addr, HttpState { metrics: metrics.clone(), ready: ready.clone() }).await?;
+    info!(%addr, "serving /metrics, /healthz, /readyz");
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let token = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            token.cancel();
+        }
+    });
+    if !args.leader_elect {
+        metrics.leader.set(1);
+        return run_controller(client, args, metrics, ready, shutdown.cancelled_owned()).await;
+    }
+    let (mut leader, lease_task) = leader_election(client.clone(), &args).await?;
+    // A standby is ready: it serves metrics and waits for the Lease.
+    http::mark_ready(&ready);
+    info!("waiting for the leader Lease");
+    loop {
+        if *leader.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            changed = leader.changed() => changed?,
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+    }
+    info!("acquired the leader Lease");
+    metrics.leader.set(1);
+    let mut lost = leader.clone();
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown.cancelled() => {},
+            _ = lost.wait_for(|is_leader| !is_leader) => warn!("lost the leader Lease"),
+        }
+    };
+    let result = run_controller(client, args, metrics, ready, stop).await;
+    let still_leader = *leader.borrow();
+    drop(leader);
+    // Closing the channel makes the lease task release the Lease.
+    let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
+    if !still_leader {
+        anyhow::bail!("lost the leader Lease; exiting so a restart rejoins as a standby");
+    }
+    result
+}
+
+async fn leader_election(
+    client: Client,
+    args: &RunArgs,
+) -> anyhow::Result<(tokio::sync::watch::Receiver<bool>, tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>)> {
+    let namespace = args
+        .leader_election_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let identity = std::env::var("POD_NAME")
+        .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+    // A 10 s Lease renewed every ~5 s: a standby takes over within about 15 s.
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &args.leader_election_lease)
+        .with_namespace(namespace)
+        .with_identity(identity)
+        .with_duration(10)
+        .with_grace(3)
+        .with_field_manager(super::FIELD_MANAGER)
+        .build()
+        .await?;
+    Ok(manager.watch().await)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "operator".into())
+}
+
+async fn run_controller(
+    client: Client,
+    args: RunArgs,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let imagejobs: Api<ImageJob> = scoped(&client, &args);
+    let secrets: Api<PartialObjectMeta<Secret>> = scoped(&client, &args);
+    let mut wc = watcher::Config::default().any_semantic();
+    if let Some(selector) = &args.watch_label_selector {
+        wc = wc.labels(selector);
+    }
+    let (reader, writer) = reflector::store();
+    // Status writes change neither generation nor annotations: filtering on
+    // them keeps our own patches from waking reconciles.
+    let imagejob_stream = watcher(imagejobs, wc)
+        .default_backoff()
+        .modify(|ij| ij.metadata.managed_fields = None)
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default());
+
+    let (wake_tx, mut wake_rx) = mpsc::unbounded_channel::<ObjectRef<ImageJob>>();
+    let reporter = Reporter { controller: "imagejob-operator".into(), instance: std::env::var("POD_NAME").ok() };
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        coalescer: Coalescer::new(ImsClient::new(args.ims_timeout), quota(args.ims_rate_limit, args.ims_rate_burst)),
+        secrets: SecretCache::new(client.clone()),
+        schedule: Schedule::default(),
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics: metrics.clone(),
+        wake: wake_tx,
+        args,
+    });
+
+    let secret_watch = watch_secrets(secrets, ctx.clone());
+    let housekeeping = housekeeping(reader.clone(), ctx.clone(), ready);
+    let wake_stream = futures::stream::poll_fn(move |cx| wake_rx.poll_recv(cx));
+    let controller = Controller::for_stream(imagejob_stream, reader)
+        .reconcile_on(wake_stream)
+        .with_config(controller::Config::default().concurrency(ctx.args.concurrency))
+        .graceful_shutdown_on(stop)
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile error");
+            }
+        });
+    tokio::select! {
+        _ = controller => info!("controller stopped"),
+        _ = secret_watch => warn!("Secret watch ended"),
+        _ = housekeeping => {},
+    }
+    Ok(())
+}
+
+fn scoped<K>(client: &Client, args: &RunArgs) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match &args.watch_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Metadata-only watch of Secrets: invalidates cached credentials and wakes
+/// the ImageJobs using a Secret that changed.
+async fn watch_secrets<S: crate::ims::JobSource>(api: Api<PartialObjectMeta<Secret>>, ctx: Arc<Ctx<S>>) {
+    let stream = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
+    stream
+        .try_for_each(|event| {
+            let ctx = ctx.clone();
+            async move {
+                ctx.wake_all(ctx.secrets.observe(&event));
+                Ok(())
+            }
+        })
+        .await
+        .ok();
+}
+
+/// Readiness once synced, then every few seconds: the phase gauge and
+/// pruning state of deleted ImageJobs.
+async fn housekeeping<S: crate::ims::JobSource>(reader: Store<ImageJob>, ctx: Arc<Ctx<S>>, ready: Arc<AtomicBool>) {
+    if reader.wait_until_ready().await.is_ok() {
+        http::mark_ready(&ready);
+        info!(imagejobs = reader.len(), "ImageJob cache synced");
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        count_phases(&reader, &ctx.metrics);
+        let alive = |o: &ObjectRef<ImageJob>| reader.get(o).is_some();
+        ctx.schedule.retain(alive);
+        ctx.coalescer.sweep(Duration::from_secs(2 * 3600), alive);
+    }
+}
+
+fn count_phases(reader: &Store<ImageJob>, metrics: &Metrics) {
+    let mut counts = [0i64; 4];
+    for ij in reader.state() {
+        let phase = ij.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
+        counts[phase as usize] += 1;
+    }
+    let labels = [PhaseLabel::Pending, PhaseLabel::Running, PhaseLabel::Succeeded, PhaseLabel::Failed];
+    for (label, count) in labels.into_iter().zip(counts) {
+        metrics.imagejobs.get_or_create(&PhaseLabels { phase: label }).set(count);
+    }
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.ok();
+    info!("shutting down");
+}

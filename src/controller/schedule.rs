@@ -1,0 +1,177 @@
+//! When each ImageJob is next due for a cloud poll, and how many times in a
+//! row it failed. Kept in memory: after a restart every unfinished job is
+//! polled once, finished ones never.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use kube::runtime::reflector::ObjectRef;
+use tokio::time::Instant;
+
+use crate::crd::ImageJob;
+
+#[derive(Debug, Default)]
+struct Entry {
+    uid: Option<String>,
+    generation: Option<i64>,
+    next_poll: Option<Instant>,
+    failures: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct Schedule {
+    entries: Mutex<HashMap<ObjectRef<ImageJob>, Entry>>,
+}
+
+impl Schedule {
+    /// Time left before the next poll, or None when a poll is due: never
+    /// polled, woken, recreated (new uid) or its spec changed (generation).
+    pub fn remaining(&self, key: &ObjectRef<ImageJob>, uid: Option<&str>, generation: Option<i64>) -> Option<Duration> {
+        let entries = self.entries.lock().unwrap();
+        let entry = entries.get(key)?;
+        if entry.uid.as_deref() != uid || entry.generation != generation {
+            return None;
+        }
+        let left = entry.next_poll?.checked_duration_since(Instant::now())?;
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// Records the next poll; `failed` counts consecutive failures (reset
+    /// on success). Returns the failure count.
+    pub fn record(
+        &self,
+        key: &ObjectRef<ImageJob>,
+        uid: Option<&str>,
+        generation: Option<i64>,
+        next: Duration,
+        failed: bool,
+    ) -> u32 {
+        let mut entries = self.entries.lock().unwrap();
+        let entry = entries.entry(key.clone()).or_default();
+        if entry.uid.as_deref() != uid {
+            *entry = Entry::default();
+        }
+        entry.uid = uid.map(str::to_owned);
+        entry.generation = generation;
+        entry.next_poll = Some(Instant::now() + next);
+        entry.failures = if failed { entry.failures.saturating_add(1) } else { 0 };
+        entry.failures
+    }
+
+    /// Consecutive failures so far.
+    pub fn failures(&self, key: &ObjectRef<ImageJob>) -> u32 {
+        self.entries.lock().unwrap().get(key).map_or(0, |e| e.failures)
+    }
+
+    /// Makes the next reconcile poll (a Secret changed, another ImageJob
+    /// fetched a new answer for the same job).
+    pub fn wake(&self, key: &ObjectRef<ImageJob>) {
+        if let Some(e) = self.entries.lock().unwrap().get_mut(key) {
+            e.next_poll = None;
+        }
+    }
+
+    /// Drops state of ImageJobs that no longer exist.
+    pub fn retain(&self, keep: impl Fn(&ObjectRef<ImageJob>) -> bool) {
+        self.entries.lock().unwrap().retain(|k, _| keep(k));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The poll interval shortened by up to 10 % at random, so that jobs
+/// created together spread out, and never later than the interval.
+pub fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(1.0 - rand::random::<f64>() * 0.1)
+}
+
+/// How long to wait after the `failures`-th consecutive failure: exponential
+/// with jitter between `min` and `max`, and never before `Retry-After`.
+pub fn backoff(failures: u32, min: Duration, max: Duration, retry_after: Option<Duration>) -> Duration {
+    let delay = backon::ExponentialBuilder::default()
+        .with_min_delay(min)
+        .with_max_delay(max)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(failures.saturating_sub(1).min(30) as usize)
+        .unwrap_or(max)
+        .min(max);
+    retry_after.map_or(delay, |ra| delay.max(ra.min(Duration::from_secs(3600))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> ObjectRef<ImageJob> {
+        ObjectRef::new(name).within("ns")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn due_until_recorded_then_waits() {
+        let s = Schedule::default();
+        let k = key("a");
+        assert_eq!(s.remaining(&k, Some("u1"), Some(1)), None);
+        s.record(&k, Some("u1"), Some(1), Duration::from_secs(10), false);
+        assert_eq!(s.remaining(&k, Some("u1"), Some(1)), Some(Duration::from_secs(10)));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(s.remaining(&k, Some("u1"), Some(1)), Some(Duration::from_secs(6)));
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(s.remaining(&k, Some("u1"), Some(1)), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spec_change_recreation_and_wake_make_it_due() {
+        let s = Schedule::default();
+        let k = key("a");
+        s.record(&k, Some("u1"), Some(1), Duration::from_secs(10), false);
+        assert_eq!(s.remaining(&k, Some("u1"), Some(2)), None, "new generation");
+        assert_eq!(s.remaining(&k, Some("u2"), Some(1)), None, "recreated");
+        s.wake(&k);
+        assert_eq!(s.remaining(&k, Some("u1"), Some(1)), None, "woken");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_count_and_reset() {
+        let s = Schedule::default();
+        let k = key("a");
+        assert_eq!(s.record(&k, Some("u"), None, Duration::ZERO, true), 1);
+        assert_eq!(s.record(&k, Some("u"), None, Duration::ZERO, true), 2);
+        assert_eq!(s.failures(&k), 2);
+        assert_eq!(s.record(&k, Some("u"), None, Duration::ZERO, false), 0);
+        s.retain(|_| false);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent_below() {
+        for _ in 0..1000 {
+            let d = jittered(Duration::from_secs(30));
+            assert!(d <= Duration::from_secs(30) && d >= Duration::from_secs(27), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_honours_retry_after() {
+        let (min, max) = (Duration::from_secs(2), Duration::from_secs(300));
+        for _ in 0..200 {
+            let first = backoff(1, min, max, None);
+            assert!(first >= min && first <= min * 2, "{first:?}");
+            let fifth = backoff(5, min, max, None);
+            assert!(fifth >= Duration::from_secs(32) && fifth <= Duration::from_secs(64), "{fifth:?}");
+            assert!(backoff(40, min, max, None) <= max);
+            let ra = backoff(1, min, max, Some(Duration::from_secs(30)));
+            assert!(ra >= Duration::from_secs(30), "{ra:?}");
+        }
+    }
+}
