@@ -6,6 +6,7 @@ pub mod controller;
 pub mod crd;
 pub mod http;
 pub mod ims;
+pub mod job_cmd;
 pub mod metrics;
 pub mod job_cmd;
 pub mod status;

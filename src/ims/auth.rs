@@ -1,0 +1,349 @@
+//! IAM password authentication: a project-scoped token, cached and shared.
+//!
+//! One token per (IAM endpoint, domain, user, project, credential
+//! fingerprint) is reused until shortly before it expires. Concurrent
+//! callers for one key wait for a single IAM request (single flight), and
+//! share its failure too, so an IAM outage costs one request, not one per
+//! ImageJob.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::Mutex as AsyncMutex;
+
+use super::client::{read_answer, url_with_path};
+use super::credentials::{CacheKey, Credentials, Secret};
+use super::error::{ImsError, Service};
+
+/// Refresh this long before expiry at most (less for short-lived tokens).
+const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// Used when IAM's body does not say when the token expires (tokens live
+/// 24 h; a 401 would also trigger a refresh).
+const FALLBACK_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// What a cached token belongs to. Holds no secret: the password is
+/// represented by its fingerprint, so a rotated password gets a new token.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TokenKey {
+    pub iam_endpoint: String,
+    pub domain: String,
+    pub user: String,
+    pub project_id: String,
+    credentials: CacheKey,
+}
+
+impl TokenKey {
+    /// None for AK/SK credentials, which need no token.
+    pub fn new(iam_endpoint: &str, project_id: &str, creds: &Credentials) -> Option<Self> {
+        let Credentials::Password { username, domain_name, .. } = creds else { return None };
+        Some(TokenKey {
+            iam_endpoint: iam_endpoint.trim_end_matches('/').to_owned(),
+            domain: domain_name.clone(),
+            user: username.clone(),
+            project_id: project_id.to_owned(),
+            credentials: creds.cache_key(),
+        })
+    }
+}
+
+struct CachedToken {
+    value: Secret,
+    refresh_at: Instant,
+}
+
+#[derive(Default)]
+struct Slot {
+    token: Option<CachedToken>,
+    /// The last failed fetch, returned to callers that were already
+    /// waiting when it happened.
+    failure: Option<(ImsError, Instant)>,
+}
+
+/// The token cache shared by all callers of one [`super::ImsClient`].
+#[derive(Default)]
+pub struct TokenCache {
+    slots: Mutex<HashMap<TokenKey, Arc<AsyncMutex<Slot>>>>,
+}
+
+impl TokenCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A valid token for `key`, from the cache or from IAM.
+    pub async fn token(
+        &self,
+        http: &reqwest::Client,
+        key: &TokenKey,
+        password: &Secret,
+    ) -> Result<Secret, ImsError> {
+        let waiting_since = Instant::now();
+        let slot = self.slot(key);
+        let mut slot = slot.lock().await;
+        if let Some(token) = &slot.token
+            && Instant::now() < token.refresh_at
+        {
+            return Ok(token.value.clone());
+        }
+        if let Some((err, at)) = &slot.failure
+            && *at >= waiting_since
+        {
+            return Err(err.clone());
+        }
+        match fetch_token(http, key, password).await {
+            Ok(token) => {
+                let value = token.value.clone();
+                *slot = Slot { token: Some(token), failure: None };
+                Ok(value)
+            }
+            Err(err) => {
+                *slot = Slot { token: None, failure: Some((err.clone(), Instant::now())) };
+                Err(err)
+            }
+        }
+    }
+
+    /// Drops the cached token for `key`.
+    pub async fn invalidate(&self, key: &TokenKey) {
+        let slot = self.slots.lock().expect("token map lock").get(key).cloned();
+        if let Some(slot) = slot {
+            slot.lock().await.token = None;
+        }
+    }
+
+    /// Drops the cached token only if it is still `stale`: when another
+    /// caller already refreshed it, its fresh token is kept.
+    pub async fn invalidate_if(&self, key: &TokenKey, stale: &Secret) {
+        let slot = self.slots.lock().expect("token map lock").get(key).cloned();
+        if let Some(slot) = slot {
+            let mut slot = slot.lock().await;
+            if slot.token.as_ref().is_some_and(|t| t.value.expose() == stale.expose()) {
+                slot.token = None;
+            }
+        }
+    }
+
+    /// Number of keys held, for tests and metrics.
+    pub fn len(&self) -> usize {
+        self.slots.lock().expect("token map lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn slot(&self, key: &TokenKey) -> Arc<AsyncMutex<Slot>> {
+        let mut slots = self.slots.lock().expect("token map lock");
+        if let Some(slot) = slots.get(key) {
+            return slot.clone();
+        }
+        // Forget keys nobody uses whose token is stale (e.g. after a
+        // password rotation), so the map does not grow forever.
+        let now = Instant::now();
+        slots.retain(|_, slot| {
+            Arc::strong_count(slot) > 1
+                || slot
+                    .try_lock()
+                    .map_or(true, |s| s.token.as_ref().is_some_and(|t| now < t.refresh_at))
+        });
+        slots.entry(key.clone()).or_default().clone()
+    }
+}
+
+/// `POST {iam}/v3/auth/tokens?nocatalog=true`: `nocatalog` spares the large
+/// service catalog, which this client does not need.
+async fn fetch_token(
+    http: &reqwest::Client,
+    key: &TokenKey,
+    password: &Secret,
+) -> Result<CachedToken, ImsError> {
+    let mut url = url_with_path(&key.iam_endpoint, &["v3", "auth", "tokens"])?;
+    url.set_query(Some("nocatalog=true"));
+    let body = json!({"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {
+            "name": key.user, "password": password.expose(), "domain": {"name": key.domain}}}},
+        "scope": {"project": {"id": key.project_id}},
+    }});
+    let fetched_at = Instant::now();
+    let request = http.post(url.clone()).json(&body);
+    let answer = read_answer(Service::Iam, "POST", &url, request).await?;
+    if !(200..300).contains(&answer.status) {
+        return Err(ImsError::from_response(
+            Service::Iam,
+            answer.status,
+            &answer.headers,
+            &answer.body,
+        ));
+    }
+    let value = answer
+        .headers
+        .get("x-subject-token")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| Secret::new(v.trim()))
+        .ok_or_else(|| ImsError::InvalidBody {
+            service: Service::Iam,
+            detail: "no X-Subject-Token header".into(),
+            request_id: answer.request_id(),
+        })?;
+    let lifetime = lifetime(&answer.body).unwrap_or(FALLBACK_LIFETIME);
+    let margin = MAX_REFRESH_MARGIN.min(lifetime / 10);
+    Ok(CachedToken { value, refresh_at: fetched_at + lifetime.saturating_sub(margin) })
+}
+
+/// `expires_at - issued_at` from the body, both by IAM's clock, so a skewed
+/// local clock does not matter; `expires_at - now` without `issued_at`.
+fn lifetime(body: &[u8]) -> Option<Duration> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let time = |field: &str| value["token"][field].as_str()?.parse::<jiff::Timestamp>().ok();
+    let expires = time("expires_at")?;
+    let issued = time("issued_at").unwrap_or_else(jiff::Timestamp::now);
+    let secs = expires.as_millisecond().saturating_sub(issued.as_millisecond());
+    Some(Duration::from_millis(secs.max(0) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ims::ErrorKind;
+    use crate::ims::testing::{FakeCloud, Reply};
+
+    fn password_creds(pw: &str) -> Credentials {
+        Credentials::Password {
+            username: "bob".into(),
+            password: pw.into(),
+            domain_name: "dom".into(),
+        }
+    }
+
+    fn key(cloud: &FakeCloud, pw: &str) -> TokenKey {
+        TokenKey::new(&cloud.url(), "proj", &password_creds(pw)).unwrap()
+    }
+
+    #[test]
+    fn lifetime_uses_iam_clock() {
+        let body = br#"{"token":{"issued_at":"2015-11-08T01:42:57.527363Z","expires_at":"2015-11-09T01:42:57.527363Z"}}"#;
+        assert_eq!(lifetime(body), Some(Duration::from_secs(86400)));
+        assert_eq!(lifetime(b"{}"), None);
+        assert_eq!(lifetime(br#"{"token":{"issued_at":"2015-11-09T01:42:57Z","expires_at":"2015-11-08T01:42:57Z"}}"#), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn aksk_has_no_token_key() {
+        let creds = Credentials::AkSk {
+            access_key: "a".into(),
+            secret_key: "s".into(),
+            security_token: None,
+        };
+        assert_eq!(TokenKey::new("http://x", "p", &creds), None);
+    }
+
+    #[tokio::test]
+    async fn token_is_reused_until_expiry() {
+        let cloud = FakeCloud::start().await;
+        let (cache, http) = (TokenCache::new(), reqwest::Client::new());
+        let k = key(&cloud, "pw");
+        let first = cache.token(&http, &k, &"pw".into()).await.unwrap();
+        let second = cache.token(&http, &k, &"pw".into()).await.unwrap();
+        assert_eq!(first.expose(), second.expose());
+        assert_eq!(cloud.iam_calls(), 1);
+        let body = cloud.last_iam_body();
+        assert_eq!(body["auth"]["identity"]["password"]["user"]["name"], "bob");
+        assert_eq!(body["auth"]["identity"]["password"]["user"]["domain"]["name"], "dom");
+        assert_eq!(body["auth"]["scope"]["project"]["id"], "proj");
+    }
+
+    #[tokio::test]
+    async fn expired_token_is_fetched_again() {
+        let cloud = FakeCloud::start().await;
+        cloud.set_token_lifetime(Duration::ZERO);
+        let (cache, http) = (TokenCache::new(), reqwest::Client::new());
+        let k = key(&cloud, "pw");
+        let first = cache.token(&http, &k, &"pw".into()).await.unwrap();
+        let second = cache.token(&http, &k, &"pw".into()).await.unwrap();
+        assert_ne!(first.expose(), second.expose());
+        assert_eq!(cloud.iam_calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_share_one_request() {
+        let cloud = FakeCloud::start().await;
+        cloud.set_iam_delay(Duration::from_millis(100));
+        let cache = Arc::new(TokenCache::new());
+        let http = reqwest::Client::new();
+        let k = key(&cloud, "pw");
+        let calls = (0..10).map(|_| {
+            let (cache, http, k) = (cache.clone(), http.clone(), k.clone());
+            tokio::spawn(async move {
+                cache.token(&http, &k, &"pw".into()).await.map(|t| t.expose().to_owned())
+            })
+        });
+        let tokens: Vec<String> = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap().unwrap())
+            .collect();
+        assert!(tokens.iter().all(|t| t == &tokens[0]));
+        assert_eq!(cloud.iam_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_share_one_failure() {
+        let cloud = FakeCloud::start().await;
+        cloud.set_iam_delay(Duration::from_millis(100));
+        cloud.set_iam_reply(Reply::json(401, r#"{"error":{"code":401,"message":"The username or password is wrong.","title":"Unauthorized"}}"#));
+        let cache = Arc::new(TokenCache::new());
+        let http = reqwest::Client::new();
+        let k = key(&cloud, "wrong");
+        let calls = (0..5).map(|_| {
+            let (cache, http, k) = (cache.clone(), http.clone(), k.clone());
+            tokio::spawn(async move { cache.token(&http, &k, &"wrong".into()).await })
+        });
+        for result in futures::future::join_all(calls).await {
+            let err = result.unwrap().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::AuthenticationFailed);
+            assert!(!err.to_string().contains("wrong\""), "{err}");
+        }
+        assert_eq!(cloud.iam_calls(), 1);
+        // A later caller tries again.
+        assert!(cache.token(&http, &k, &"wrong".into()).await.is_err());
+        assert_eq!(cloud.iam_calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn invalidate_forces_a_new_token_but_keeps_a_fresher_one() {
+        let cloud = FakeCloud::start().await;
+        let (cache, http) = (TokenCache::new(), reqwest::Client::new());
+        let k = key(&cloud, "pw");
+        let first = cache.token(&http, &k, &"pw".into()).await.unwrap();
+        cache.invalidate(&k).await;
+        let second = cache.token(&http, &k, &"pw".into()).await.unwrap();
+        assert_eq!(cloud.iam_calls(), 2);
+        cache.invalidate_if(&k, &first).await;
+        let third = cache.token(&http, &k, &"pw".into()).await.unwrap();
+        assert_eq!(second.expose(), third.expose());
+        assert_eq!(cloud.iam_calls(), 2);
+    }
+
+    #[tokio::test]
+    async fn rotated_password_gets_its_own_token_and_stale_keys_are_dropped() {
+        let cloud = FakeCloud::start().await;
+        cloud.set_token_lifetime(Duration::ZERO);
+        let (cache, http) = (TokenCache::new(), reqwest::Client::new());
+        cache.token(&http, &key(&cloud, "old"), &"old".into()).await.unwrap();
+        cache.token(&http, &key(&cloud, "new"), &"new".into()).await.unwrap();
+        assert_eq!(cloud.iam_calls(), 2);
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn missing_subject_token_is_transient() {
+        let cloud = FakeCloud::start().await;
+        cloud.set_iam_reply(Reply::json(201, r#"{"token":{}}"#));
+        let (cache, http) = (TokenCache::new(), reqwest::Client::new());
+        let err = cache.token(&http, &key(&cloud, "pw"), &"pw".into()).await.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+    }
+}

@@ -1,0 +1,549 @@
+//! The IMS HTTP client: one GET of a job, signed with AK/SK or sent with an
+//! IAM token.
+//!
+//! The client makes exactly one IMS request per call, plus at most one
+//! token refresh after a 401 with password credentials. It never retries
+//! transient errors: the controller owns backoff. A 401 with AK/SK is
+//! never retried either, as the gateway locks an AK after five signature
+//! failures in a row.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::Url;
+use reqwest::header::HeaderMap;
+
+use super::auth::{TokenCache, TokenKey};
+use super::credentials::{Credentials, Secret};
+use super::error::{ImsError, Service};
+use super::model::Job;
+use super::signer;
+
+/// A job answer is small; anything bigger than this is not one.
+const MAX_BODY_BYTES: usize = 4 << 20;
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where one job lives. Endpoints are base URLs, already region-resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct JobTarget {
+    pub ims_endpoint: String,
+    pub iam_endpoint: String,
+    pub project_id: String,
+    pub job_id: String,
+}
+
+/// `https://ims.{region}.otc.t-systems.com` → `https://ims.eu-de.otc.t-systems.com`.
+pub fn resolve_endpoint(template: &str, region: &str) -> String {
+    template.replace("{region}", region)
+}
+
+/// What the controller needs from the cloud; a fake can stand in for tests.
+pub trait JobSource: Send + Sync + 'static {
+    fn get_job(
+        &self,
+        target: &JobTarget,
+        creds: &Credentials,
+    ) -> impl std::future::Future<Output = Result<Job, ImsError>> + Send;
+}
+
+/// One connection pool and one token cache for all jobs. Cheap to clone.
+#[derive(Clone)]
+pub struct ImsClient {
+    http: reqwest::Client,
+    tokens: Arc<TokenCache>,
+}
+
+impl ImsClient {
+    /// `timeout` bounds each HTTP request, body included.
+    ///
+    /// # Panics
+    /// Only if the TLS backend cannot start, which `try_new` reports instead.
+    pub fn new(timeout: Duration) -> Self {
+        Self::try_new(timeout).expect("the HTTP client (rustls) cannot be built")
+    }
+
+    pub fn try_new(timeout: Duration) -> Result<Self, ImsError> {
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .user_agent(concat!("imagejob-operator/", env!("CARGO_PKG_VERSION")))
+            .timeout(timeout)
+            .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
+            .pool_idle_timeout(Duration::from_secs(90))
+            // Never follow a redirect: credentials go only to configured hosts.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ImsError::InvalidRequest { detail: format!("HTTP client: {e}") })?;
+        Ok(ImsClient { http, tokens: Arc::new(TokenCache::new()) })
+    }
+
+    pub fn token_cache(&self) -> &TokenCache {
+        &self.tokens
+    }
+
+    /// `GET /v1/{project_id}/jobs/{job_id}`.
+    pub async fn get_job(&self, target: &JobTarget, creds: &Credentials) -> Result<Job, ImsError> {
+        if target.project_id.trim().is_empty() || target.job_id.trim().is_empty() {
+            return Err(ImsError::InvalidRequest {
+                detail: "project ID and job ID must not be empty".into(),
+            });
+        }
+        let url = url_with_path(
+            &target.ims_endpoint,
+            &["v1", &target.project_id, "jobs", &target.job_id],
+        )?;
+        let answer = match creds {
+            Credentials::AkSk { access_key, secret_key, security_token } => {
+                let request = self.signed_get(
+                    &url,
+                    &target.project_id,
+                    access_key,
+                    secret_key,
+                    security_token.as_ref(),
+                )?;
+                read_answer(Service::Ims, "GET", &url, request).await?
+            }
+            Credentials::Password { password, .. } => {
+                let key = TokenKey::new(&target.iam_endpoint, &target.project_id, creds)
+                    .expect("password credentials have a token key");
+                self.get_with_token(&url, &key, password).await?
+            }
+        };
+        job_from(answer)
+    }
+
+    /// A token may be revoked before it expires (password or permission
+    /// change), so one 401 earns one fresh token; a second 401 is final.
+    async fn get_with_token(
+        &self,
+        url: &Url,
+        key: &TokenKey,
+        password: &Secret,
+    ) -> Result<Answer, ImsError> {
+        let token = self.tokens.token(&self.http, key, password).await?;
+        let answer = read_answer(Service::Ims, "GET", url, self.token_get(url, &token)?).await?;
+        if answer.status != 401 {
+            return Ok(answer);
+        }
+        tracing::debug!(
+            path = url.path(),
+            "IMS rejected the cached token; fetching a new one once"
+        );
+        self.tokens.invalidate_if(key, &token).await;
+        let token = self.tokens.token(&self.http, key, password).await?;
+        read_answer(Service::Ims, "GET", url, self.token_get(url, &token)?).await
+    }
+
+    fn token_get(&self, url: &Url, token: &Secret) -> Result<reqwest::RequestBuilder, ImsError> {
+        Ok(self
+            .http
+            .get(url.clone())
+            .header("X-Auth-Token", header_value(token.expose(), "token")?))
+    }
+
+    /// Signs as huaweicloud-sdk-go-v3 does: every header it sets before
+    /// signing is signed, which for this GET is `X-Sdk-Date`, `X-Project-Id`
+    /// and, for temporary keys, `X-Security-Token` (the SDK adds that
+    /// header before `signer.Sign`, so it ends up signed). `Host` is not
+    /// signed: the SDK signs it only when the caller sets it explicitly.
+    fn signed_get(
+        &self,
+        url: &Url,
+        project_id: &str,
+        access_key: &str,
+        secret_key: &Secret,
+        security_token: Option<&Secret>,
+    ) -> Result<reqwest::RequestBuilder, ImsError> {
+        let date = signer::sdk_date(jiff::Timestamp::now());
+        let mut headers: Vec<(&str, &str)> =
+            vec![("X-Sdk-Date", &date), ("X-Project-Id", project_id)];
+        if let Some(token) = security_token {
+            headers.push(("X-Security-Token", token.expose()));
+        }
+        let canonical =
+            signer::canonical_request("GET", url.path(), url.query().unwrap_or(""), &headers, b"");
+        let signature = signer::signature(secret_key.expose(), &date, &canonical);
+        let authorization = signer::authorization_header(
+            access_key,
+            &signer::signed_header_names(&headers),
+            &signature,
+        );
+        let mut request = self
+            .http
+            .get(url.clone())
+            .header("Authorization", header_value(&authorization, "access key")?);
+        for (name, value) in headers {
+            request = request.header(name, header_value(value, name)?);
+        }
+        Ok(request)
+    }
+}
+
+impl JobSource for ImsClient {
+    fn get_job(
+        &self,
+        target: &JobTarget,
+        creds: &Credentials,
+    ) -> impl std::future::Future<Output = Result<Job, ImsError>> + Send {
+        ImsClient::get_job(self, target, creds)
+    }
+}
+
+/// The value is never put in the error: it may be a secret.
+fn header_value(value: &str, what: &str) -> Result<reqwest::header::HeaderValue, ImsError> {
+    let mut value =
+        reqwest::header::HeaderValue::from_str(value).map_err(|_| ImsError::InvalidRequest {
+            detail: format!("the {what} contains characters not allowed in an HTTP header"),
+        })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+fn job_from(answer: Answer) -> Result<Job, ImsError> {
+    if !(200..300).contains(&answer.status) {
+        return Err(ImsError::from_response(
+            Service::Ims,
+            answer.status,
+            &answer.headers,
+            &answer.body,
+        ));
+    }
+    if answer.truncated {
+        return Err(ImsError::InvalidBody {
+            service: Service::Ims,
+            detail: format!("answer larger than {MAX_BODY_BYTES} bytes"),
+            request_id: answer.request_id(),
+        });
+    }
+    Job::parse(&answer.body).map_err(|e| ImsError::InvalidBody {
+        service: Service::Ims,
+        detail: e.to_string(),
+        request_id: answer.request_id(),
+    })
+}
+
+/// `base` with `segments` appended, each percent-encoded; keeps a path
+/// prefix of `base` (e.g. a proxy's `/ims`).
+pub(crate) fn url_with_path(base: &str, segments: &[&str]) -> Result<Url, ImsError> {
+    // User info may hold a password: then the endpoint is not echoed.
+    let shown = if base.contains('@') { "with user info".to_owned() } else { format!("{base:?}") };
+    let invalid =
+        |why: &str| ImsError::InvalidRequest { detail: format!("endpoint {shown} {why}") };
+    if base.contains(['{', '}']) {
+        return Err(invalid("has an unresolved placeholder such as {region}"));
+    }
+    let mut url = Url::parse(base.trim()).map_err(|e| invalid(&format!("is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid("must be an http:// or https:// URL with a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+        return Err(invalid("must not carry user info or a query"));
+    }
+    url.set_fragment(None);
+    url.path_segments_mut()
+        .map_err(|()| invalid("cannot have a path"))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
+}
+
+/// A whole response, read into memory (bodies here are small).
+pub(crate) struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+    /// The body was cut at `MAX_BODY_BYTES`.
+    pub truncated: bool,
+}
+
+impl Answer {
+    pub fn request_id(&self) -> Option<String> {
+        let id = self.headers.get("x-request-id")?.to_str().ok()?.trim();
+        (!id.is_empty()).then(|| id.to_owned())
+    }
+}
+
+/// Sends one request and reads its answer; logs method, path, status,
+/// latency and request ID at debug (never headers or bodies).
+pub(crate) async fn read_answer(
+    service: Service,
+    method: &str,
+    url: &Url,
+    request: reqwest::RequestBuilder,
+) -> Result<Answer, ImsError> {
+    let started = Instant::now();
+    let result = receive(service, request).await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    match &result {
+        Ok(a) => {
+            tracing::debug!(%service, method, path = url.path(), status = a.status, latency_ms,
+            request_id = a.request_id().as_deref().unwrap_or(""), "cloud request")
+        }
+        Err(e) => {
+            tracing::debug!(%service, method, path = url.path(), latency_ms, error = %e, "cloud request failed")
+        }
+    }
+    result
+}
+
+async fn receive(service: Service, request: reqwest::RequestBuilder) -> Result<Answer, ImsError> {
+    let mut response = request.send().await.map_err(|e| ImsError::from_reqwest(service, e))?;
+    let status = response.status().as_u16();
+    let headers = std::mem::take(response.headers_mut());
+    let mut body = Vec::new();
+    let mut truncated = false;
+    while let Some(chunk) =
+        response.chunk().await.map_err(|e| ImsError::from_reqwest(service, e))?
+    {
+        let room = MAX_BODY_BYTES - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            truncated = true;
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Answer { status, headers, body, truncated })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ims::ErrorKind;
+    use crate::ims::model::JobStatus;
+    use crate::ims::testing::{FakeCloud, Reply};
+
+    const RUNNING: &str = r#"{"status":"RUNNING","job_id":"job1","job_type":"imsImportImageJob","entities":{"process_percent":0.5}}"#;
+
+    fn aksk(token: Option<&str>) -> Credentials {
+        Credentials::AkSk {
+            access_key: "AK".into(),
+            secret_key: "SK".into(),
+            security_token: token.map(Secret::from),
+        }
+    }
+
+    fn password() -> Credentials {
+        Credentials::Password {
+            username: "bob".into(),
+            password: "pw".into(),
+            domain_name: "dom".into(),
+        }
+    }
+
+    fn target(cloud: &FakeCloud) -> JobTarget {
+        JobTarget {
+            ims_endpoint: cloud.url(),
+            iam_endpoint: cloud.url(),
+            project_id: "proj".into(),
+            job_id: "job1".into(),
+        }
+    }
+
+    fn client() -> ImsClient {
+        ImsClient::new(Duration::from_secs(5))
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(
+            resolve_endpoint("https://ims.{region}.otc.t-systems.com", "eu-nl"),
+            "https://ims.eu-nl.otc.t-systems.com"
+        );
+        let url =
+            url_with_path("http://127.0.0.1:9/prefix/", &["v1", "p 1", "jobs", "a/b"]).unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:9/prefix/v1/p%201/jobs/a%2Fb");
+        assert_eq!(
+            url_with_path("https://ims.example", &["v1"]).unwrap().as_str(),
+            "https://ims.example/v1"
+        );
+        for bad in
+            ["ims.example", "ftp://x", "https://u:p@x", "https://x/?a=b", "https://ims.{region}.x"]
+        {
+            let err = url_with_path(bad, &["v1"]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::BadRequest, "{bad}");
+            assert!(!err.to_string().contains(":p@"), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn aksk_request_is_signed_like_the_sdk() {
+        let cloud = FakeCloud::start().await;
+        cloud.set_ims_reply(Reply::json(200, RUNNING));
+        let job = client().get_job(&target(&cloud), &aksk(Some("temp-token"))).await.unwrap();
+        assert_eq!(job.status, Some(JobStatus::Running));
+        assert_eq!(job.progress, Some(50));
+        let seen = cloud.last_ims_request();
+        assert_eq!(seen.path, "/v1/proj/jobs/job1");
+        let h = |n: &str| seen.headers.get(n).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(h("x-project-id").as_deref(), Some("proj"));
+        assert_eq!(h("x-security-token").as_deref(), Some("temp-token"));
+        assert!(h("user-agent").unwrap().starts_with("imagejob-operator/"));
+        assert_eq!(h("x-auth-token"), None);
+        let (access, signed, signature) =
+            signer::parse_authorization(&h("authorization").unwrap()).unwrap();
+        assert_eq!(access, "AK");
+        assert_eq!(signed, "x-project-id;x-sdk-date;x-security-token");
+        let date = h("x-sdk-date").unwrap();
+        let age = jiff::Timestamp::now().duration_since(signer::parse_sdk_date(&date).unwrap());
+        assert!(age.as_secs().abs() < 60);
+        let headers: Vec<(String, String)> =
+            signed.split(';').map(|n| (n.to_owned(), h(n).unwrap())).collect();
+        let headers: Vec<(&str, &str)> =
+            headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let canonical = signer::canonical_request("GET", &seen.path, "", &headers, b"");
+        assert_eq!(signature, signer::signature("SK", &date, &canonical));
+    }
+
+    #[tokio::test]
+    async fn aksk_401_is_never_retried() {
+        let cloud = FakeCloud::start().await;
+        cloud.set_ims_reply(Reply::json(401, r#"{"error_msg":"Incorrect IAM authentication information: verify aksk signature fail","error_code":"APIGW.0301","request_id":"r1"}"#));
+        let err = client().get_job(&target(&cloud), &aksk(None)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AuthenticationFailed);
+        assert_eq!(err.request_id(), Some("r1"));
+        assert_eq!(cloud.ims_calls(), 1);
+        assert_eq!(cloud.iam_calls(), 0);
+        assert!(!err.to_string().contains("SK"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn password_uses_a_cached_token() {
+        let cloud = FakeCloud::start().await;
+        cloud.set_ims_reply(Reply::json(200, RUNNING));
+        let client = client();
+        for _ in 0..3 {
+            client.get_job(&target(&cloud), &password()).await.unwrap();
+        }
+        assert_eq!(cloud.iam_calls(), 1);
+        assert_eq!(cloud.ims_calls(), 3);
+        let seen = cloud.last_ims_request();
+        assert_eq!(seen.headers.get("x-auth-token").unwrap(), "token-1");
+        assert!(seen.headers.get("authorization").is_none());
+    }
+
+    #[tokio::test]
+    async fn password_401_refreshes_the_token_exactly_once() {
+        let cloud = FakeCloud::start().await;
+        // The first token is "revoked"; the second works.
+        cloud.set_ims_handler(|req| {
+            if req.headers.get("x-auth-token").is_some_and(|t| t == "token-1") {
+                Reply::json(401, r#"{"error":{"code":"IMG.0030","message":"The project ID or token is invalid"}}"#)
+            } else {
+                Reply::json(200, RUNNING)
+            }
+        });
+        let job = client().get_job(&target(&cloud), &password()).await.unwrap();
+        assert_eq!(job.status, Some(JobStatus::Running));
+        assert_eq!((cloud.iam_calls(), cloud.ims_calls()), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn password_second_401_is_authentication_failed() {
+        let cloud = FakeCloud::start().await;
+        cloud.set_ims_reply(Reply::json(
+            401,
+            r#"{"error":{"code":"IMG.0030","message":"The project ID or token is invalid"}}"#,
+        ));
+        let err = client().get_job(&target(&cloud), &password()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AuthenticationFailed);
+        assert_eq!(err.code(), Some("IMG.0030"));
+        assert_eq!((cloud.iam_calls(), cloud.ims_calls()), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn iam_rejection_is_authentication_failed_and_ims_is_not_called() {
+        let cloud = FakeCloud::start().await;
+        cloud.set_iam_reply(Reply::json(401, r#"{"error":{"code":401,"message":"The username or password is wrong.","title":"Unauthorized"}}"#));
+        let err = client().get_job(&target(&cloud), &password()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AuthenticationFailed);
+        assert!(err.to_string().starts_with("IAM token request failed: HTTP 401"), "{err}");
+        assert!(!err.to_string().contains("pw"), "{err}");
+        assert_eq!(cloud.ims_calls(), 0);
+    }
+
+    #[tokio::test]
+    async fn malformed_200_is_transient() {
+        let cloud = FakeCloud::start().await;
+        for body in ["<html>oops</html>", r#"{"status":"PAUSED"}"#, ""] {
+            cloud.set_ims_reply(Reply::json(200, body).with_header("x-request-id", "rid"));
+            let err = client().get_job(&target(&cloud), &aksk(None)).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Transient, "{body:?}");
+            assert_eq!(err.request_id(), Some("rid"));
+        }
+        assert_eq!(cloud.ims_calls(), 3);
+    }
+
+    #[tokio::test]
+    async fn throttled_429_with_retry_after_is_transient_and_not_retried() {
+        let cloud = FakeCloud::start().await;
+        cloud.set_ims_reply(
+            Reply::json(429, r#"{"error_code":"APIG.0308","error_msg":"The throttling threshold has been reached: policy user over ratelimit,limit:5,time:1 minute"}"#)
+                .with_header("retry-after", "3"),
+        );
+        let err = client().get_job(&target(&cloud), &aksk(None)).await.unwrap_err();
+        assert!(err.is_transient());
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(3)));
+        assert_eq!(err.code(), Some("APIG.0308"));
+        assert_eq!(cloud.ims_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn statuses_map_to_kinds() {
+        let cloud = FakeCloud::start().await;
+        for (status, kind) in [
+            (403, ErrorKind::Forbidden),
+            (404, ErrorKind::JobNotFound),
+            (400, ErrorKind::BadRequest),
+            (503, ErrorKind::Transient),
+            (301, ErrorKind::BadRequest),
+        ] {
+            cloud.set_ims_reply(
+                Reply::json(status, r#"{"error":{"code":"IMG.0001","message":"m"}}"#)
+                    .with_header("location", "http://elsewhere.invalid/"),
+            );
+            let err = client().get_job(&target(&cloud), &aksk(None)).await.unwrap_err();
+            assert_eq!(err.kind(), kind, "HTTP {status}");
+            assert_eq!(err.status(), Some(status));
+        }
+        assert_eq!(cloud.ims_calls(), 5);
+    }
+
+    #[tokio::test]
+    async fn timeout_and_connection_failure_are_transient() {
+        let cloud = FakeCloud::start().await;
+        cloud.set_ims_delay(Duration::from_millis(500));
+        let err = ImsClient::new(Duration::from_millis(100))
+            .get_job(&target(&cloud), &aksk(None))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ImsError::Timeout { .. }), "{err:?}");
+        assert!(err.is_transient());
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let t = JobTarget { ims_endpoint: closed, ..target(&cloud) };
+        let err = client().get_job(&t, &aksk(None)).await.unwrap_err();
+        assert!(matches!(err, ImsError::Connect { .. }), "{err:?}");
+        assert!(err.is_transient());
+    }
+
+    #[tokio::test]
+    async fn empty_ids_are_rejected_without_a_request() {
+        let cloud = FakeCloud::start().await;
+        let t = JobTarget { job_id: " ".into(), ..target(&cloud) };
+        let err = client().get_job(&t, &aksk(None)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BadRequest);
+        assert_eq!(cloud.ims_calls(), 0);
+    }
+
+    #[tokio::test]
+    async fn works_through_the_trait() {
+        async fn poll(source: &impl JobSource, t: &JobTarget) -> Result<Job, ImsError> {
+            source.get_job(t, &aksk(None)).await
+        }
+        let cloud = FakeCloud::start().await;
+        cloud.set_ims_reply(Reply::json(200, RUNNING));
+        assert!(poll(&client(), &target(&cloud)).await.is_ok());
+    }
+}
