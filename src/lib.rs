@@ -8,7 +8,6 @@ pub mod http;
 pub mod ims;
 pub mod job_cmd;
 pub mod metrics;
-pub mod job_cmd;
 pub mod status;
 pub mod telemetry;
 pub mod sim;
