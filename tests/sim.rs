@@ -1,0 +1,755 @@
+//! ims-sim over real HTTP on 127.0.0.1: IAM tokens, AK/SK signatures
+//! (computed with the operator's own signer), lifecycles, faults, the
+//! throttle and the admin API. Plus the binary, started as users start it.
+
+use std::time::{Duration, Instant};
+
+use imagejob_operator::ims::model::{Job, JobStatus};
+use imagejob_operator::ims::signer;
+use imagejob_operator::sim::{self, RunningSim, Scenario};
+use jiff::{SignedDuration, Timestamp};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const SCENARIO: &str = include_str!("fixtures/scenarios/short-lifecycles.yaml");
+const PROJECT: &str = "11111111111111111111111111111111";
+const OTHER_PROJECT: &str = "22222222222222222222222222222222";
+const QUICK_JOB: &str = "ff8080814dbd65d7014dbe0d84db0001";
+const OVA_JOB: &str = "ff8080814dbd65d7014dbe0d84db0002";
+const FAULTY_JOB: &str = "ff8080814dbd65d7014dbe0d84db0005";
+
+async fn start(yaml: &str) -> RunningSim {
+    sim::spawn(Scenario::parse(yaml).expect("test scenario"))
+        .await
+        .expect("sim starts")
+}
+
+fn job_path(project: &str, job: &str) -> String {
+    format!("/v1/{project}/jobs/{job}")
+}
+
+async fn login(sim: &RunningSim, user: &str, password: &str, scope: Value) -> reqwest::Response {
+    let body = json!({"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {
+            "name": user, "password": password, "domain": {"name": "test-domain"}}}},
+        "scope": {"project": scope}}});
+    reqwest::Client::new()
+        .post(sim.url("/v3/auth/tokens"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn token(sim: &RunningSim, user: &str, password: &str, project: &str) -> String {
+    let response = login(sim, user, password, json!({"id": project})).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    response.headers()["x-subject-token"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn get_with_token(sim: &RunningSim, path: &str, token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(sim.url(path))
+        .header("X-Auth-Token", token)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Signs a GET the way the operator's client does; `extra` are more
+/// headers to sign and send.
+fn signed_get(
+    sim: &RunningSim,
+    path: &str,
+    ak: &str,
+    sk: &str,
+    date: Timestamp,
+    extra: &[(&str, &str)],
+) -> reqwest::RequestBuilder {
+    let date = signer::sdk_date(date);
+    let mut headers = vec![("X-Sdk-Date", date.as_str())];
+    headers.extend_from_slice(extra);
+    let canonical = signer::canonical_request("GET", path, "", &headers, b"");
+    let signature = signer::signature(sk, &date, &canonical);
+    let authorization =
+        signer::authorization_header(ak, &signer::signed_header_names(&headers), &signature);
+    let mut request = reqwest::Client::new()
+        .get(sim.url(path))
+        .header("Authorization", authorization);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    request
+}
+
+async fn json_of(response: reqwest::Response) -> Value {
+    response.json().await.unwrap()
+}
+
+async fn admin(sim: &RunningSim, path: &str) -> Value {
+    json_of(reqwest::get(sim.url(path)).await.unwrap()).await
+}
+
+#[tokio::test]
+async fn token_is_issued_like_iam_and_opens_the_job() {
+    let sim = start(SCENARIO).await;
+    let response = login(
+        &sim,
+        "alice",
+        "alice-password",
+        json!({"name": "eu-de_test"}),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let token = response.headers()["x-subject-token"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = json_of(response).await;
+    assert_eq!(body["token"]["project"]["id"], PROJECT);
+    let expires_at = body["token"]["expires_at"].as_str().unwrap();
+    // Microseconds and a Z, about 24 h from now.
+    assert_eq!(
+        expires_at.len(),
+        "2015-11-09T01:42:57.527363Z".len(),
+        "{expires_at}"
+    );
+    let lifetime = expires_at
+        .parse::<Timestamp>()
+        .unwrap()
+        .duration_since(Timestamp::now());
+    assert!(lifetime > SignedDuration::from_hours(23), "{lifetime:?}");
+
+    let response = get_with_token(&sim, &job_path(PROJECT, QUICK_JOB), &token).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-request-id"].len(), 32);
+    let job = Job::parse(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(job.job_id.as_deref(), Some(QUICK_JOB));
+}
+
+#[tokio::test]
+async fn wrong_password_and_foreign_project_are_refused_by_iam() {
+    let sim = start(SCENARIO).await;
+    let response = login(&sim, "alice", "wrong", json!({"id": PROJECT})).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        json_of(response).await,
+        json!({"error": {"code": 401, "message": "The username or password is wrong.", "title": "Unauthorized"}})
+    );
+    let response = login(
+        &sim,
+        "alice",
+        "alice-password",
+        json!({"id": OTHER_PROJECT}),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let counters = admin(&sim, "/admin/requests").await;
+    assert_eq!(
+        counters["iam"],
+        json!({"token_requests": 2, "tokens_issued": 0, "failures": 2})
+    );
+}
+
+#[tokio::test]
+async fn token_checks_at_the_gateway() {
+    let sim = start(SCENARIO).await;
+    let path = job_path(PROJECT, QUICK_JOB);
+    let missing = reqwest::get(sim.url(&path)).await.unwrap();
+    assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+    let body = json_of(missing).await;
+    assert_eq!(body["error_code"], "APIGW.0301");
+    assert_eq!(body["request_id"].as_str().unwrap().len(), 32);
+
+    let bogus = get_with_token(&sim, &path, "MIIbogus").await;
+    assert_eq!(bogus.status(), StatusCode::UNAUTHORIZED);
+
+    // bob may use every project, but his token is scoped to the other one.
+    let other = token(&sim, "bob", "bob-password", OTHER_PROJECT).await;
+    let response = get_with_token(&sim, &path, &other).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(json_of(response).await["error_code"], "APIGW.0301");
+    let counters = admin(&sim, "/admin/requests").await;
+    assert_eq!(
+        counters["auth_failures"],
+        json!({"token": 2, "aksk": 0, "missing": 1})
+    );
+}
+
+#[tokio::test]
+async fn tokens_expire() {
+    let sim =
+        start(&format!("{SCENARIO}\n").replace("settings:\n", "settings:\n  token_lifetime: 1s\n"))
+            .await;
+    let token = token(&sim, "alice", "alice-password", PROJECT).await;
+    let path = job_path(PROJECT, QUICK_JOB);
+    assert_eq!(
+        get_with_token(&sim, &path, &token).await.status(),
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let response = get_with_token(&sim, &path, &token).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(json_of(response).await["error_code"], "APIGW.0307");
+}
+
+#[tokio::test]
+async fn tokens_are_revoked_per_user_or_all() {
+    let sim = start(SCENARIO).await;
+    let alice = token(&sim, "alice", "alice-password", PROJECT).await;
+    let bob = token(&sim, "bob", "bob-password", PROJECT).await;
+    let path = job_path(PROJECT, QUICK_JOB);
+    let client = reqwest::Client::new();
+    let revoked = client
+        .post(sim.url("/admin/tokens/revoke"))
+        .json(&json!({"user": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(revoked).await, json!({"revoked": 1}));
+    assert_eq!(
+        get_with_token(&sim, &path, &alice).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get_with_token(&sim, &path, &bob).await.status(),
+        StatusCode::OK
+    );
+    let revoked = client
+        .post(sim.url("/admin/tokens/revoke"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(revoked).await, json!({"revoked": 1}));
+    assert_eq!(
+        get_with_token(&sim, &path, &bob).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // A fresh login works again, as after a real revocation.
+    let fresh = token(&sim, "bob", "bob-password", PROJECT).await;
+    assert_eq!(
+        get_with_token(&sim, &path, &fresh).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn aksk_signatures_from_the_operator_signer_are_accepted() {
+    let sim = start(SCENARIO).await;
+    let path = job_path(PROJECT, QUICK_JOB);
+    let now = Timestamp::now();
+    let plain = signed_get(&sim, &path, "TESTAK", "test-secret", now, &[])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::OK);
+    let with_project = signed_get(
+        &sim,
+        &path,
+        "TESTAK",
+        "test-secret",
+        now,
+        &[("X-Project-Id", PROJECT)],
+    );
+    assert_eq!(with_project.send().await.unwrap().status(), StatusCode::OK);
+    let temporary = signed_get(
+        &sim,
+        &path,
+        "TEMPAK",
+        "temp-secret",
+        now,
+        &[("X-Security-Token", "temp-token")],
+    );
+    assert_eq!(temporary.send().await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn aksk_refusals() {
+    let sim = start(SCENARIO).await;
+    let path = job_path(PROJECT, QUICK_JOB);
+    let now = Timestamp::now();
+    let cases = [
+        (
+            signed_get(
+                &sim,
+                &path,
+                "TESTAK",
+                "test-secret",
+                now,
+                &[("X-Project-Id", OTHER_PROJECT)],
+            ),
+            "project",
+        ),
+        (
+            signed_get(&sim, &path, "NOSUCHAK", "x", now, &[]),
+            "ak not found",
+        ),
+        (
+            signed_get(&sim, &path, "TEMPAK", "temp-secret", now, &[]),
+            "security token",
+        ),
+        (
+            signed_get(
+                &sim,
+                &path,
+                "TEMPAK",
+                "temp-secret",
+                now,
+                &[("X-Security-Token", "stale")],
+            ),
+            "security token",
+        ),
+        (
+            signed_get(
+                &sim,
+                &job_path(OTHER_PROJECT, QUICK_JOB),
+                "TEMPAK",
+                "temp-secret",
+                now,
+                &[("X-Security-Token", "temp-token")],
+            ),
+            "project",
+        ),
+    ];
+    for (request, want) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{want}");
+        let body = json_of(response).await;
+        assert_eq!(body["error_code"], "APIGW.0301");
+        assert!(body["error_msg"].as_str().unwrap().contains(want), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn sdk_date_must_be_within_fifteen_minutes() {
+    let sim = start(SCENARIO).await;
+    let path = job_path(PROJECT, QUICK_JOB);
+    let minutes = |m: i64| Timestamp::now() + SignedDuration::from_mins(m);
+    for (offset, want) in [
+        (-14, StatusCode::OK),
+        (14, StatusCode::OK),
+        (-16, StatusCode::UNAUTHORIZED),
+        (16, StatusCode::UNAUTHORIZED),
+    ] {
+        let response = signed_get(&sim, &path, "TESTAK", "test-secret", minutes(offset), &[])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), want, "offset {offset} min");
+    }
+}
+
+#[tokio::test]
+async fn wrong_secret_is_refused_and_five_failures_lock_the_key() {
+    let sim = start(SCENARIO).await;
+    let path = job_path(PROJECT, QUICK_JOB);
+    for _ in 0..5 {
+        let response = signed_get(&sim, &path, "LOCKAK", "wrong-secret", Timestamp::now(), &[])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let body = json_of(response).await;
+        assert_eq!(body["error_code"], "APIGW.0301");
+        assert_eq!(
+            body["error_msg"],
+            "Incorrect IAM authentication information: verify aksk signature fail"
+        );
+    }
+    // Locked: even the right secret is refused until the lock ends (1 s here).
+    let locked = signed_get(&sim, &path, "LOCKAK", "lock-secret", Timestamp::now(), &[])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(locked.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        json_of(locked).await["error_msg"]
+            .as_str()
+            .unwrap()
+            .contains("locked")
+    );
+    // Other keys are not affected.
+    let other = signed_get(&sim, &path, "TESTAK", "test-secret", Timestamp::now(), &[])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let unlocked = signed_get(&sim, &path, "LOCKAK", "lock-secret", Timestamp::now(), &[])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unlocked.status(), StatusCode::OK);
+    assert_eq!(
+        admin(&sim, "/admin/requests").await["auth_failures"]["aksk"],
+        6
+    );
+}
+
+async fn poll(sim: &RunningSim, job: &str) -> Value {
+    let response = signed_get(
+        sim,
+        &job_path(PROJECT, job),
+        "TESTAK",
+        "test-secret",
+        Timestamp::now(),
+        &[],
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    json_of(response).await
+}
+
+#[tokio::test]
+async fn lifecycle_progresses_from_init_to_success() {
+    let sim = start(SCENARIO).await;
+    let first = poll(&sim, QUICK_JOB).await;
+    assert_eq!(first["status"], "INIT");
+    assert_eq!(first["end_time"], "");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let running = poll(&sim, QUICK_JOB).await;
+    assert_eq!(running["status"], "RUNNING");
+    let fraction = running["entities"]["process_percent"].as_f64().unwrap();
+    assert!((0.1..0.9).contains(&fraction), "{fraction}");
+    assert_eq!(
+        running["entities"]["current_task"],
+        "CreateImageByInstanceTask"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let done = poll(&sim, QUICK_JOB).await;
+    assert_eq!(done["status"], "SUCCESS");
+    assert_eq!(done["entities"]["process_percent"], json!(1));
+    assert_eq!(done["error_code"], Value::Null);
+    assert_eq!(done["entities"]["results"][0]["status"], "success");
+    let job = Job::from_value(&done).unwrap();
+    assert_eq!(job.progress, Some(100));
+    assert_eq!(
+        job.image_id.as_deref(),
+        Some("49e9447f-7dff-41e0-8036-f66fe5488c8b")
+    );
+    let took = job
+        .end_time
+        .unwrap()
+        .duration_since(job.begin_time.unwrap());
+    assert_eq!(took, SignedDuration::from_millis(1500));
+}
+
+#[tokio::test]
+async fn failed_job_with_sub_jobs_and_legacy_times() {
+    let sim = start(SCENARIO).await;
+    let running = poll(&sim, OVA_JOB).await;
+    assert_eq!(running["status"], "RUNNING");
+    assert_eq!(
+        running["entities"]["sub_jobs_result"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let begin = running["begin_time"].as_str().unwrap();
+    assert_eq!(begin.len(), "04-Jun-2015 18:11:06:586".len(), "{begin}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let failed = Job::from_value(&poll(&sim, OVA_JOB).await).unwrap();
+    assert_eq!(failed.status, Some(JobStatus::Fail));
+    assert_eq!(failed.error_code.as_deref(), Some("IMG.0014"));
+    assert_eq!(failed.sub_job_ids.len(), 2);
+    let statuses: Vec<_> = failed
+        .sub_jobs
+        .iter()
+        .map(|s| s.status.clone().unwrap())
+        .collect();
+    assert_eq!(statuses, ["SUCCESS", "FAIL"]);
+    assert_eq!(failed.sub_jobs[1].error_code.as_deref(), Some("IMG.1075"));
+    assert!(failed.end_time.is_some());
+}
+
+#[tokio::test]
+async fn faults_by_request_number() {
+    let sim = start(SCENARIO).await;
+    let get = || {
+        signed_get(
+            &sim,
+            &job_path(PROJECT, FAULTY_JOB),
+            "TESTAK",
+            "test-secret",
+            Timestamp::now(),
+            &[],
+        )
+    };
+
+    let throttled = get().send().await.unwrap();
+    assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(throttled.headers()["retry-after"], "2");
+    let request_id = throttled.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = json_of(throttled).await;
+    assert_eq!(body["error_code"], "APIG.0308");
+    assert_eq!(body["request_id"], request_id.as_str());
+
+    let throttled = get().send().await.unwrap();
+    assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(throttled.headers().get("retry-after").is_none());
+    assert_eq!(
+        json_of(throttled).await["error_msg"],
+        "The throttling threshold has been reached: policy user over ratelimit,limit:50,time:1 minute"
+    );
+
+    let nested = get().send().await.unwrap();
+    assert_eq!(nested.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        json_of(nested).await,
+        json!({"error": {"code": "IMG.0023", "message": "An exception occurred during task query."}})
+    );
+
+    let flat = get().send().await.unwrap();
+    assert_eq!(flat.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = json_of(flat).await;
+    assert_eq!(
+        (
+            body["error_code"].as_str(),
+            body["request_id"].as_str().map(str::len)
+        ),
+        (Some("APIGW.0201"), Some(32))
+    );
+
+    let text = get().send().await.unwrap();
+    assert_eq!(text.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(text.headers()["content-type"], "text/plain");
+    assert_eq!(text.text().await.unwrap(), "Service Unavailable");
+
+    let html = get().send().await.unwrap();
+    assert_eq!(html.status(), StatusCode::BAD_GATEWAY);
+    assert!(
+        html.text()
+            .await
+            .unwrap()
+            .contains("<h1>502 Bad Gateway</h1>")
+    );
+
+    let malformed = get().send().await.unwrap();
+    assert_eq!(malformed.status(), StatusCode::OK);
+    assert!(Job::parse(&malformed.bytes().await.unwrap()).is_err());
+
+    let started = Instant::now();
+    let slow = get().send().await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(
+        Job::parse(&slow.bytes().await.unwrap()).unwrap().progress,
+        Some(50)
+    );
+
+    let counts = admin(
+        &sim,
+        &format!("/admin/jobs/{PROJECT}/{FAULTY_JOB}/requests"),
+    )
+    .await;
+    assert_eq!(
+        counts,
+        json!({"requests": 8, "by_status": {"200": 2, "429": 2, "500": 1, "502": 1, "503": 2}})
+    );
+}
+
+#[tokio::test]
+async fn unknown_job_and_unknown_api() {
+    let sim = start(SCENARIO).await;
+    let response = poll_raw(&sim, &job_path(PROJECT, "ff8080814dbd65d7014dbe0d84dbffff")).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        json_of(response).await,
+        json!({"error": {"code": "IMG.0027", "message": "The job does not exist."}})
+    );
+    let response = reqwest::get(sim.url("/v2/nothing")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(json_of(response).await["error_code"], "APIGW.0101");
+    assert_eq!(admin(&sim, "/admin/requests").await["unknown_jobs"], 1);
+}
+
+async fn poll_raw(sim: &RunningSim, path: &str) -> reqwest::Response {
+    signed_get(sim, path, "TESTAK", "test-secret", Timestamp::now(), &[])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn admin_adds_replaces_and_counts_jobs() {
+    let sim = start(SCENARIO).await;
+    let client = reqwest::Client::new();
+    let job_id = "ff8080814dbd65d7014dbe0d84dbaaaa";
+    let url = sim.url(&format!("/admin/jobs/{PROJECT}/{job_id}"));
+    let definition = "job_type: imsImportImageJob\nphases: [{after: 0s, status: INIT}, {after: 300ms, status: SUCCESS}]";
+    let created = client.put(&url).body(definition).send().await.unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let path = job_path(PROJECT, job_id);
+    assert_eq!(json_of(poll_raw(&sim, &path).await).await["status"], "INIT");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        json_of(poll_raw(&sim, &path).await).await["status"],
+        "SUCCESS"
+    );
+
+    // Replacing restarts the clock and the counters.
+    let replaced = client.put(&url).body(definition).send().await.unwrap();
+    assert_eq!(replaced.status(), StatusCode::OK);
+    assert_eq!(json_of(poll_raw(&sim, &path).await).await["status"], "INIT");
+    let _ = poll_raw(&sim, &job_path(PROJECT, "ff8080814dbd65d7014dbe0d84dbffff")).await;
+    let _ = reqwest::get(sim.url(&path)).await.unwrap(); // unauthenticated
+    let counts = admin(&sim, &format!("/admin/jobs/{PROJECT}/{job_id}/requests")).await;
+    assert_eq!(
+        counts,
+        json!({"requests": 2, "by_status": {"200": 1, "401": 1}})
+    );
+    let all = admin(&sim, "/admin/requests").await;
+    assert_eq!(
+        all["total"],
+        json!({"requests": 5, "by_status": {"200": 3, "401": 1, "404": 1}})
+    );
+    assert_eq!(all["jobs"][format!("{PROJECT}/{job_id}")]["requests"], 2);
+
+    let reset = client
+        .post(sim.url("/admin/reset-counters"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), StatusCode::NO_CONTENT);
+    assert_eq!(admin(&sim, "/admin/requests").await["total"]["requests"], 0);
+
+    let invalid = client
+        .put(&url)
+        .body("job_type: x\nphases: []")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invalid.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        json_of(invalid).await["error"]
+            .as_str()
+            .unwrap()
+            .contains("phase")
+    );
+    assert_eq!(
+        client.delete(&url).send().await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(poll_raw(&sim, &path).await.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn project_throttle_answers_429_beyond_the_burst() {
+    let yaml = SCENARIO.replace(
+        "settings:\n",
+        "settings:\n  throttle: {rate: 0.5, burst: 3}\n",
+    );
+    let sim = start(&yaml).await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(
+            poll_raw(&sim, &job_path(PROJECT, QUICK_JOB))
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    let body = json_of(poll_raw(&sim, &job_path(PROJECT, QUICK_JOB)).await).await;
+    assert_eq!(body["error_code"], "APIG.0308");
+    assert_eq!(
+        body["error_msg"],
+        "The throttling threshold has been reached: policy user over ratelimit,limit:30,time:1 minute"
+    );
+    // Another project has its own bucket (bob may use it; the job is unknown there).
+    let other = signed_get(
+        &sim,
+        &job_path(OTHER_PROJECT, QUICK_JOB),
+        "TESTAK",
+        "test-secret",
+        Timestamp::now(),
+        &[],
+    );
+    assert_eq!(other.send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(admin(&sim, "/admin/requests").await["throttled"], 3);
+}
+
+#[tokio::test]
+async fn healthz() {
+    let sim = start(SCENARIO).await;
+    assert_eq!(
+        reqwest::get(sim.url("/healthz"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
+}
+
+/// Kills the child process even when the test fails.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The binary as users run it: default scenario, port 0, address on stdout.
+#[tokio::test]
+async fn binary_serves_the_default_demo() {
+    use std::io::BufRead;
+    let mut child = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_ims-sim"))
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("ims-sim listening on ")
+        .expect(&line)
+        .to_owned();
+    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+
+    let client = reqwest::Client::new();
+    let login = json!({"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {
+            "name": "demo", "password": "demo-password", "domain": {"name": "demo-domain"}}}},
+        "scope": {"project": {"id": "0b0a1e4b2c2d4e8f9a0b1c2d3e4f5a6b"}}}});
+    let response = client
+        .post(format!("{base}/v3/auth/tokens"))
+        .json(&login)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let token = response.headers()["x-subject-token"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let job = client
+        .get(format!(
+            "{base}/v1/0b0a1e4b2c2d4e8f9a0b1c2d3e4f5a6b/jobs/ff8080814dbd65d7014dbe0d84db0013"
+        ))
+        .header("X-Auth-Token", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(job.status(), StatusCode::OK);
+    let job = Job::parse(&job.bytes().await.unwrap()).unwrap();
+    assert_eq!(job.status, Some(JobStatus::Init));
+    assert_eq!(job.job_type.as_deref(), Some("imsCreateImageByInstance"));
+}
