@@ -753,3 +753,22 @@ async fn binary_serves_the_default_demo() {
     assert_eq!(job.status, Some(JobStatus::Init));
     assert_eq!(job.job_type.as_deref(), Some("imsCreateImageByInstance"));
 }
+
+#[test]
+fn every_example_scenario_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/scenarios");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "json") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let scenario =
+                Scenario::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            if path.ends_with("scale-10k.yaml") {
+                assert_eq!(scenario.jobs.len(), 10_000);
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3);
+}

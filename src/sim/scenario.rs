@@ -58,6 +58,14 @@
 //!          code: APIGW.0503, message: Service Unavailable}
 //!       - {fault: malformed, requests: 7}
 //!       - {fault: latency, delay: 300ms}   # every request: all matching delays add up
+//! job_sets:                    # many jobs from one template, for scale tests
+//!   - count: 10000
+//!     project_id: 0b0a1e4b2c2d4e8f9a0b1c2d3e4f5a6b
+//!     job_id_prefix: ff808081a0   # the index, in hex, fills up to 32 characters
+//!     age_spread: 60s             # job i starts i/count of this into its life
+//!     template: {job_type: imsCreateImageByInstance, clock: sim_start,
+//!                phases: [{after: 0s, status: RUNNING, progress: [0, 1]},
+//!                         {after: 60s, status: SUCCESS}]}
 //! ```
 //!
 //! Semantics, decided here because IMS documents none of it:
@@ -103,6 +111,50 @@ pub struct Scenario {
     pub access_keys: Vec<AccessKey>,
     #[serde(default)]
     pub jobs: Vec<JobDef>,
+    /// Expanded into `jobs` by [`Scenario::parse`].
+    #[serde(default)]
+    pub job_sets: Vec<JobSet>,
+}
+
+/// `count` copies of `template`, with ids `job_id_prefix` + hex index.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSet {
+    pub count: u32,
+    pub project_id: String,
+    pub job_id_prefix: String,
+    /// Spreads the jobs over their lifecycle: job `i` gets
+    /// `age_at_start` += `age_spread * i / count`.
+    #[serde(default)]
+    pub age_spread: Dur,
+    pub template: JobDef,
+}
+
+/// IMS job ids are 32 hex characters.
+const JOB_ID_LEN: usize = 32;
+
+impl JobSet {
+    pub fn expand(&self) -> Result<Vec<JobDef>, ScenarioError> {
+        let width = JOB_ID_LEN.saturating_sub(self.job_id_prefix.len());
+        let fits = width > 0 && (width >= 8 || u64::from(self.count) <= 16u64.pow(width as u32));
+        if !fits {
+            return Err(ScenarioError(format!(
+                "job set {}: {} jobs do not fit after the prefix {:?}",
+                self.project_id, self.count, self.job_id_prefix
+            )));
+        }
+        let spread = self.age_spread.0.as_secs_f64();
+        Ok((0..self.count)
+            .map(|i| {
+                let mut job = self.template.clone();
+                job.project_id = self.project_id.clone();
+                job.job_id = format!("{}{i:0width$x}", self.job_id_prefix);
+                let offset = Duration::from_secs_f64(spread * f64::from(i) / f64::from(self.count));
+                job.age_at_start = Dur(job.age_at_start.0 + offset);
+                job
+            })
+            .collect())
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -439,8 +491,11 @@ impl std::error::Error for ScenarioError {}
 impl Scenario {
     /// Parses YAML or JSON and checks it.
     pub fn parse(text: &str) -> Result<Self, ScenarioError> {
-        let scenario: Scenario =
+        let mut scenario: Scenario =
             serde_yaml_ng::from_str(text).map_err(|e| ScenarioError(format!("scenario: {e}")))?;
+        for set in std::mem::take(&mut scenario.job_sets) {
+            scenario.jobs.extend(set.expand()?);
+        }
         scenario.validate()?;
         Ok(scenario)
     }
@@ -557,6 +612,34 @@ mod tests {
             assert_eq!(job.job_id.len(), 32, "{}", job.job_id);
             assert!(job.job_id.chars().all(|c| c.is_ascii_hexdigit()));
         }
+    }
+
+    #[test]
+    fn job_sets_expand_with_spread_ages() {
+        let s = Scenario::parse(
+            r#"
+            job_sets:
+              - count: 4
+                project_id: p
+                job_id_prefix: ff808081a0
+                age_spread: 8s
+                template: {job_type: t, age_at_start: 1s, phases: [{after: 0s, status: RUNNING}]}
+            "#,
+        )
+        .unwrap();
+        let ids: Vec<&str> = s.jobs.iter().map(|j| j.job_id.as_str()).collect();
+        assert_eq!(ids[0], "ff808081a00000000000000000000000");
+        assert_eq!(ids[3], "ff808081a00000000000000000000003");
+        let ages: Vec<u64> = s.jobs.iter().map(|j| j.age_at_start.0.as_secs()).collect();
+        assert_eq!(ages, [1, 3, 5, 7]);
+        let too_many = "job_sets: [{count: 17, project_id: p, job_id_prefix: ff808081a0000000000000000000000,\
+                        template: {job_type: t, phases: [{after: 0s, status: INIT}]}}]";
+        assert!(
+            Scenario::parse(too_many)
+                .unwrap_err()
+                .0
+                .contains("do not fit")
+        );
     }
 
     #[test]
