@@ -93,3 +93,4 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+pub mod e2e;
