@@ -8,6 +8,6 @@ pub mod http;
 pub mod ims;
 pub mod job_cmd;
 pub mod metrics;
+pub mod sim;
 pub mod status;
 pub mod telemetry;
-pub mod sim;
