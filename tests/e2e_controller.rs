@@ -352,3 +352,67 @@ async fn secret_in_another_namespace_is_never_used() {
     ns.cleanup().await;
     other.cleanup().await;
 }
+
+/// Several ImageJobs naming the same job (same endpoint, project, job and
+/// credentials) share one cloud request per interval.
+#[tokio::test]
+async fn imagejobs_on_one_job_share_requests() {
+    let (client, ns, run) = setup("e2e-coalesce").await;
+    let job = "ff8080814dbd65d7014dbe0d84dbb001";
+    let sim = Sim::start(json!([succeeding_job(job, "1s", "6s")]));
+    create_aksk_secret(&client, &ns.name, "creds", SK).await;
+    let op = Operator::start(&sim, &run, &[]);
+    for i in 0..5 {
+        create(&client, &ns.name, &imagejob(&format!("copy-{i}"), &run, job, "creds")).await;
+    }
+    for i in 0..5 {
+        wait_status(&client, &ns.name, &format!("copy-{i}"), WAIT, "Succeeded", |s| {
+            s.phase == Some(Phase::Succeeded) && s.progress == Some(100)
+        })
+        .await;
+    }
+    let requests = sim.requests(job).await;
+    let coalesced = op.metric("imagejob_ims_coalesced_reads_total").await;
+    println!("E2E-NUMBERS coalescing: 5 ImageJobs, 6 s job, 1 s interval: requests={requests} coalesced_reads={coalesced}");
+    // One ImageJob needs about 7; five separate pollers would need about 35.
+    assert!(requests <= 11, "five ImageJobs on one job sent {requests} requests");
+    assert!(coalesced >= 4.0, "coalesced reads: {coalesced}");
+    ns.cleanup().await;
+}
+
+/// (j) Two operators with --leader-elect: only the leader polls; the
+/// standby takes over when the leader is killed.
+#[tokio::test]
+async fn leader_election_fails_over() {
+    let (client, ns, run) = setup("e2e-leader").await;
+    let job = "ff8080814dbd65d7014dbe0d84dbc001";
+    let sim = Sim::start(json!([succeeding_job(job, "1s", "40s")]));
+    create_aksk_secret(&client, &ns.name, "creds", SK).await;
+    let lease = ["--leader-elect", "--leader-election-namespace", &ns.name, "--leader-election-lease", &run];
+    let first = Operator::start(&sim, &run, &lease);
+    let second = Operator::start(&sim, &run, &lease);
+    create(&client, &ns.name, &imagejob("elected", &run, job, "creds")).await;
+    wait_status(&client, &ns.name, "elected", WAIT, "Running", |s| s.phase == Some(Phase::Running)).await;
+
+    let leaders = (first.metric("imagejob_leader").await, second.metric("imagejob_leader").await);
+    assert!(leaders == (1.0, 0.0) || leaders == (0.0, 1.0), "exactly one leader: {leaders:?}");
+    let (mut leader, standby) = if leaders.0 == 1.0 { (first, second) } else { (second, first) };
+    assert_eq!(standby.metric("imagejob_ims_requests_total").await, 0.0, "the standby must not poll");
+    assert!(leader.metric("imagejob_ims_requests_total").await >= 1.0);
+
+    leader.kill();
+    let killed = std::time::Instant::now();
+    eventually(Duration::from_secs(30), "the standby to take the Lease", || async {
+        (standby.metric("imagejob_leader").await == 1.0).then_some(())
+    })
+    .await;
+    let takeover = killed.elapsed();
+    println!("E2E-NUMBERS leader-takeover: {takeover:?}");
+    assert!(takeover <= Duration::from_secs(20), "takeover took {takeover:?}");
+    let before = sim.requests(job).await;
+    eventually(Duration::from_secs(15), "the new leader to poll", || async {
+        (sim.requests(job).await > before).then_some(())
+    })
+    .await;
+    ns.cleanup().await;
+}
