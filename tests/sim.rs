@@ -772,3 +772,67 @@ fn every_example_scenario_is_valid() {
     }
     assert!(seen >= 3);
 }
+
+/// A bounded loopback load test (20,000 AK/SK-signed requests over 10,000
+/// jobs, 10 s at most). Run by hand:
+/// `cargo test --release --test sim -- --ignored --nocapture load`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "load test; run by hand in release mode"]
+async fn load_aksk_over_ten_thousand_jobs() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const TOTAL: u64 = 20_000;
+    let scale = include_str!("fixtures/scenarios/scale-10k.yaml");
+    let sim = Arc::new(start(scale).await);
+    let client = reqwest::Client::new();
+    let issued = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let started = Instant::now();
+    let workers: Vec<_> = (0..64)
+        .map(|_| {
+            let (sim, client, issued) = (Arc::clone(&sim), client.clone(), Arc::clone(&issued));
+            tokio::spawn(async move {
+                let mut bad = 0u64;
+                loop {
+                    let n = issued.fetch_add(1, Ordering::Relaxed);
+                    if n >= TOTAL || Instant::now() > deadline {
+                        return bad;
+                    }
+                    let path = job_path(
+                        "0b0a1e4b2c2d4e8f9a0b1c2d3e4f5a6b",
+                        &format!("ff808081a0{:022x}", n % 9000),
+                    );
+                    let date = signer::sdk_date(Timestamp::now());
+                    let headers = [("X-Sdk-Date", date.as_str())];
+                    let canonical = signer::canonical_request("GET", &path, "", &headers, b"");
+                    let signature = signer::signature("demo-secret-key", &date, &canonical);
+                    let authorization =
+                        signer::authorization_header("DEMOACCESSKEY", "x-sdk-date", &signature);
+                    let response = client
+                        .get(sim.url(&path))
+                        .header("X-Sdk-Date", &date)
+                        .header("Authorization", authorization)
+                        .send()
+                        .await;
+                    let ok = match response {
+                        Ok(r) => r.status() == StatusCode::OK && r.bytes().await.is_ok(),
+                        Err(_) => false,
+                    };
+                    bad += u64::from(!ok);
+                }
+            })
+        })
+        .collect();
+    let mut bad = 0;
+    for w in workers {
+        bad += w.await.unwrap();
+    }
+    let done = issued.load(Ordering::Relaxed).min(TOTAL);
+    let rate = done as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "ims-sim load: {done} AK/SK requests in {:?}: {rate:.0} requests/s",
+        started.elapsed()
+    );
+    assert_eq!(bad, 0);
+    assert!(rate > 1000.0, "{rate:.0} requests/s");
+}
