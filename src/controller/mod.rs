@@ -288,7 +288,7 @@ async fn publish<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>, event: status::Event
     }
 }
 
-/// When to look again, by what happened.
+/// Records the decision of `plan_next` and turns it into an Action.
 fn next_action<S: JobSource>(
     ij: &ImageJob,
     ctx: &Ctx<S>,
@@ -297,29 +297,52 @@ fn next_action<S: JobSource>(
     written: &ImageJobStatus,
     retry_after: Option<Duration>,
 ) -> Action {
-    let (uid, generation) = (ij.uid(), ij.metadata.generation);
-    let record = |next: Duration, failed: bool| ctx.schedule.record(key, uid.as_deref(), generation, next, failed);
+    let finished = written.phase.is_some_and(|p| p.is_finished());
+    let interval = poll_interval(ij.spec.poll_interval.as_deref(), ctx.args.poll_interval);
     let failures = ctx.schedule.failures(key) + 1;
-    let next = match outcome {
-        Outcome::Job(_) if written.phase.is_some_and(|p| p.is_finished()) => {
-            record(Duration::ZERO, false);
-            return Action::await_change();
+    let (uid, generation) = (ij.uid(), ij.metadata.generation);
+    match plan_next(outcome, finished, interval, failures, retry_after) {
+        NextPoll::Never => {
+            ctx.schedule.record(key, uid.as_deref(), generation, Duration::ZERO, false);
+            Action::await_change()
         }
-        Outcome::Job(_) => {
-            let interval = poll_interval(ij.spec.poll_interval.as_deref(), ctx.args.poll_interval);
-            let next = schedule::jittered(interval);
-            record(next, false);
-            return Action::requeue(next);
+        NextPoll::After { delay, failed } => {
+            ctx.schedule.record(key, uid.as_deref(), generation, delay, failed);
+            Action::requeue(delay)
         }
-        Outcome::Transient { .. } => schedule::backoff(failures, TRANSIENT_MIN, TRANSIENT_MAX, retry_after),
+    }
+}
+
+/// What to do after a reconcile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextPoll {
+    /// Finished, suspended or past its deadline: only a change wakes it.
+    Never,
+    /// Poll again after `delay`; `failed` counts towards the backoff.
+    After { delay: Duration, failed: bool },
+}
+
+/// When to look again, by what happened: the poll interval (jittered) while
+/// the job runs, exponential backoff after errors (slow for credential and
+/// permission trouble), nothing once the job is finished.
+pub fn plan_next(
+    outcome: &Outcome,
+    finished: bool,
+    interval: Duration,
+    failures: u32,
+    retry_after: Option<Duration>,
+) -> NextPoll {
+    let failed = |delay| NextPoll::After { delay, failed: true };
+    match outcome {
+        Outcome::Job(_) if finished => NextPoll::Never,
+        Outcome::Job(_) => NextPoll::After { delay: schedule::jittered(interval), failed: false },
+        Outcome::Transient { .. } => failed(schedule::backoff(failures, TRANSIENT_MIN, TRANSIENT_MAX, retry_after)),
         Outcome::Stalled { reason: StallReason::CredentialsNotFound | StallReason::InvalidSpec, .. } => {
-            CONFIG_RECHECK
+            failed(CONFIG_RECHECK)
         }
-        Outcome::Stalled { .. } => schedule::backoff(failures, STALLED_MIN, STALLED_MAX, retry_after),
-        Outcome::DeadlineExceeded { .. } | Outcome::Suspended => return Action::await_change(),
-    };
-    record(next, true);
-    Action::requeue(next)
+        Outcome::Stalled { .. } => failed(schedule::backoff(failures, STALLED_MIN, STALLED_MAX, retry_after)),
+        Outcome::DeadlineExceeded { .. } | Outcome::Suspended => NextPoll::Never,
+    }
 }
 
 /// Kubernetes API failures (status patch, Secret read) use the same backoff.

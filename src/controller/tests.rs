@@ -71,3 +71,63 @@ fn deadline_counts_from_the_cloud_begin_time_else_creation() {
     ij.spec.active_deadline_seconds = None;
     assert_eq!(deadline_exceeded(&ij, t(99999)), None);
 }
+
+mod plan_next_tests {
+    use super::super::*;
+    use crate::ims::model::{Job, JobStatus};
+
+    const MIN: Duration = Duration::from_secs(1);
+
+    fn running() -> Outcome {
+        Outcome::Job(Job { status: Some(JobStatus::Running), ..Job::default() })
+    }
+
+    fn delay(n: NextPoll) -> Duration {
+        match n {
+            NextPoll::After { delay, .. } => delay,
+            NextPoll::Never => panic!("expected a requeue"),
+        }
+    }
+
+    #[test]
+    fn running_jobs_poll_at_the_interval_with_jitter_below() {
+        let d = delay(plan_next(&running(), false, Duration::from_secs(30), 1, None));
+        assert!(d <= Duration::from_secs(30) && d >= Duration::from_secs(27), "{d:?}");
+        assert!(matches!(plan_next(&running(), false, MIN, 1, None), NextPoll::After { failed: false, .. }));
+    }
+
+    #[test]
+    fn finished_suspended_and_expired_jobs_are_never_polled() {
+        let done = Outcome::Job(Job { status: Some(JobStatus::Success), ..Job::default() });
+        assert_eq!(plan_next(&done, true, MIN, 1, None), NextPoll::Never);
+        assert_eq!(plan_next(&Outcome::Suspended, false, MIN, 1, None), NextPoll::Never);
+        assert_eq!(plan_next(&Outcome::DeadlineExceeded { seconds: 5 }, true, MIN, 1, None), NextPoll::Never);
+    }
+
+    #[test]
+    fn transient_errors_back_off_exponentially_and_honour_retry_after() {
+        let t = Outcome::Transient { message: "503".into() };
+        let first = delay(plan_next(&t, false, MIN, 1, None));
+        let sixth = delay(plan_next(&t, false, MIN, 6, None));
+        assert!(first >= TRANSIENT_MIN && first <= TRANSIENT_MIN * 2, "{first:?}");
+        assert!(sixth >= TRANSIENT_MIN * 32, "{sixth:?}");
+        assert!(delay(plan_next(&t, false, MIN, 30, None)) <= TRANSIENT_MAX);
+        let ra = delay(plan_next(&t, false, MIN, 1, Some(Duration::from_secs(20))));
+        assert!(ra >= Duration::from_secs(20), "{ra:?}");
+        assert!(matches!(plan_next(&t, false, MIN, 1, None), NextPoll::After { failed: true, .. }));
+    }
+
+    #[test]
+    fn authentication_failures_retry_slowly() {
+        let auth = Outcome::Stalled { reason: StallReason::AuthenticationFailed, message: "401".into() };
+        let d = delay(plan_next(&auth, false, MIN, 1, None));
+        assert!(d >= STALLED_MIN, "{d:?}: a rejected AK must not be retried within minutes");
+        assert!(delay(plan_next(&auth, false, MIN, 20, None)) <= STALLED_MAX);
+    }
+
+    #[test]
+    fn configuration_stalls_wait_for_a_change_with_a_safety_net() {
+        let missing = Outcome::Stalled { reason: StallReason::CredentialsNotFound, message: "no".into() };
+        assert_eq!(plan_next(&missing, false, MIN, 3, None), NextPoll::After { delay: CONFIG_RECHECK, failed: true });
+    }
+}
