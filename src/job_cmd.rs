@@ -59,15 +59,25 @@ impl JobGetArgs {
     }
 }
 
-pub async fn run(args: JobGetArgs) -> anyhow::Result<()> {
-    let creds = Credentials::from_env()?;
-    let client = ImsClient::try_new(args.timeout)?;
-    let text = fetch_and_render(&client, &args, &creds).await.map_err(|err| {
-        eprint!("{}", describe_error(&err, &args));
-        anyhow::Error::new(err)
-    })?;
-    print!("{text}");
-    Ok(())
+/// Runs the command: the job on stdout, or every detail of the failure on
+/// stderr and a non-zero exit code.
+pub async fn run(args: JobGetArgs) -> std::process::ExitCode {
+    match query(&args).await {
+        Ok(text) => {
+            print!("{text}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprint!("{message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn query(args: &JobGetArgs) -> Result<String, String> {
+    let creds = Credentials::from_env().map_err(|e| format!("error: {e}\n"))?;
+    let client = ImsClient::try_new(args.timeout).map_err(|e| format!("error: {e}\n"))?;
+    fetch_and_render(&client, args, &creds).await.map_err(|err| describe_error(&err, args))
 }
 
 /// The whole command minus the environment and stdout, for tests.

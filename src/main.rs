@@ -1,5 +1,7 @@
 //! The `imagejob-operator` command: wires subcommands to the library.
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 use imagejob_operator::config::{LogFormat, RunArgs};
 use imagejob_operator::{controller, crd, job_cmd, telemetry};
@@ -32,19 +34,27 @@ enum JobCommand {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Some(Command::Crd) => {
             print!("{}", crd::crd_yaml());
             Ok(())
         }
+        // Prints its own error details; only the exit code is left to set.
         Some(Command::Job(JobCommand::Get(args))) => {
             telemetry::init(LogFormat::Text, "warn");
-            job_cmd::run(args).await
+            return job_cmd::run(args).await;
         }
         Some(Command::Run(args)) => run(args).await,
         None => run(cli.run).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
