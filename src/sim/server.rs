@@ -81,6 +81,7 @@ async fn get_job(
             }
         },
     };
+    tracing::debug!(%project_id, %job_id, status = answer.status, %request_id, "job query");
     sim.counters.jobs_total.record(answer.status);
     if let Some(job) = &job {
         job.counters.record(answer.status);

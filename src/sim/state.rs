@@ -14,10 +14,11 @@ use super::aksk::{AkskError, AkskVerifier, SignedRequest};
 use super::counters::{GlobalCounters, StatusCounts};
 use super::iam::{TokenProblem, TokenStore};
 use super::lifecycle::{self, Answer, JobTime};
-use super::scenario::{ClockStart, JobDef, Scenario};
+use super::scenario::{ClockStart, JobDef, Scenario, TimeFormat};
 use super::throttle::Throttles;
 
 pub struct Sim {
+    /// Settings, projects, users and keys; its `jobs` moved into `jobs`.
     pub scenario: Scenario,
     jobs: DashMap<String, Arc<LiveJob>>,
     pub tokens: TokenStore,
@@ -59,7 +60,7 @@ impl LiveJob {
 
     /// Numbers this request and computes its answer; starts the clock of a
     /// `first_query` job.
-    pub fn answer(&self, default_format: super::scenario::TimeFormat) -> Answer {
+    pub fn answer(&self, default_format: TimeFormat) -> Answer {
         let request_no = self.authenticated.fetch_add(1, Relaxed) + 1;
         let clock = self.clock.get_or_init(|| JobClock::start_now(&self.def));
         let at = JobTime {
@@ -93,13 +94,12 @@ fn job_key(project_id: &str, job_id: &str) -> String {
 }
 
 impl Sim {
-    pub fn new(scenario: Scenario) -> Self {
+    /// Takes the jobs out of the scenario: the live map is their only copy.
+    pub fn new(mut scenario: Scenario) -> Self {
         let jobs = DashMap::new();
-        for def in &scenario.jobs {
-            jobs.insert(
-                job_key(&def.project_id, &def.job_id),
-                Arc::new(LiveJob::new(def.clone(), scenario.settings.clock)),
-            );
+        for def in std::mem::take(&mut scenario.jobs) {
+            let key = job_key(&def.project_id, &def.job_id);
+            jobs.insert(key, Arc::new(LiveJob::new(def, scenario.settings.clock)));
         }
         Self {
             aksk: AkskVerifier::new(&scenario),
