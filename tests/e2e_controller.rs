@@ -255,6 +255,17 @@ async fn restart_after_success_makes_no_requests() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(sim.requests(job).await, before, "a finished job must not be polled after a restart");
     assert_eq!(op2.metric("imagejob_ims_requests_total").await, 0.0);
+
+    // A spec edit of a finished job is acknowledged without asking the cloud.
+    let api: Api<ImageJob> = Api::namespaced(client.clone(), &ns.name);
+    let patch = json!({"spec": {"pollInterval": "5s"}});
+    let edited = api.patch("done", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
+    let generation = edited.metadata.generation;
+    wait_status(&client, &ns.name, "done", WAIT, "observedGeneration to follow", |s| {
+        s.observed_generation == generation && s.phase == Some(Phase::Succeeded)
+    })
+    .await;
+    assert_eq!(sim.requests(job).await, before);
     ns.cleanup().await;
 }
 

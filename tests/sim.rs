@@ -182,7 +182,7 @@ async fn token_checks_at_the_gateway() {
 #[tokio::test]
 async fn tokens_expire() {
     let sim =
-        start(&format!("{SCENARIO}\n").replace("settings:\n", "settings:\n  token_lifetime: 1s\n"))
+        start(&format!("{SCENARIO}\n").replace("settings:\n", "settings:\n  token_lifetime: 2s\n"))
             .await;
     let token = token(&sim, "alice", "alice-password", PROJECT).await;
     let path = job_path(PROJECT, QUICK_JOB);
@@ -359,7 +359,7 @@ async fn wrong_secret_is_refused_and_five_failures_lock_the_key() {
             "Incorrect IAM authentication information: verify aksk signature fail"
         );
     }
-    // Locked: even the right secret is refused until the lock ends (1 s here).
+    // Locked: even the right secret is refused until the lock ends (2 s here).
     let locked = signed_get(&sim, &path, "LOCKAK", "lock-secret", Timestamp::now(), &[])
         .send()
         .await
@@ -377,7 +377,7 @@ async fn wrong_secret_is_refused_and_five_failures_lock_the_key() {
         .await
         .unwrap();
     assert_eq!(other.status(), StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let unlocked = signed_get(&sim, &path, "LOCKAK", "lock-secret", Timestamp::now(), &[])
         .send()
         .await
