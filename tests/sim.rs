@@ -190,7 +190,7 @@ async fn tokens_expire() {
         get_with_token(&sim, &path, &token).await.status(),
         StatusCode::OK
     );
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let response = get_with_token(&sim, &path, &token).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(json_of(response).await["error_code"], "APIGW.0307");
