@@ -1,0 +1,163 @@
+//! The Argo CD health check (charts/imagejob-operator/argocd/health.lua)
+//! under a real Lua 5.1 interpreter, the dialect Argo CD runs through
+//! gopher-lua, against the cases of argocd/health_test.yaml (Argo CD's own
+//! fixture format). Most fixtures are ImageJobs captured from the operator.
+
+use std::path::{Path, PathBuf};
+
+use mlua::{Lua, LuaOptions, StdLib, Table, Value};
+use serde::Deserialize;
+
+fn argocd_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/imagejob-operator/argocd")
+}
+
+#[derive(Deserialize)]
+struct Cases {
+    tests: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Case {
+    input_path: String,
+    health_status: Expected,
+}
+
+#[derive(Deserialize, Debug, PartialEq)]
+struct Expected {
+    status: String,
+    message: String,
+}
+
+/// JSON to Lua the way Argo CD hands objects to scripts: null is nil,
+/// arrays are 1-based tables, numbers are Lua numbers.
+fn to_lua(lua: &Lua, v: &serde_json::Value) -> mlua::Result<Value> {
+    Ok(match v {
+        serde_json::Value::Null => Value::Nil,
+        serde_json::Value::Bool(b) => Value::Boolean(*b),
+        serde_json::Value::Number(n) => Value::Number(n.as_f64().expect("finite number")),
+        serde_json::Value::String(s) => Value::String(lua.create_string(s)?),
+        serde_json::Value::Array(items) => {
+            let t = lua.create_table()?;
+            for (i, item) in items.iter().enumerate() {
+                t.raw_set(i + 1, to_lua(lua, item)?)?;
+            }
+            Value::Table(t)
+        }
+        serde_json::Value::Object(map) => {
+            let t = lua.create_table()?;
+            for (k, item) in map {
+                t.raw_set(k.as_str(), to_lua(lua, item)?)?;
+            }
+            Value::Table(t)
+        }
+    })
+}
+
+/// Runs the script with `obj` set, as Argo CD does, and returns its
+/// (status, message). Only Lua's base library is loaded: the script must not
+/// depend on libraries Argo CD's sandbox may leave out.
+fn health(script: &str, obj: &serde_json::Value) -> Expected {
+    let lua = Lua::new_with(StdLib::NONE, LuaOptions::default()).unwrap();
+    lua.globals().set("obj", to_lua(&lua, obj).unwrap()).unwrap();
+    let hs: Table = lua.load(script).set_name("health.lua").eval().expect("health.lua runs and returns a table");
+    Expected { status: hs.get("status").unwrap(), message: hs.get("message").unwrap() }
+}
+
+fn script() -> String {
+    std::fs::read_to_string(argocd_dir().join("health.lua")).unwrap()
+}
+
+fn load_yaml(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn interpreter_is_lua_5_1() {
+    let lua = Lua::new();
+    let version: String = lua.globals().get("_VERSION").unwrap();
+    assert_eq!(version, "Lua 5.1");
+}
+
+#[test]
+fn every_fixture_gives_the_expected_status_and_message() {
+    let dir = argocd_dir();
+    let cases: Cases = serde_yaml_ng::from_str(&std::fs::read_to_string(dir.join("health_test.yaml")).unwrap()).unwrap();
+    let script = script();
+    let mut failures = Vec::new();
+    for case in &cases.tests {
+        let got = health(&script, &load_yaml(&dir.join(&case.input_path)));
+        if got != case.health_status {
+            failures.push(format!("{}: expected {:?}, got {:?}", case.input_path, case.health_status, got));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Every fixture is exercised, and every status the script can return.
+    let listed: Vec<_> = cases.tests.iter().map(|c| c.input_path.trim_start_matches("testdata/").to_owned()).collect();
+    for entry in std::fs::read_dir(dir.join("testdata")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(listed.contains(&name), "testdata/{name} is not listed in health_test.yaml");
+    }
+    for status in ["Healthy", "Progressing", "Degraded", "Suspended"] {
+        assert!(cases.tests.iter().any(|c| c.health_status.status == status), "no fixture expects {status}");
+    }
+}
+
+/// The operator's conditions are a list-map keyed by type: their order must
+/// not matter, and a Failed job wins over any stale Ready.
+#[test]
+fn condition_order_does_not_matter() {
+    let dir = argocd_dir();
+    let script = script();
+    for fixture in ["failed.yaml", "succeeded.yaml", "stalled-authentication-failed.yaml", "running.yaml"] {
+        let obj = load_yaml(&dir.join("testdata").join(fixture));
+        let mut reversed = obj.clone();
+        reversed["status"]["conditions"].as_array_mut().unwrap().reverse();
+        assert_eq!(health(&script, &obj), health(&script, &reversed), "{fixture}");
+    }
+}
+
+/// Partial objects Argo CD may see (e.g. a status written by an older
+/// operator, or by hand) never make the script fail.
+#[test]
+fn partial_status_is_progressing_not_an_error() {
+    let script = script();
+    let cases = [
+        serde_json::json!({"metadata": {"generation": 1}, "spec": {}, "status": {}}),
+        serde_json::json!({"metadata": {}, "spec": {}, "status": {"conditions": []}}),
+        serde_json::json!({"metadata": {"generation": 1}, "spec": {"suspend": false},
+                           "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]}}),
+        serde_json::json!({"metadata": {"generation": 3}, "spec": {},
+                           "status": {"conditions": [{"type": "Reconciling", "status": "True", "reason": "JobRunning"}]}}),
+    ];
+    for obj in cases {
+        let got = health(&script, &obj);
+        assert_eq!(got.status, "Progressing", "{obj}: {got:?}");
+    }
+    // Without observedGeneration (status from a hand edit) the conditions count.
+    let obj = serde_json::json!({"metadata": {"generation": 2}, "spec": {},
+        "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Succeeded", "message": "done"}]}});
+    assert_eq!(health(&script, &obj), Expected { status: "Healthy".into(), message: "Succeeded: done".into() });
+}
+
+/// The chart README documents the argocd-cm snippet; it must carry the same
+/// script as health.lua, line for line.
+#[test]
+fn readme_snippet_matches_health_lua() {
+    let readme = std::fs::read_to_string(argocd_dir().join("../README.md")).unwrap();
+    let key = "resource.customizations.health.ims.otc.io_ImageJob: |";
+    let start = readme.find(key).expect("README documents the argocd-cm key");
+    let after = &readme[start + key.len()..];
+    let block = &after[..after.find("```").expect("snippet ends with a code fence")];
+    let indent = block.lines().find(|l| !l.trim().is_empty()).map(|l| l.len() - l.trim_start().len()).unwrap();
+    let mut snippet: Vec<&str> = block.lines().skip(1).map(|l| l.get(indent..).unwrap_or("")).collect();
+    while snippet.last().is_some_and(|l| l.is_empty()) {
+        snippet.pop();
+    }
+    let script = script();
+    let expected: Vec<&str> = script.lines().collect();
+    assert_eq!(snippet, expected, "README's argocd-cm snippet differs from argocd/health.lua");
+}
