@@ -1,0 +1,578 @@
+//! The Helm chart (charts/imagejob-operator) and the manifests rendered from
+//! it (deploy/): drift checks, `helm lint`, what the templates produce for
+//! each setting, and server-side dry-runs against the local kube-apiserver
+//! (tests/cluster/up), including Pod Security admission at "restricted".
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{Value, json};
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/imagejob-operator");
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A tool that tests/cluster/build puts into the cache (`helm`, `kubectl`):
+/// the pinned version, so output does not depend on what is on PATH.
+fn tool(name: &str) -> PathBuf {
+    let cache = std::env::var_os("IMAGEJOB_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/imagejob-operator"));
+    let path = cache.join("bin").join(name);
+    if !path.exists() {
+        let status = Command::new("bash").arg(root().join("tests/cluster/build")).status().expect("run tests/cluster/build");
+        assert!(status.success(), "tests/cluster/build failed");
+    }
+    path
+}
+
+fn run(cmd: &mut Command, stdin: Option<&str>) -> Output {
+    let mut child = cmd
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// `helm template` with `--set` pairs; panics on failure.
+fn template(release: &str, namespace: &str, sets: &[&str]) -> String {
+    let out = template_result(release, namespace, sets);
+    assert!(out.status.success(), "helm template {sets:?} failed:\n{}", text(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn template_result(release: &str, namespace: &str, sets: &[&str]) -> Output {
+    let mut cmd = Command::new(tool("helm"));
+    cmd.args(["template", release, CHART, "--namespace", namespace]);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    run(&mut cmd, None)
+}
+
+fn docs(yaml: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn find<'a>(objs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objs.iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in {:?}", kinds(objs)))
+}
+
+fn kinds(objs: &[Value]) -> Vec<String> {
+    objs.iter().map(|o| format!("{}/{}", o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap())).collect()
+}
+
+fn env_of(deployment: &Value) -> BTreeMap<String, Value> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_owned(), e.get("value").cloned().unwrap_or_else(|| e["valueFrom"].clone())))
+        .collect()
+}
+
+/// Rules as comparable strings: "group/resource[names]: verbs".
+fn rules(role: &Value) -> BTreeSet<String> {
+    role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            let names = r.get("resourceNames").map(|n| n.to_string()).unwrap_or_default();
+            let mut verbs: Vec<_> = r["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+            verbs.sort();
+            let groups = r["apiGroups"].as_array().unwrap().clone();
+            let resources = r["resources"].as_array().unwrap().clone();
+            groups.into_iter().flat_map(move |g| {
+                let names = names.clone();
+                let verbs = verbs.join(",");
+                resources.clone().into_iter().map(move |res| {
+                    format!("{}/{}{}: {}", g.as_str().unwrap(), res.as_str().unwrap(), names, verbs)
+                })
+            })
+        })
+        .collect()
+}
+
+/// The operator's own rules: what src/controller uses, nothing more.
+const OPERATOR_RULES: [&str; 5] = [
+    "/events: create,patch",
+    "/secrets: get,list,watch",
+    "events.k8s.io/events: create,patch",
+    "ims.otc.io/imagejobs: get,list,watch",
+    "ims.otc.io/imagejobs/status: patch",
+];
+
+fn operator_rules() -> BTreeSet<String> {
+    OPERATOR_RULES.iter().map(|r| r.to_string()).collect()
+}
+
+// ---------------------------------------------------------------- drift
+
+#[test]
+fn chart_crd_is_the_generated_crd() {
+    let top = std::fs::read_to_string(root().join("crds/imagejob.yaml")).unwrap();
+    let chart = std::fs::read_to_string(root().join("charts/imagejob-operator/crds/imagejob.yaml")).unwrap();
+    assert!(
+        top == chart,
+        "charts/imagejob-operator/crds/imagejob.yaml differs from crds/imagejob.yaml: run deploy/render.sh"
+    );
+    // And that file is what the binary prints (also checked in src/crd.rs).
+    assert_eq!(chart, imagejob_operator::crd::crd_yaml(), "crds/imagejob.yaml is stale: cargo run -- crd > crds/imagejob.yaml");
+}
+
+#[test]
+fn deploy_manifests_are_the_rendered_chart() {
+    tool("helm");
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = run(Command::new("bash").arg(root().join("deploy/render.sh")).arg(out_dir.path()), None);
+    assert!(out.status.success(), "deploy/render.sh failed:\n{}", text(&out));
+    let mut rendered = Vec::new();
+    for entry in std::fs::read_dir(out_dir.path()).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let fresh = std::fs::read_to_string(out_dir.path().join(&name)).unwrap();
+        let checked_in = std::fs::read_to_string(root().join("deploy").join(&name)).unwrap_or_default();
+        assert!(fresh == checked_in, "deploy/{name} is out of date with the chart: run deploy/render.sh");
+        rendered.push(name);
+    }
+    rendered.sort();
+    assert_eq!(rendered, ["00-namespace.yaml", "01-crd.yaml", "02-imagejob-operator.yaml", "Kustomization"]);
+    // Nothing stale is left beside them (kubectl apply -f deploy/ reads every *.yaml).
+    for entry in std::fs::read_dir(root().join("deploy")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json") {
+            assert!(rendered.contains(&name), "deploy/{name} is not produced by deploy/render.sh");
+        }
+    }
+}
+
+// ---------------------------------------------------------------- helm lint
+
+#[test]
+fn helm_lint_is_clean_for_each_configuration() {
+    for sets in [
+        vec![],
+        vec!["watchNamespace=team-a", "leaderElection.enabled=false"],
+        vec!["serviceMonitor.enabled=true", "prometheusRule.enabled=true", "podDisruptionBudget.enabled=true", "replicas=2"],
+    ] {
+        let mut cmd = Command::new(tool("helm"));
+        cmd.args(["lint", "--strict", CHART]);
+        for s in &sets {
+            cmd.args(["--set", s]);
+        }
+        let out = run(&mut cmd, None);
+        let log = text(&out);
+        assert!(out.status.success(), "helm lint {sets:?}:\n{log}");
+        assert!(log.contains("1 chart(s) linted, 0 chart(s) failed"), "{log}");
+        assert!(!log.contains("[WARNING]") && !log.contains("[ERROR]"), "helm lint {sets:?}:\n{log}");
+    }
+}
+
+// ---------------------------------------------------------------- templates
+
+#[test]
+fn default_deployment_is_hardened() {
+    let objs = docs(&template("imagejob-operator", "imagejob-system", &[]));
+    let d = find(&objs, "Deployment", "imagejob-operator");
+    let pod = &d["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(pod["serviceAccountName"], "imagejob-operator");
+    assert_eq!(pod["automountServiceAccountToken"], true);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["runAsUser"], 65532);
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    let sc = &c["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    for kind in ["requests", "limits"] {
+        for res in ["cpu", "memory"] {
+            assert!(c["resources"][kind][res].is_string(), "resources.{kind}.{res} missing: {}", c["resources"]);
+        }
+    }
+    assert_eq!(c["ports"], json!([{"name": "http", "containerPort": 8080, "protocol": "TCP"}]));
+    assert_eq!(c["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": "http"}));
+    assert_eq!(c["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "http"}));
+    assert_eq!(c["image"], format!("imagejob-operator:{}", chart_app_version()));
+    let env = env_of(d);
+    assert_eq!(env["POD_NAME"], json!({"fieldRef": {"fieldPath": "metadata.name"}}));
+    assert_eq!(env["POD_NAMESPACE"], json!({"fieldRef": {"fieldPath": "metadata.namespace"}}));
+    assert_eq!(env["HTTP_ADDR"], "0.0.0.0:8080");
+    assert_eq!(env["LEADER_ELECT"], "true");
+    assert_eq!(env["LEADER_ELECTION_NAMESPACE"], "imagejob-system");
+    // Empty endpoints leave the operator's OTC defaults in force.
+    assert!(!env.contains_key("IMS_ENDPOINT") && !env.contains_key("IAM_ENDPOINT"));
+    assert!(!env.contains_key("WATCH_NAMESPACE") && !env.contains_key("WATCH_LABEL_SELECTOR"));
+    assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate");
+
+    // The metrics Service reaches the container's `http` port; no monitoring
+    // CRs by default (clusters without the Prometheus Operator reject them).
+    let svc = find(&objs, "Service", "imagejob-operator-metrics");
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "http");
+    assert_eq!(svc["spec"]["selector"], d["spec"]["selector"]["matchLabels"]);
+    assert!(!objs.iter().any(|o| o["kind"] == "ServiceMonitor" || o["kind"] == "PrometheusRule"));
+}
+
+fn chart_app_version() -> String {
+    let chart: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(Path::new(CHART).join("Chart.yaml")).unwrap()).unwrap();
+    chart["appVersion"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn every_setting_maps_to_the_operators_environment_variable() {
+    let objs = docs(&template(
+        "x",
+        "ops",
+        &[
+            "imsEndpoint=https://ims.{region}.example.test",
+            "iamEndpoint=https://iam.{region}.example.test",
+            "defaultRegion=eu-nl",
+            "pollInterval=45s",
+            "imsRateLimit=2.5",
+            "imsRateBurst=1000000",
+            "imsTimeout=12s",
+            "concurrency=8",
+            "logFormat=text",
+            "logLevel=debug",
+            "watchNamespace=team-a",
+            "watchLabelSelector=shard=a",
+            "leaderElection.leaseName=my-lease",
+            "extraEnv[0].name=HTTPS_PROXY",
+            "extraEnv[0].value=http://proxy:3128",
+            "image.digest=sha256:0123",
+            "image.repository=registry.example.test/ijo",
+        ],
+    ));
+    let d = find(&objs, "Deployment", "x-imagejob-operator");
+    let env = env_of(d);
+    let expected = [
+        ("IMS_ENDPOINT", "https://ims.{region}.example.test"),
+        ("IAM_ENDPOINT", "https://iam.{region}.example.test"),
+        ("OTC_REGION", "eu-nl"),
+        ("POLL_INTERVAL", "45s"),
+        ("IMS_RATE_LIMIT", "2.5"),
+        // Not 1e+06: Helm reads numbers as floats.
+        ("IMS_RATE_BURST", "1000000"),
+        ("IMS_TIMEOUT", "12s"),
+        ("CONCURRENCY", "8"),
+        ("LOG_FORMAT", "text"),
+        ("RUST_LOG", "debug"),
+        ("WATCH_NAMESPACE", "team-a"),
+        ("WATCH_LABEL_SELECTOR", "shard=a"),
+        ("LEADER_ELECT", "true"),
+        ("LEADER_ELECTION_NAMESPACE", "ops"),
+        ("LEADER_ELECTION_LEASE", "my-lease"),
+        ("HTTPS_PROXY", "http://proxy:3128"),
+    ];
+    for (name, value) in expected {
+        assert_eq!(env.get(name), Some(&json!(value)), "{name}");
+    }
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "registry.example.test/ijo@sha256:0123");
+    // The Lease the Role names is the one the operator takes.
+    let role = find(&objs, "Role", "x-imagejob-operator-leader-election");
+    assert!(rules(role).contains("coordination.k8s.io/leases[\"my-lease\"]: get,patch"), "{:?}", rules(role));
+
+    // Every variable the chart sets is one `imagejob-operator run` reads, and
+    // every variable it reads can be set from values.
+    let help = Command::new(env!("CARGO_BIN_EXE_imagejob-operator")).args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let known: BTreeSet<String> =
+        help.split("[env: ").skip(1).map(|s| s.split(['=', ']']).next().unwrap().to_owned()).collect();
+    assert!(known.contains("IMS_ENDPOINT"), "could not read env names from --help:\n{help}");
+    let not_flags = ["POD_NAME", "POD_NAMESPACE", "RUST_LOG", "HTTPS_PROXY"];
+    let set: BTreeSet<String> = env.keys().filter(|k| !not_flags.contains(&k.as_str())).cloned().collect();
+    assert_eq!(
+        set, known,
+        "the chart's env vars and `imagejob-operator run --help` disagree: add a value to charts/imagejob-operator for a new flag"
+    );
+}
+
+#[test]
+fn rbac_grants_only_what_the_operator_uses() {
+    let objs = docs(&template("imagejob-operator", "imagejob-system", &[]));
+    let cr = find(&objs, "ClusterRole", "imagejob-operator");
+    assert_eq!(rules(cr), operator_rules());
+    let crb = find(&objs, "ClusterRoleBinding", "imagejob-operator");
+    assert_eq!(crb["roleRef"]["name"], "imagejob-operator");
+    assert_eq!(crb["subjects"], json!([{"kind": "ServiceAccount", "name": "imagejob-operator", "namespace": "imagejob-system"}]));
+    // Leases: only in the release namespace, get/patch only the one Lease.
+    let le = find(&objs, "Role", "imagejob-operator-leader-election");
+    assert_eq!(le["metadata"]["namespace"], "imagejob-system");
+    assert_eq!(
+        rules(le),
+        BTreeSet::from([
+            "coordination.k8s.io/leases: create".to_owned(),
+            "coordination.k8s.io/leases[\"imagejob-operator\"]: get,patch".to_owned()
+        ])
+    );
+    // No wildcard anywhere, and the operator's account can never write Secrets.
+    for o in objs.iter().filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role") {
+        for r in rules(o) {
+            assert!(!r.contains('*'), "wildcard in {}: {r}", o["metadata"]["name"]);
+        }
+    }
+    for r in rules(cr).iter().chain(rules(le).iter()) {
+        assert!(!(r.starts_with("/secrets") && (r.contains("create") || r.contains("update") || r.contains("delete"))), "{r}");
+    }
+    // The aggregated roles give users ImageJobs, never their status.
+    let edit = find(&objs, "ClusterRole", "imagejob-operator-edit");
+    assert_eq!(edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"], "true");
+    assert!(rules(edit).iter().all(|r| r.starts_with("ims.otc.io/imagejobs:")), "{:?}", rules(edit));
+}
+
+#[test]
+fn watch_namespace_switches_to_a_role_in_that_namespace() {
+    let objs = docs(&template("imagejob-operator", "imagejob-system", &["watchNamespace=team-a"]));
+    let role = find(&objs, "Role", "imagejob-operator");
+    assert_eq!(role["metadata"]["namespace"], "team-a");
+    assert_eq!(rules(role), operator_rules());
+    let rb = find(&objs, "RoleBinding", "imagejob-operator");
+    assert_eq!(rb["metadata"]["namespace"], "team-a");
+    assert_eq!(rb["roleRef"], json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "imagejob-operator"}));
+    assert_eq!(rb["subjects"][0]["namespace"], "imagejob-system");
+    // The only cluster-wide objects left are the aggregated user roles.
+    let cluster: Vec<String> = objs
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "ClusterRoleBinding")
+        .map(|o| format!("{}/{}", o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap()))
+        .collect();
+    assert_eq!(cluster, ["ClusterRole/imagejob-operator-view", "ClusterRole/imagejob-operator-edit"]);
+    let env = env_of(find(&objs, "Deployment", "imagejob-operator"));
+    assert_eq!(env["WATCH_NAMESPACE"], "team-a");
+}
+
+#[test]
+fn leader_election_off_means_no_lease_rbac_and_no_overlapping_pods() {
+    let objs = docs(&template("imagejob-operator", "imagejob-system", &["leaderElection.enabled=false"]));
+    assert!(!objs.iter().any(|o| o["metadata"]["name"] == "imagejob-operator-leader-election"), "{:?}", kinds(&objs));
+    let d = find(&objs, "Deployment", "imagejob-operator");
+    assert_eq!(d["spec"]["strategy"]["type"], "Recreate");
+    let env = env_of(d);
+    assert_eq!(env["LEADER_ELECT"], "false");
+    assert!(!env.contains_key("LEADER_ELECTION_LEASE"));
+    // Two replicas without a Lease would both poll and write: refused.
+    let out = template_result("imagejob-operator", "imagejob-system", &["leaderElection.enabled=false", "replicas=2"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("replicas > 1 needs leaderElection.enabled"), "{}", text(&out));
+    let out = template_result("imagejob-operator", "imagejob-system", &["logFormat=xml"]);
+    assert!(!out.status.success(), "logFormat=xml was accepted");
+}
+
+#[test]
+fn monitoring_objects_scrape_the_service_and_alert_on_real_metrics() {
+    let objs = docs(&template(
+        "imagejob-operator",
+        "imagejob-system",
+        &["serviceMonitor.enabled=true", "prometheusRule.enabled=true", "prometheusRule.labels.release=kube-prometheus"],
+    ));
+    let svc = find(&objs, "Service", "imagejob-operator-metrics");
+    let sm = find(&objs, "ServiceMonitor", "imagejob-operator");
+    assert_eq!(sm["spec"]["endpoints"][0]["port"], svc["spec"]["ports"][0]["name"]);
+    assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
+    for (k, v) in sm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&svc["metadata"]["labels"][k], v, "ServiceMonitor selects label {k} the Service lacks");
+    }
+
+    let rule = find(&objs, "PrometheusRule", "imagejob-operator");
+    assert_eq!(rule["metadata"]["labels"]["release"], "kube-prometheus");
+    let alerts = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
+    let names: Vec<_> = alerts.iter().map(|a| a["alert"].as_str().unwrap()).collect();
+    for wanted in ["ImageJobFailed", "ImageJobsStuckPending", "ImageJobsStalled", "ImageJobIMSErrors", "ImageJobOperatorDown"] {
+        assert!(names.contains(&wanted), "{wanted} missing from {names:?}");
+    }
+    let exprs: Vec<&str> = alerts.iter().map(|a| a["expr"].as_str().unwrap()).collect();
+    assert!(exprs.iter().any(|e| e.contains(r#"imagejob_imagejobs{phase="Failed""#)));
+    assert!(exprs.iter().any(|e| e.contains(r#"rate(imagejob_ims_requests_total{outcome!="success""#)));
+    // Prometheus templates in annotations survive Helm's own templating.
+    assert!(alerts[0]["annotations"]["summary"].as_str().unwrap().contains("{{ $value }}"));
+
+    // Every metric an alert uses is one the operator exports.
+    // (A family without label sets is not rendered: give each one a sample,
+    // with label values the alerts use.)
+    use imagejob_operator::metrics::*;
+    let metrics = Metrics::default();
+    metrics.imagejobs.get_or_create(&PhaseLabels { phase: PhaseLabel::Failed }).set(0);
+    metrics.ims_requests.get_or_create(&OutcomeLabels { outcome: "success" }).inc();
+    metrics.reconciles.get_or_create(&ResultLabels { result: "error" }).inc();
+    metrics.events.get_or_create(&ReasonLabels { reason: "JobFailed".into() }).inc();
+    let exposition = metrics.render();
+    let families: BTreeSet<&str> =
+        exposition.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+    assert!(families.contains("imagejob_imagejobs"), "{exposition}");
+    for expr in exprs {
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("imagejob_")) {
+            let family = word.strip_suffix("_total").unwrap_or(word);
+            assert!(families.contains(family), "alert uses {word}, which the operator does not export ({families:?})");
+        }
+        // Each expression is scoped to this release's series.
+        assert!(expr.contains(r#"namespace="imagejob-system", job="imagejob-operator-metrics""#), "{expr}");
+    }
+}
+
+// ---------------------------------------------------------------- API server
+
+fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(tool("kubectl"));
+    cmd.args(args).env("KUBECONFIG", common::kubeconfig_path());
+    run(&mut cmd, stdin)
+}
+
+fn dry_run_apply(manifests: &str, what: &str) -> String {
+    let out = kubectl(
+        // --force-conflicts: the CRD is also applied by other tests' field manager.
+        &["apply", "--server-side", "--force-conflicts", "--dry-run=server", "--validate=strict", "--field-manager=chart-test", "-f", "-"],
+        Some(manifests),
+    );
+    assert!(out.status.success(), "the API server rejected {what}:\n{}", text(&out));
+    let log = text(&out);
+    assert!(!log.contains("Warning:"), "the API server warned about {what}:\n{log}");
+    log
+}
+
+/// Every object of the chart (all namespaced ones in a fresh namespace) is
+/// accepted by the API server's validation and admission, for the default
+/// values and for the namespaced-RBAC and PodDisruptionBudget variants.
+#[tokio::test]
+async fn api_server_accepts_the_rendered_chart() {
+    let client = common::client().await;
+    let ns = common::TestNamespace::new(&client, "chart").await;
+    let watched = common::TestNamespace::new(&client, "chart-watched").await;
+    let crd = std::fs::read_to_string(root().join("crds/imagejob.yaml")).unwrap();
+    for sets in [
+        vec![],
+        vec![format!("watchNamespace={}", watched.name), "leaderElection.enabled=false".into()],
+        vec!["podDisruptionBudget.enabled=true".into(), "replicas=2".into(), "image.digest=sha256:".to_owned() + &"a".repeat(64)],
+    ] {
+        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+        let rendered = template("chart-test", &ns.name, &sets);
+        let log = dry_run_apply(&format!("{crd}\n---\n{rendered}"), &format!("the chart with {sets:?}"));
+        for kind in ["deployment.apps/chart-test-imagejob-operator", "serviceaccount/chart-test-imagejob-operator", "service/chart-test-imagejob-operator-metrics"] {
+            assert!(log.contains(kind), "{kind} not applied:\n{log}");
+        }
+    }
+    ns.cleanup().await;
+    watched.cleanup().await;
+}
+
+/// `kubectl apply -f deploy/` as documented: the Namespace, then the CRD,
+/// then the operator. The Namespace is created for real (a dry-run cannot
+/// create the namespace the next objects need).
+#[tokio::test]
+async fn api_server_accepts_deploy_manifests() {
+    let _ = common::client().await;
+    let dir = root().join("deploy");
+    let ns = std::fs::read_to_string(dir.join("00-namespace.yaml")).unwrap();
+    let out = kubectl(&["apply", "--server-side", "--field-manager=chart-test", "-f", "-"], Some(&ns));
+    assert!(out.status.success(), "{}", text(&out));
+    let mut all = String::new();
+    for f in ["01-crd.yaml", "02-imagejob-operator.yaml"] {
+        all.push_str(&std::fs::read_to_string(dir.join(f)).unwrap());
+        all.push_str("\n---\n");
+    }
+    let log = dry_run_apply(&all, "deploy/");
+    assert!(log.contains("deployment.apps/imagejob-operator serverside-applied (server dry run)"), "{log}");
+    // The Kustomization lists exactly those files.
+    let out = kubectl(&["kustomize", dir.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out));
+    let built = docs(&String::from_utf8(out.stdout).unwrap());
+    let direct = docs(&format!("{ns}\n---\n{all}"));
+    assert_eq!(built.len(), direct.len(), "kubectl kustomize deploy/ differs from the files");
+}
+
+/// The operator's pod passes Pod Security admission at "restricted": a Pod
+/// made from the Deployment's template is created (dry-run) in a namespace
+/// that enforces it, while the same Pod without its securityContext is
+/// refused there (so the check can fail).
+#[tokio::test]
+async fn pod_meets_the_restricted_pod_security_standard() {
+    let client = common::client().await;
+    let ns = common::TestNamespace::new(&client, "chart-psa").await;
+    let out = kubectl(&["label", "namespace", &ns.name, "pod-security.kubernetes.io/enforce=restricted"], None);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let objs = docs(&template("psa", &ns.name, &[]));
+    let template = &find(&objs, "Deployment", "psa-imagejob-operator")["spec"]["template"];
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "psa-check", "namespace": ns.name,
+                     "labels": template["metadata"]["labels"]}, "spec": template["spec"]});
+    let out = kubectl(&["create", "--dry-run=server", "-f", "-"], Some(&pod.to_string()));
+    assert!(out.status.success(), "restricted PSA refused the operator's pod:\n{}", text(&out));
+
+    let mut weak = pod.clone();
+    weak["spec"]["containers"][0].as_object_mut().unwrap().remove("securityContext");
+    weak["spec"].as_object_mut().unwrap().remove("securityContext");
+    let out = kubectl(&["create", "--dry-run=server", "-f", "-"], Some(&weak.to_string()));
+    assert!(!out.status.success(), "a pod without securityContext was admitted: PSA is not enforcing");
+    assert!(text(&out).contains("violates PodSecurity"), "{}", text(&out));
+    ns.cleanup().await;
+}
+
+// ---------------------------------------------------------------- examples
+
+/// deploy/examples work against ims-sim's built-in scenario: the ImageJobs
+/// name jobs it serves, the Secrets carry its demo credentials, and the API
+/// server accepts them.
+#[tokio::test]
+async fn examples_match_the_default_scenario_and_validate() {
+    let scenario: Value = serde_yaml_ng::from_str(imagejob_operator::sim::scenario::DEFAULT_SCENARIO_YAML).unwrap();
+    let jobs: BTreeSet<&str> = scenario["jobs"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap()).collect();
+    let project = scenario["projects"][0]["id"].as_str().unwrap();
+    let dir = root().join("deploy/examples");
+    let mut all = String::new();
+    let mut secrets = BTreeMap::new();
+    let mut imagejobs = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for obj in docs(&text) {
+            match obj["kind"].as_str().unwrap() {
+                "Secret" => {
+                    secrets.insert(obj["metadata"]["name"].as_str().unwrap().to_owned(), obj["stringData"].clone());
+                }
+                "ImageJob" => imagejobs.push(obj),
+                other => panic!("unexpected {other} in deploy/examples"),
+            }
+        }
+        all.push_str(&text);
+        all.push_str("\n---\n");
+    }
+    assert_eq!(imagejobs.len(), jobs.len(), "one example ImageJob per scenario job");
+    for ij in &imagejobs {
+        let job = ij["spec"]["jobId"].as_str().unwrap();
+        assert!(jobs.contains(job), "{job} is not in the default scenario");
+        let secret = &secrets[ij["spec"]["credentialsRef"]["name"].as_str().unwrap()];
+        let ij_project = ij["spec"]["projectId"].as_str().or(secret["projectId"].as_str());
+        assert_eq!(ij_project, Some(project), "{}", ij["metadata"]["name"]);
+    }
+    let keys = &scenario["access_keys"][0];
+    assert!(secrets.values().any(|s| s["accessKey"] == keys["access"] && s["secretKey"] == keys["secret"]));
+    let user = &scenario["users"][0];
+    assert!(secrets.values().any(|s| s["username"] == user["name"] && s["password"] == user["password"] && s["domainName"] == user["domain"]));
+
+    let client = common::client().await;
+    common::e2e::install_imagejob_crd(&client).await;
+    let ns = common::TestNamespace::new(&client, "chart-examples").await;
+    let out = kubectl(&["apply", "--dry-run=server", "--validate=strict", "-n", &ns.name, "-f", "-"], Some(&all));
+    assert!(out.status.success(), "the API server rejected deploy/examples:\n{}", text(&out));
+    ns.cleanup().await;
+}
