@@ -1,0 +1,406 @@
+//! The chart's RBAC, proven on the local kube-apiserver (tests/cluster/up):
+//! the ServiceAccount, (Cluster)Role and bindings that `helm template`
+//! renders are applied for real, the operator binary runs with a token of
+//! that ServiceAccount (TokenRequest API) and with the environment of the
+//! chart's Deployment, and an ImageJob completes against `ims-sim`. Then the
+//! same identity is shown to be refused what it does not need.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::e2e::*;
+use common::{TestNamespace, client};
+use imagejob_operator::crd::{ImageJob, Phase};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::{Value, json};
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/imagejob-operator");
+const JOB: &str = "ff8080814dbd65d7014dbe0d84db7001";
+const WAIT: Duration = Duration::from_secs(90);
+
+fn tool(name: &str) -> PathBuf {
+    let cache = std::env::var_os("IMAGEJOB_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/imagejob-operator"));
+    let path = cache.join("bin").join(name);
+    if !path.exists() {
+        let build = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cluster/build");
+        assert!(Command::new("bash").arg(build).status().unwrap().success(), "tests/cluster/build failed");
+    }
+    path
+}
+
+fn helm_template(release: &str, namespace: &str, sets: &[String]) -> Vec<Value> {
+    let mut cmd = Command::new(tool("helm"));
+    cmd.args(["template", release, CHART, "--namespace", namespace]);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
+    serde_yaml_ng::Deserializer::from_str(std::str::from_utf8(&out.stdout).unwrap())
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn kubectl(args: &[&str], stdin: &str) {
+    let mut child = Command::new(tool("kubectl"))
+        .args(args)
+        .env("KUBECONFIG", common::kubeconfig_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// One release's RBAC on the cluster. Cluster-scoped objects are deleted on
+/// drop (namespaced ones go with the test namespaces).
+struct Release {
+    fullname: String,
+    namespace: String,
+    objects: Vec<Value>,
+    cluster_scoped: Vec<String>,
+}
+
+impl Release {
+    /// Renders the whole chart and applies exactly its ServiceAccount and
+    /// RBAC objects, as `helm install` would create them.
+    fn install(namespace: &str, sets: &[String]) -> Self {
+        let release = format!("r{}", unique_label());
+        let objects = helm_template(&release, namespace, sets);
+        let rbac: Vec<&Value> = objects
+            .iter()
+            .filter(|o| matches!(o["kind"].as_str(), Some("ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding")))
+            .collect();
+        let cluster_scoped = rbac
+            .iter()
+            .filter(|o| o["kind"].as_str().unwrap().starts_with("Cluster"))
+            .map(|o| format!("{}/{}", o["kind"].as_str().unwrap().to_lowercase(), o["metadata"]["name"].as_str().unwrap()))
+            .collect();
+        let yaml: String = rbac.iter().map(|o| format!("---\n{}", serde_yaml_ng::to_string(o).unwrap())).collect();
+        let release = Release { fullname: format!("{release}-imagejob-operator"), namespace: namespace.to_owned(), objects, cluster_scoped };
+        kubectl(&["apply", "--server-side", "--field-manager=e2e-rbac", "-f", "-"], &yaml);
+        release
+    }
+
+    fn deployment(&self) -> &Value {
+        self.objects.iter().find(|o| o["kind"] == "Deployment").expect("a Deployment")
+    }
+
+    /// A kubeconfig that authenticates as the chart's ServiceAccount with a
+    /// token from the TokenRequest API (as a pod's projected token would).
+    async fn service_account_kubeconfig(&self, admin: &kube::Client) -> tempfile::NamedTempFile {
+        let sa = self.deployment()["spec"]["template"]["spec"]["serviceAccountName"].as_str().unwrap();
+        let request: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}})).unwrap();
+        let token = Api::<ServiceAccount>::namespaced(admin.clone(), &self.namespace)
+            .create_token_request(sa, &PostParams::default(), &request)
+            .await
+            .expect("TokenRequest for the chart's ServiceAccount")
+            .status
+            .expect("token")
+            .token;
+        let admin_cfg: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(common::kubeconfig_path()).unwrap()).unwrap();
+        let cluster = admin_cfg["clusters"][0]["cluster"].clone();
+        let cfg = json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "local", "cluster": cluster}],
+            "users": [{"name": sa, "user": {"token": token}}],
+            "contexts": [{"name": sa, "context": {"cluster": "local", "user": sa, "namespace": self.namespace}}],
+            "current-context": sa,
+        });
+        let mut file = tempfile::Builder::new().suffix(".kubeconfig").tempfile().unwrap();
+        file.write_all(serde_yaml_ng::to_string(&cfg).unwrap().as_bytes()).unwrap();
+        file
+    }
+
+    /// Runs the operator binary as the Deployment's container would: its
+    /// args and environment (downward API values filled in), with the
+    /// ServiceAccount's kubeconfig, and a free loopback port for HTTP.
+    fn start_operator(&self, kubeconfig: &Path, pod_name: &str) -> RunningOperator {
+        let container = &self.deployment()["spec"]["template"]["spec"]["containers"][0];
+        let mut env = BTreeMap::new();
+        for e in container["env"].as_array().unwrap() {
+            let value = match (&e["value"], e["valueFrom"]["fieldRef"]["fieldPath"].as_str()) {
+                (Value::String(v), _) => v.clone(),
+                (_, Some("metadata.name")) => pod_name.to_owned(),
+                (_, Some("metadata.namespace")) => self.namespace.clone(),
+                other => panic!("unexpected env source {other:?}"),
+            };
+            env.insert(e["name"].as_str().unwrap().to_owned(), value);
+        }
+        let port = free_port();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let args: Vec<&str> = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        let child = Command::new(env!("CARGO_BIN_EXE_imagejob-operator"))
+            .args(&args)
+            // The only departure from the chart: the container's 0.0.0.0:8080
+            // would collide with tests running side by side.
+            .args(["--http-addr", &format!("127.0.0.1:{port}")])
+            .env_clear()
+            .envs(&env)
+            .env("KUBECONFIG", kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .expect("start imagejob-operator");
+        RunningOperator { child, log, metrics_url: format!("http://127.0.0.1:{port}/metrics"), env }
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        for obj in &self.cluster_scoped {
+            let _ = Command::new(tool("kubectl"))
+                .args(["delete", obj, "--ignore-not-found", "--wait=false"])
+                .env("KUBECONFIG", common::kubeconfig_path())
+                .output();
+        }
+    }
+}
+
+struct RunningOperator {
+    child: Child,
+    log: tempfile::NamedTempFile,
+    metrics_url: String,
+    env: BTreeMap<String, String>,
+}
+
+impl RunningOperator {
+    async fn metrics(&self) -> String {
+        reqwest::get(&self.metrics_url).await.unwrap().text().await.unwrap()
+    }
+
+    /// Stops the operator and returns what it logged.
+    fn stop(&mut self) -> String {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+        std::fs::read_to_string(self.log.path()).unwrap()
+    }
+}
+
+impl Drop for RunningOperator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn client_from(kubeconfig: &Path) -> kube::Client {
+    let kc = Kubeconfig::read_from(kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+/// SelfSubjectAccessReview: may the client's identity do this?
+async fn can(client: &kube::Client, verb: &str, group: &str, resource: &str, namespace: Option<&str>, name: Option<&str>) -> bool {
+    let (resource, subresource) = resource.split_once('/').map_or((resource, None), |(r, s)| (r, Some(s)));
+    let review: SelfSubjectAccessReview = serde_json::from_value(json!({
+        "spec": {"resourceAttributes": {
+            "verb": verb, "group": group, "resource": resource, "subresource": subresource,
+            "namespace": namespace, "name": name,
+        }}
+    }))
+    .unwrap();
+    let answer = Api::<SelfSubjectAccessReview>::all(client.clone()).create(&PostParams::default(), &review).await.unwrap();
+    answer.status.expect("SSAR status").allowed
+}
+
+fn is_forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> bool {
+    matches!(result, Err(kube::Error::Api(ref e)) if e.code == 403)
+}
+
+fn counter(metrics: &str, name_and_labels: &str) -> f64 {
+    metrics.lines().filter(|l| l.starts_with(name_and_labels)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
+/// Runs one ImageJob to Succeeded with the operator running as the chart's
+/// ServiceAccount; asserts everything the operator did needed no other right.
+async fn job_completes_as_the_service_account(release: &Release, jobs_ns: &str, run: &str, sim: &Sim) {
+    let admin = client().await;
+    let kubeconfig = release.service_account_kubeconfig(&admin).await;
+    create_aksk_secret(&admin, jobs_ns, "creds", SK).await;
+    create(&admin, jobs_ns, &imagejob("build", run, JOB, "creds")).await;
+    let pod_name = format!("{}-7d4b9c-x2x4q", release.fullname);
+    let mut op = release.start_operator(kubeconfig.path(), &pod_name);
+    assert_eq!(op.env["LEADER_ELECT"], "true", "these tests run the chart's default, leader election on");
+
+    let done = wait_status(&admin, jobs_ns, "build", WAIT, "Succeeded as the chart's ServiceAccount", |s| {
+        s.phase.is_some_and(|p| p.is_finished())
+    })
+    .await;
+    assert_eq!(done.phase, Some(Phase::Succeeded), "{done:?}");
+    assert_eq!(condition(&done, "Ready").map(|c| c.0), Some("True".into()));
+    assert!(sim.requests(JOB).await >= 2, "the job was polled through ims-sim");
+
+    // Leader election used only the Lease the Role names, in its namespace.
+    let lease = Api::<Lease>::namespaced(admin.clone(), &release.namespace).get(&op.env["LEADER_ELECTION_LEASE"]).await.unwrap();
+    assert_eq!(lease.spec.and_then(|s| s.holder_identity).as_deref(), Some(pod_name.as_str()));
+
+    // Events were published (events.k8s.io create/patch).
+    let events = Api::<Event>::namespaced(admin.clone(), jobs_ns).list(&ListParams::default()).await.unwrap();
+    let ours: Vec<_> = events
+        .items
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("build"))
+        .filter_map(|e| e.reason.clone())
+        .collect();
+    assert!(ours.contains(&"Succeeded".to_owned()), "events for the ImageJob: {ours:?}");
+
+    let metrics = op.metrics().await;
+    assert_eq!(counter(&metrics, "imagejob_reconciles_total{result=\"error\"}"), 0.0, "Kubernetes API errors:\n{metrics}");
+    assert!(counter(&metrics, "imagejob_status_patches_total") >= 2.0, "{metrics}");
+    let log = op.stop();
+    let lower = log.to_lowercase();
+    assert!(!lower.contains("forbidden") && !lower.contains(" 403"), "the operator was refused something:\n{log}");
+    assert!(log.contains("acquired the leader Lease"), "{log}");
+}
+
+/// ClusterRole variant (watchNamespace empty): the operator in one namespace
+/// completes a job in another.
+#[tokio::test]
+async fn cluster_role_lets_the_operator_complete_a_job() {
+    let admin = client().await;
+    install_imagejob_crd(&admin).await;
+    let op_ns = TestNamespace::new(&admin, "rbac-op").await;
+    let jobs_ns = TestNamespace::new(&admin, "rbac-jobs").await;
+    let run = unique_label();
+    let sim = Sim::start(json!([succeeding_job(JOB, "1s", "4s")]));
+    let release = Release::install(
+        &op_ns.name,
+        &[
+            format!("imsEndpoint={}", sim.url),
+            format!("iamEndpoint={}", sim.url),
+            "pollInterval=1s".into(),
+            format!("watchLabelSelector=e2e-run={run}"),
+        ],
+    );
+    assert!(release.objects.iter().any(|o| o["kind"] == "ClusterRoleBinding"), "ClusterRole variant");
+    job_completes_as_the_service_account(&release, &jobs_ns.name, &run, &sim).await;
+    op_ns.cleanup().await;
+    jobs_ns.cleanup().await;
+}
+
+/// The same identity is refused what the operator never does: writing
+/// Secrets, reading ConfigMaps or Pods, editing or deleting ImageJobs,
+/// touching other Leases.
+#[tokio::test]
+async fn cluster_role_refuses_everything_else() {
+    let admin = client().await;
+    install_imagejob_crd(&admin).await;
+    let op_ns = TestNamespace::new(&admin, "rbac-deny").await;
+    let other = TestNamespace::new(&admin, "rbac-other").await;
+    let release = Release::install(&op_ns.name, &[]);
+    let kubeconfig = release.service_account_kubeconfig(&admin).await;
+    let sa = client_from(kubeconfig.path()).await;
+    let o = Some(other.name.as_str());
+    let lease = release.fullname.as_str();
+    let opns = Some(release.namespace.as_str());
+
+    // What it needs (also proves the token authenticates as the ServiceAccount).
+    for (verb, group, resource, ns, name) in [
+        ("watch", "ims.otc.io", "imagejobs", None, None),
+        ("patch", "ims.otc.io", "imagejobs/status", o, Some("x")),
+        ("get", "", "secrets", o, Some("creds")),
+        ("list", "", "secrets", None, None),
+        ("create", "events.k8s.io", "events", o, None),
+        ("create", "coordination.k8s.io", "leases", opns, None),
+        ("patch", "coordination.k8s.io", "leases", opns, Some(lease)),
+    ] {
+        assert!(can(&sa, verb, group, resource, ns, name).await, "should be allowed: {verb} {group}/{resource} in {ns:?} {name:?}");
+    }
+    // What it must not do.
+    for (verb, group, resource, ns, name) in [
+        ("create", "", "secrets", o, None),
+        ("update", "", "secrets", o, Some("creds")),
+        ("delete", "", "secrets", o, Some("creds")),
+        ("get", "", "configmaps", o, Some("kube-root-ca.crt")),
+        ("list", "", "configmaps", None, None),
+        ("list", "", "pods", None, None),
+        ("create", "", "pods", o, None),
+        ("create", "ims.otc.io", "imagejobs", o, None),
+        ("update", "ims.otc.io", "imagejobs", o, Some("x")),
+        ("patch", "ims.otc.io", "imagejobs", o, Some("x")),
+        ("delete", "ims.otc.io", "imagejobs", o, Some("x")),
+        ("update", "ims.otc.io", "imagejobs/status", o, Some("x")),
+        ("get", "coordination.k8s.io", "leases", opns, Some("someone-elses-lease")),
+        ("patch", "coordination.k8s.io", "leases", o, Some(lease)),
+        ("delete", "coordination.k8s.io", "leases", opns, Some(lease)),
+        ("list", "coordination.k8s.io", "leases", opns, None),
+        ("create", "rbac.authorization.k8s.io", "rolebindings", opns, None),
+        ("impersonate", "", "serviceaccounts", opns, None),
+        ("create", "", "serviceaccounts/token", opns, None),
+    ] {
+        assert!(!can(&sa, verb, group, resource, ns, name).await, "should be refused: {verb} {group}/{resource} in {ns:?} {name:?}");
+    }
+
+    // And directly: the API server answers 403.
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "planted"}, "stringData": {"a": "b"}})).unwrap();
+    assert!(is_forbidden(Api::<Secret>::namespaced(sa.clone(), &other.name).create(&PostParams::default(), &secret).await));
+    assert!(is_forbidden(Api::<ConfigMap>::namespaced(sa.clone(), &other.name).list(&ListParams::default()).await));
+    create_aksk_secret(&admin, &other.name, "creds", SK).await;
+    create(&admin, &other.name, &imagejob("victim", "none", JOB, "creds")).await;
+    let ijs = Api::<ImageJob>::namespaced(sa.clone(), &other.name);
+    assert!(ijs.get("victim").await.is_ok(), "reading ImageJobs is allowed");
+    let spec_patch = json!({"spec": {"jobId": "ff8080814dbd65d7014dbe0d84dbffff"}});
+    assert!(is_forbidden(ijs.patch("victim", &PatchParams::default(), &Patch::Merge(&spec_patch)).await));
+    assert!(is_forbidden(ijs.delete("victim", &DeleteParams::default()).await));
+    op_ns.cleanup().await;
+    other.cleanup().await;
+}
+
+/// Role variant (watchNamespace set): the operator completes a job in the
+/// watched namespace, and its identity cannot read Secrets anywhere else.
+#[tokio::test]
+async fn namespaced_role_confines_the_operator_to_its_namespace() {
+    let admin = client().await;
+    install_imagejob_crd(&admin).await;
+    let op_ns = TestNamespace::new(&admin, "rbac-nsop").await;
+    let watched = TestNamespace::new(&admin, "rbac-watched").await;
+    let other = TestNamespace::new(&admin, "rbac-elsewhere").await;
+    let run = unique_label();
+    let sim = Sim::start(json!([succeeding_job(JOB, "1s", "4s")]));
+    let release = Release::install(
+        &op_ns.name,
+        &[
+            format!("imsEndpoint={}", sim.url),
+            format!("iamEndpoint={}", sim.url),
+            "pollInterval=1s".into(),
+            format!("watchNamespace={}", watched.name),
+            format!("watchLabelSelector=e2e-run={run}"),
+        ],
+    );
+    let kinds: Vec<_> = release.objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    assert!(!kinds.contains(&"ClusterRoleBinding"), "Role variant has no ClusterRoleBinding: {kinds:?}");
+    job_completes_as_the_service_account(&release, &watched.name, &run, &sim).await;
+
+    let kubeconfig = release.service_account_kubeconfig(&admin).await;
+    let sa = client_from(kubeconfig.path()).await;
+    create_aksk_secret(&admin, &other.name, "creds", SK).await;
+    assert!(can(&sa, "get", "", "secrets", Some(&watched.name), Some("creds")).await);
+    assert!(!can(&sa, "get", "", "secrets", Some(&other.name), Some("creds")).await);
+    assert!(!can(&sa, "list", "", "secrets", None, None).await, "cluster-wide Secret list");
+    assert!(!can(&sa, "list", "ims.otc.io", "imagejobs", Some(&other.name), None).await);
+    assert!(!can(&sa, "patch", "ims.otc.io", "imagejobs/status", Some(&other.name), Some("x")).await);
+    assert!(is_forbidden(Api::<Secret>::namespaced(sa.clone(), &other.name).get("creds").await));
+    assert!(is_forbidden(Api::<Secret>::all(sa.clone()).list(&ListParams::default()).await));
+    assert!(Api::<Secret>::namespaced(sa.clone(), &watched.name).get("creds").await.is_ok());
+    op_ns.cleanup().await;
+    watched.cleanup().await;
+    other.cleanup().await;
+}
