@@ -53,6 +53,9 @@ pub enum Outcome {
     DeadlineExceeded { seconds: i64 },
     /// `spec.suspend` is true: no polling.
     Suspended,
+    /// Nothing new to learn (the job finished): the spec was read, so only
+    /// `observedGeneration` moves.
+    Observed,
 }
 
 /// Everything besides the outcome that shapes the new status.
@@ -77,8 +80,11 @@ pub fn next_status(prev: Option<&ImageJobStatus>, outcome: &Outcome, ctx: &Conte
         Outcome::DeadlineExceeded { .. } => status.phase = Some(Phase::Failed),
         _ => status.phase = Some(status.phase.unwrap_or_default()),
     }
-    let conditions = conditions_for(&status, outcome);
-    for cond in conditions {
+    if *outcome == Outcome::Observed {
+        status.conditions.iter_mut().for_each(|c| c.observed_generation = ctx.generation);
+        return status;
+    }
+    for cond in conditions_for(&status, outcome) {
         set_condition(&mut status.conditions, cond, ctx);
     }
     status
@@ -191,6 +197,7 @@ fn conditions_for(status: &ImageJobStatus, outcome: &Outcome) -> Vec<Cond> {
         Outcome::Suspended => {
             vec![cond(RECONCILING, false, "Suspended", "spec.suspend is true: polling is paused")]
         }
+        Outcome::Observed => Vec::new(),
     }
 }
 

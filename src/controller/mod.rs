@@ -152,7 +152,11 @@ async fn reconcile_inner<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>) -> Result<Ac
     let finished = prev.and_then(|s| s.phase).is_some_and(|p| p.is_finished());
 
     // A finished job never changes: no cloud call, also after a restart.
+    // A later spec edit is acknowledged so GitOps tools do not wait on it.
     if finished && requested.is_none() {
+        if prev.and_then(|s| s.observed_generation) != ij.metadata.generation {
+            write_status(ij, ctx, &Outcome::Observed, None).await?;
+        }
         return Ok(Action::await_change());
     }
     if ij.spec.suspend == Some(true) {
@@ -341,7 +345,7 @@ pub fn plan_next(
             failed(CONFIG_RECHECK)
         }
         Outcome::Stalled { .. } => failed(schedule::backoff(failures, STALLED_MIN, STALLED_MAX, retry_after)),
-        Outcome::DeadlineExceeded { .. } | Outcome::Suspended => NextPoll::Never,
+        Outcome::DeadlineExceeded { .. } | Outcome::Suspended | Outcome::Observed => NextPoll::Never,
     }
 }
 

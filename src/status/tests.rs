@@ -215,3 +215,16 @@ fn events_on_transitions() {
     assert_eq!(transition_events(Some(&running), &t), vec![warning("CloudError", "HTTP 503")]);
     assert!(transition_events(Some(&t), &t).is_empty());
 }
+
+#[test]
+fn observed_only_moves_the_generation() {
+    let done = next_status(None, &Outcome::Job(job(JobStatus::Success)), &ctx(100));
+    let later = Context { generation: Some(4), ..ctx(200) };
+    let s = next_status(Some(&done), &Outcome::Observed, &later);
+    assert_eq!(s.observed_generation, Some(4));
+    assert!(s.conditions.iter().all(|c| c.observed_generation == Some(4)));
+    assert_eq!(conds(&s), conds(&done));
+    assert_eq!(s.phase, Some(Phase::Succeeded));
+    assert!(differs(&done, &s));
+    assert!(transition_events(Some(&done), &s).is_empty());
+}

@@ -14,3 +14,26 @@ KUBECONFIG_PATH=$STATE/admin.kubeconfig
 log() { printf '[cluster] %s\n' "$*" >&2; }
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# Stops etcd and kube-apiserver and drops etcd's data (callers hold the lock).
+stop_cluster() {
+  local name f pid
+  for name in kube-apiserver etcd; do
+    f=$STATE/$name.pid
+    if pid_alive "$f"; then
+      pid=$(cat "$f")
+      kill "$pid" 2>/dev/null
+      for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+      kill -9 "$pid" 2>/dev/null
+    fi
+    rm -f "$f"
+  done
+  rm -rf "$STATE/etcd-data"
+}
+
+# Serialises up/down: parallel test binaries and developers share one cluster.
+lock_cluster() {
+  mkdir -p "$STATE"
+  exec 9>"$STATE/.lock"
+  flock 9
+}
