@@ -54,8 +54,9 @@ async fn job_runs_to_success_with_progress_and_minimal_cloud_calls() {
                 break s;
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let seen_at = jiff::Timestamp::now();
 
     assert_eq!(condition(&done, "Ready").map(|c| (c.0, c.1)), Some(("True".into(), "Succeeded".into())));
     assert_eq!(condition(&done, "Reconciling").map(|c| c.0), Some("False".into()));
@@ -74,7 +75,14 @@ async fn job_runs_to_success_with_progress_and_minimal_cloud_calls() {
     // The job lasted 8 s at a 1 s interval: about 9 polls are needed.
     let requests = sim.requests(job).await;
     let patches = op.metric("imagejob_status_patches_total").await;
-    println!("E2E-NUMBERS success: requests={requests} polls_needed=9 patches={patches} distinct_progress={}", seen_progress.len());
+    // The simulator's job began (second precision) at its first query and succeeds 8 s later.
+    let cloud_success = done.begin_time.as_ref().unwrap().0 + jiff::SignedDuration::from_secs(8);
+    let lateness = seen_at.duration_since(cloud_success);
+    println!(
+        "E2E-NUMBERS success: requests={requests} polls_needed=9 patches={patches} distinct_progress={} lateness={lateness:#}",
+        seen_progress.len()
+    );
+    assert!(lateness < jiff::SignedDuration::from_secs(5), "status lagged the cloud by {lateness:#}");
     assert!((6..=12).contains(&requests), "requests for an 8 s job at 1 s: {requests}");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(sim.requests(job).await, requests, "no requests after SUCCESS");
