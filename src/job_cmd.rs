@@ -8,9 +8,8 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use serde::Serialize;
+use crate::crd::ImageJobStatus;
 
-use crate::ims::model::{JobResult, SubJob};
 use crate::ims::{
     Credentials, ErrorKind, ImsClient, ImsError, Job, JobSource, JobTarget, resolve_endpoint,
 };
@@ -137,121 +136,12 @@ fn hint(kind: ErrorKind) -> &'static str {
     }
 }
 
-/// The JSON shape: the field names of the ImageJob status in CONTRACT.md.
-#[derive(Debug, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobView {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub job_status: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub job_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub current_task: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub image_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub image_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub progress: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub begin_time: Option<Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub end_time: Option<Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error_code: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fail_reason: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub results: Vec<ResultView>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub sub_jobs: Vec<SubJobView>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub sub_job_ids: Vec<String>,
-}
-
-#[derive(Debug, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ResultView {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub image_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub project_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
-}
-
-#[derive(Debug, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SubJobView {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub job_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub job_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub begin_time: Option<Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub end_time: Option<Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error_code: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fail_reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub image_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub image_name: Option<String>,
-}
-
-impl From<&Job> for JobView {
-    fn from(job: &Job) -> Self {
-        JobView {
-            job_status: job.status.map(|s| s.as_str().to_owned()),
-            job_type: job.job_type.clone(),
-            current_task: job.current_task.clone(),
-            image_id: job.image_id.clone(),
-            image_name: job.image_name.clone(),
-            progress: job.progress,
-            begin_time: job.begin_time,
-            end_time: job.end_time,
-            error_code: job.error_code.clone(),
-            fail_reason: job.fail_reason.clone(),
-            results: job.results.iter().map(ResultView::from).collect(),
-            sub_jobs: job.sub_jobs.iter().map(SubJobView::from).collect(),
-            sub_job_ids: job.sub_job_ids.clone(),
-        }
-    }
-}
-
-impl From<&JobResult> for ResultView {
-    fn from(r: &JobResult) -> Self {
-        ResultView {
-            image_id: r.image_id.clone(),
-            project_id: r.project_id.clone(),
-            status: r.status.clone(),
-        }
-    }
-}
-
-impl From<&SubJob> for SubJobView {
-    fn from(s: &SubJob) -> Self {
-        SubJobView {
-            job_id: s.job_id.clone(),
-            job_type: s.job_type.clone(),
-            status: s.status.clone(),
-            begin_time: s.begin_time,
-            end_time: s.end_time,
-            error_code: s.error_code.clone(),
-            fail_reason: s.fail_reason.clone(),
-            image_id: s.image_id.clone(),
-            image_name: s.image_name.clone(),
-        }
-    }
-}
-
+/// The `-o json` document: exactly the ImageJob status fields, built by the
+/// same mapping the controller uses, so the two can never drift apart.
 pub fn render_json(job: &Job) -> String {
-    // Serializing plain strings, numbers and timestamps cannot fail.
-    let mut text = serde_json::to_string_pretty(&JobView::from(job)).expect("job view serializes");
+    let mut status = ImageJobStatus::default();
+    crate::status::apply_job(&mut status, job);
+    let mut text = serde_json::to_string_pretty(&status).expect("a status always serialises");
     text.push('\n');
     text
 }
@@ -395,7 +285,7 @@ mod tests {
             serde_json::json!({
                 "jobStatus": "FAIL", "jobType": "imsImportOvaImageJob",
                 "currentTask": "ImportImageTask:ObtainImageInfoTask", "progress": 24,
-                "beginTime": "2015-06-04T18:11:06.586Z", "endTime": "2024-11-06T06:25:00Z",
+                "phase": "Failed", "beginTime": "2015-06-04T18:11:06Z", "endTime": "2024-11-06T06:25:00Z",
                 "errorCode": "IMG.0014", "failReason": "An exception occurred",
                 "results": [{"imageId": "img-r", "status": "SUCCESS"}],
                 "subJobs": [
@@ -408,7 +298,7 @@ mod tests {
             })
         );
         let minimal = Job::parse(br#"{"status":"INIT"}"#).unwrap();
-        assert_eq!(render_json(&minimal), "{\n  \"jobStatus\": \"INIT\"\n}\n");
+        assert_eq!(render_json(&minimal), "{\n  \"phase\": \"Pending\",\n  \"jobStatus\": \"INIT\"\n}\n");
     }
 
     #[test]
