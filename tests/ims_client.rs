@@ -103,3 +103,71 @@ async fn unknown_job_is_job_not_found() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::JobNotFound, "{err}");
 }
+
+fn scenario(settings: &str, faults: &str) -> Scenario {
+    let yaml = format!(
+        "settings: {{{settings}}}\n\
+         projects:\n  - {{id: {PROJECT}, name: eu-de_demo}}\n\
+         users:\n  - {{name: demo, password: demo-password, domain: demo-domain}}\n\
+         access_keys:\n  - {{access: DEMOACCESSKEY, secret: demo-secret-key}}\n\
+         jobs:\n  - project_id: {PROJECT}\n    job_id: {JOB}\n    job_type: imsCreateImageByInstance\n\
+         \x20   phases:\n      - {{after: 0s, status: RUNNING, progress: 0.5}}\n\
+         \x20   faults: {faults}\n"
+    );
+    Scenario::parse(&yaml).unwrap()
+}
+
+async fn iam_token_requests(sim: &sim::RunningSim) -> u64 {
+    let counters: serde_json::Value = reqwest::get(sim.url("/admin/requests")).await.unwrap().json().await.unwrap();
+    counters["iam"]["token_requests"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn revoked_token_is_replaced_once() {
+    let sim = sim::spawn(scenario("", "[]")).await.unwrap();
+    let (c, t, creds) = (client(), target(&sim, JOB), password("demo-password"));
+    c.get_job(&t, &creds).await.unwrap();
+    c.get_job(&t, &creds).await.unwrap();
+    assert_eq!(iam_token_requests(&sim).await, 1, "the token is cached");
+    reqwest::Client::new().post(sim.url("/admin/tokens/revoke")).send().await.unwrap();
+    c.get_job(&t, &creds).await.expect("a 401 after revocation gets one new token");
+    assert_eq!(iam_token_requests(&sim).await, 2);
+}
+
+#[tokio::test]
+async fn expired_token_is_renewed_before_use() {
+    let sim = sim::spawn(scenario("token_lifetime: 2s", "[]")).await.unwrap();
+    let (c, t, creds) = (client(), target(&sim, JOB), password("demo-password"));
+    c.get_job(&t, &creds).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    c.get_job(&t, &creds).await.unwrap();
+    assert_eq!(iam_token_requests(&sim).await, 2);
+    let jobs: serde_json::Value = reqwest::get(sim.url("/admin/requests")).await.unwrap().json().await.unwrap();
+    assert_eq!(jobs["total"]["by_status"]["401"], serde_json::Value::Null, "no request went out with an expired token");
+}
+
+#[tokio::test]
+async fn throttling_server_errors_and_garbage_are_transient_with_details() {
+    let faults = "[{fault: throttle, requests: 1, retry_after: 3}, \
+                   {fault: error, requests: 2, status: 503, body: flat, code: APIGW.0201, message: busy}, \
+                   {fault: error, requests: 3, status: 500, body: nested, code: IMG.0023, message: query failed}, \
+                   {fault: error, requests: 4, status: 502, body: html}, \
+                   {fault: malformed, requests: 5}]";
+    let sim = sim::spawn(scenario("", faults)).await.unwrap();
+    let (c, t, creds) = (client(), target(&sim, JOB), aksk("DEMOACCESSKEY", "demo-secret-key", None));
+
+    let throttled = c.get_job(&t, &creds).await.unwrap_err();
+    assert_eq!((throttled.kind(), throttled.status(), throttled.code()), (ErrorKind::Transient, Some(429), Some("APIG.0308")));
+    assert_eq!(throttled.retry_after(), Some(Duration::from_secs(3)));
+    let flat = c.get_job(&t, &creds).await.unwrap_err();
+    assert_eq!((flat.kind(), flat.status(), flat.code(), flat.message()), (ErrorKind::Transient, Some(503), Some("APIGW.0201"), Some("busy")));
+    assert!(flat.request_id().is_some(), "the gateway's request id is kept");
+    let nested = c.get_job(&t, &creds).await.unwrap_err();
+    assert_eq!((nested.status(), nested.code()), (Some(500), Some("IMG.0023")));
+    let html = c.get_job(&t, &creds).await.unwrap_err();
+    assert_eq!((html.kind(), html.status()), (ErrorKind::Transient, Some(502)));
+    let garbage = c.get_job(&t, &creds).await.unwrap_err();
+    assert_eq!((garbage.kind(), garbage.status()), (ErrorKind::Transient, None));
+    let job = c.get_job(&t, &creds).await.expect("the sixth request is answered");
+    assert_eq!(job.progress, Some(50));
+}
