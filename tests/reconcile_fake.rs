@@ -158,7 +158,7 @@ async fn polls_once_per_interval_and_never_after_success() {
     assert_eq!((s.phase, s.progress), (Some(Phase::Succeeded), Some(100)));
     assert_eq!(s.last_handled_reconcile_at.as_deref(), Some("please"));
 
-    // Finished: never asks again, even for a fresh context (an operator restart).
+    // Finished: never asks again (the restart case is in e2e_controller).
     let (action, _) = f.reconcile().await;
     assert_eq!((action, f.ims.calls()), (Action::await_change(), 2));
     f.ns.cleanup().await;
