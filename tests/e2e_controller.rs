@@ -435,3 +435,58 @@ async fn leader_election_fails_over() {
     .await;
     ns.cleanup().await;
 }
+
+/// --watch-namespace: ImageJobs elsewhere are not touched.
+#[tokio::test]
+async fn watch_namespace_limits_the_operator() {
+    let (client, ns, run) = setup("e2e-watched").await;
+    let elsewhere = TestNamespace::new(&client, "e2e-unwatched").await;
+    let job = "ff8080814dbd65d7014dbe0d84dbf001";
+    let sim = Sim::start(json!([succeeding_job(job, "0s", "2s")]));
+    for n in [&ns.name, &elsewhere.name] {
+        create_aksk_secret(&client, n, "creds", SK).await;
+        create(&client, n, &imagejob("scoped", &run, job, "creds")).await;
+    }
+    let _op = Operator::start(&sim, &run, &["--watch-namespace", &ns.name]);
+    wait_status(&client, &ns.name, "scoped", WAIT, "Succeeded", |s| s.phase == Some(Phase::Succeeded)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(status(&client, &elsewhere.name, "scoped").await, None, "an unwatched namespace was reconciled");
+    ns.cleanup().await;
+    elsewhere.cleanup().await;
+}
+
+/// activeDeadlineSeconds marks a job that runs too long failed and stops
+/// polling; suspend stops polling while true.
+#[tokio::test]
+async fn deadline_and_suspend_stop_polling() {
+    let (client, ns, run) = setup("e2e-deadline").await;
+    let (slow, paused) = ("ff8080814dbd65d7014dbe0d84dc0001", "ff8080814dbd65d7014dbe0d84dc0002");
+    let sim = Sim::start(json!([succeeding_job(slow, "0s", "1h"), succeeding_job(paused, "0s", "1h")]));
+    create_aksk_secret(&client, &ns.name, "creds", SK).await;
+    let _op = Operator::start(&sim, &run, &[]);
+    let mut late = imagejob("late", &run, slow, "creds");
+    late.spec.active_deadline_seconds = Some(3);
+    create(&client, &ns.name, &late).await;
+    let s = wait_status(&client, &ns.name, "late", WAIT, "DeadlineExceeded", |s| s.phase == Some(Phase::Failed)).await;
+    assert_eq!(condition(&s, "Failed").map(|c| (c.0, c.1)), Some(("True".into(), "DeadlineExceeded".into())));
+    assert_eq!(s.job_status.as_deref(), Some("RUNNING"), "the cloud's own status is kept");
+    let after_deadline = sim.requests(slow).await;
+
+    let mut held = imagejob("held", &run, paused, "creds");
+    held.spec.suspend = Some(true);
+    create(&client, &ns.name, &held).await;
+    let s = wait_status(&client, &ns.name, "held", WAIT, "Suspended", |s| {
+        condition(s, "Reconciling").is_some_and(|c| c.1 == "Suspended")
+    })
+    .await;
+    assert_eq!(s.job_status, None);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sim.requests(paused).await, 0, "a suspended ImageJob must not poll");
+    assert_eq!(sim.requests(slow).await, after_deadline, "no polls after the deadline");
+
+    let api: Api<ImageJob> = Api::namespaced(client.clone(), &ns.name);
+    let resume = json!({"spec": {"suspend": false}});
+    api.patch("held", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&resume)).await.unwrap();
+    wait_status(&client, &ns.name, "held", WAIT, "Running after resume", |s| s.phase == Some(Phase::Running)).await;
+    ns.cleanup().await;
+}
