@@ -5,9 +5,10 @@
 # the operator running locally, and the ImageJobs of deploy/examples/ until
 # each has Succeeded or Failed.
 #
-#   deploy/demo.sh               run, watch, summarise, stop what it started
-#   deploy/demo.sh --no-wait     set everything up and leave it running
-#   DEMO_KEEP_RUNNING=1 deploy/demo.sh   watch to the end, leave it running
+#   deploy/demo.sh                  run, watch, summarise, stop what it started
+#   deploy/demo.sh --no-wait        set everything up and leave it running
+#   deploy/demo.sh --keep-running   watch to the end, leave it running
+#                                   (same as DEMO_KEEP_RUNNING=1)
 #
 # Environment: KUBECONFIG (a cluster to use), KUBECTL (a kubectl binary),
 # DEMO_TIMEOUT (seconds to wait for the jobs, default 180).
@@ -24,7 +25,7 @@ for arg in "$@"; do
   case $arg in
     --no-wait) wait_jobs=0; keep=1 ;;
     --keep-running) keep=1 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "demo.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -87,7 +88,7 @@ k version --request-timeout=10s >/dev/null 2>&1 || die "kubectl ($kubectl) canno
 say "building imagejob-operator and ims-sim (cargo build --bins)"
 cargo build --bins --quiet
 bin=${CARGO_TARGET_DIR:-$root/target}/debug
-[ -x "$bin/imagejob-operator" ] && [ -x "$bin/ims-sim" ] || die "binaries not found in $bin"
+if [ ! -x "$bin/imagejob-operator" ] || [ ! -x "$bin/ims-sim" ]; then die "binaries not found in $bin"; fi
 
 # --- ims-sim with its built-in scenario, on a free loopback port.
 say "starting ims-sim (built-in scenario: src/sim/default-scenario.yaml)"
