@@ -25,7 +25,7 @@ for arg in "$@"; do
   case $arg in
     --no-wait) wait_jobs=0; keep=1 ;;
     --keep-running) keep=1 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "demo.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done

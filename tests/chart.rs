@@ -380,6 +380,28 @@ fn leader_election_off_means_no_lease_rbac_and_no_overlapping_pods() {
     assert!(!out.status.success(), "logFormat=xml was accepted");
 }
 
+/// values.schema.json refuses misspelt keys and malformed values before
+/// anything reaches the cluster (a typo would otherwise silently keep a default).
+#[test]
+fn values_schema_refuses_typos_and_bad_values() {
+    for (set, complaint) in [
+        ("pollIntervall=5s", "additional properties 'pollIntervall' not allowed"),
+        ("pollInterval=45", "/pollInterval"),
+        ("pollInterval=soon", "/pollInterval"),
+        ("logFormat=xml", "/logFormat"),
+        ("imsRateLimit=fast", "/imsRateLimit"),
+        ("defaultRegion=eu.evil.example", "/defaultRegion"),
+        ("imsEndpoint=ims.example.test", "/imsEndpoint"),
+        ("leaderElection.enable=false", "additional properties 'enable' not allowed"),
+    ] {
+        let out = template_result("x", "ops", &[set]);
+        assert!(!out.status.success(), "{set} was accepted");
+        assert!(text(&out).contains(complaint), "{set}: {}", text(&out));
+    }
+    // What --set produces for valid input passes (2.5 arrives as a string).
+    template("x", "ops", &["imsRateLimit=2.5", "prometheusRule.imsErrorRatio=0.5", "imsEndpoint=http://127.0.0.1:8081"]);
+}
+
 #[test]
 fn monitoring_objects_scrape_the_service_and_alert_on_real_metrics() {
     let objs = docs(&template(
