@@ -160,6 +160,10 @@ while :; do
   if [ "$total" -gt 0 ] && [ "$total" = "$done_" ]; then
     break
   fi
+  if ! kill -0 "${pids[1]}" 2>/dev/null; then
+    tail -n 40 "$work/operator.log" >&2
+    die "the operator exited (log above; files in $work)"
+  fi
   if [ "$(date +%s)" -ge "$deadline" ]; then
     tail -n 40 "$work/operator.log" >&2
     die "not all ImageJobs finished within ${timeout}s (operator log above; files in $work)"
