@@ -195,7 +195,13 @@ fn conditions_for(status: &ImageJobStatus, outcome: &Outcome) -> Vec<Cond> {
             conds
         }
         Outcome::Suspended => {
-            vec![cond(RECONCILING, false, "Suspended", "spec.suspend is true: polling is paused")]
+            let msg = "spec.suspend is true: polling is paused";
+            let mut conds = vec![cond(RECONCILING, false, "Suspended", msg)];
+            // Never polled: say so rather than leave Ready absent.
+            if !has_condition(status, READY) {
+                conds.push(cond(READY, false, "Suspended", msg));
+            }
+            conds
         }
         Outcome::Observed => Vec::new(),
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::{self, Controller};
@@ -159,8 +159,9 @@ async fn run_controller(
         });
     tokio::select! {
         _ = controller => info!("controller stopped"),
-        _ = secret_watch => warn!("Secret watch ended"),
-        _ = housekeeping => {},
+        // Neither ends by itself; if one did, a restart is the honest answer.
+        _ = secret_watch => anyhow::bail!("the Secret watch ended unexpectedly"),
+        _ = housekeeping => anyhow::bail!("housekeeping ended unexpectedly"),
     }
     Ok(())
 }
@@ -179,17 +180,18 @@ where
 /// Metadata-only watch of Secrets: invalidates cached credentials and wakes
 /// the ImageJobs using a Secret that changed.
 async fn watch_secrets<S: crate::ims::JobSource>(api: Api<PartialObjectMeta<Secret>>, ctx: Arc<Ctx<S>>) {
+    // The watcher retries with backoff by itself; an error (e.g. the API
+    // server restarting) is reported and the watch goes on.
     let stream = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
     stream
-        .try_for_each(|event| {
-            let ctx = ctx.clone();
-            async move {
-                ctx.wake_all(ctx.secrets.observe(&event));
-                Ok(())
+        .for_each(|event| {
+            match event {
+                Ok(event) => ctx.wake_all(ctx.secrets.observe(&event)),
+                Err(e) => warn!(error = %e, "Secret watch error; retrying"),
             }
+            std::future::ready(())
         })
-        .await
-        .ok();
+        .await;
 }
 
 /// Readiness once synced, then every few seconds: the phase gauge and

@@ -228,3 +228,10 @@ fn observed_only_moves_the_generation() {
     assert!(differs(&done, &s));
     assert!(transition_events(Some(&done), &s).is_empty());
 }
+
+#[test]
+fn suspended_before_the_first_poll_is_not_ready() {
+    let s = next_status(None, &Outcome::Suspended, &ctx(100));
+    assert_eq!(cond_of(&s, READY), ("False".into(), "Suspended".into()));
+    assert_eq!(s.phase, Some(Phase::Pending));
+}
