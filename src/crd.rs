@@ -24,6 +24,7 @@ pub const DURATION_PATTERN: &str = "^([0-9]+(ms|s|m|h))+$";
     category = "otc",
     namespaced,
     status = "ImageJobStatus",
+    doc = "ImageJob tracks one Open Telekom Cloud IMS asynchronous job (an image creation, import or export) and reports its status, progress, image and sub-jobs.",
     printcolumn(name = "Status", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Progress", type_ = "integer", json_path = ".status.progress"),
     printcolumn(name = "Job-ID", type_ = "string", json_path = ".spec.jobId"),
