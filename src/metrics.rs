@@ -42,6 +42,7 @@ pub struct Metrics {
     pub ims_requests: Family<OutcomeLabels, Counter>,
     pub ims_request_duration: Histogram,
     pub ims_coalesced: Counter,
+    pub ims_deferred: Counter,
     pub status_patches: Counter,
     pub events: Family<ReasonLabels, Counter>,
     pub imagejobs: Family<PhaseLabels, Gauge>,
@@ -69,6 +70,12 @@ impl Default for Metrics {
             "Reconciles served by a fresh answer fetched for another ImageJob naming the same job",
             ims_coalesced.clone(),
         );
+        let ims_deferred = Counter::default();
+        registry.register(
+            "ims_rate_limited",
+            "Polls postponed because the outbound token bucket of their endpoint and project (--ims-rate-limit) was empty",
+            ims_deferred.clone(),
+        );
         let status_patches = Counter::default();
         registry.register("status_patches", "Status subresource patches written", status_patches.clone());
         let events = Family::<ReasonLabels, Counter>::default();
@@ -84,6 +91,7 @@ impl Default for Metrics {
             ims_requests,
             ims_request_duration,
             ims_coalesced,
+            ims_deferred,
             status_patches,
             events,
             imagejobs,

@@ -4,13 +4,20 @@
 //! Answers are shared only between ImageJobs that use the same credentials
 //! (by fingerprint): naming a job ID must not reveal a job that another
 //! tenant's credentials fetched.
+//!
+//! The rate limit is a token bucket (GCRA) that hands out *reservations*:
+//! a request that finds the bucket empty is given the next free send time,
+//! in arrival order. A short wait is slept in place; a longer one is handed
+//! back to the controller (`fetch_or_defer` returns `Err(wait)`), which
+//! requeues the ImageJob for that time. So a busy project never holds the
+//! controller's reconcile slots, and other projects are not held up by it.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::Quota;
 use kube::runtime::reflector::ObjectRef;
 use tokio::time::Instant;
 
@@ -52,13 +59,62 @@ pub struct Fetched {
 #[derive(Default)]
 struct Slot {
     fetched: Option<(Instant, Answer)>,
+    /// A send time reserved in the bucket for the next request of this key.
+    reserved: Option<Instant>,
 }
+
+/// Waits up to this long for a reserved send time in place; longer waits
+/// are handed back to the controller.
+pub const MAX_INLINE_WAIT: Duration = Duration::from_millis(250);
 
 pub struct Coalescer<S> {
     source: S,
-    limiter: DefaultKeyedRateLimiter<(String, String)>,
+    limiter: Buckets,
     slots: Mutex<HashMap<FetchKey, Arc<tokio::sync::Mutex<Slot>>>>,
     subscribers: Mutex<HashMap<FetchKey, HashSet<ObjectRef<ImageJob>>>>,
+}
+
+/// Token buckets per (endpoint, project) as GCRA: the theoretical arrival
+/// time of the next request, one `period` per request, `tolerance` of burst.
+struct Buckets {
+    period: Duration,
+    tolerance: Duration,
+    tat: Mutex<HashMap<(String, String), Instant>>,
+}
+
+impl Buckets {
+    fn new(quota: Quota) -> Self {
+        let period = quota.replenish_interval();
+        let tolerance = period * quota.burst_size().get().saturating_sub(1);
+        Self { period, tolerance, tat: Mutex::default() }
+    }
+
+    /// Takes the next token of `key`: the time the request may be sent
+    /// (`now` when the bucket has one). Never fails; reservations queue.
+    fn reserve(&self, key: &(String, String), now: Instant) -> Instant {
+        let mut tat = self.tat.lock().unwrap();
+        let next = match tat.get_mut(key) {
+            Some(t) => t,
+            None => tat.entry(key.clone()).or_insert(now),
+        };
+        let due = (*next).max(now);
+        let at = due.checked_sub(self.tolerance).map_or(now, |t| t.max(now));
+        *next = due + self.period;
+        at
+    }
+
+    /// Pushes the bucket's next free time to `until` at the earliest: the
+    /// cloud said it is throttling this project.
+    fn hold(&self, key: &(String, String), until: Instant) {
+        let mut tat = self.tat.lock().unwrap();
+        let next = tat.entry(key.clone()).or_insert(until);
+        *next = (*next).max(until + self.tolerance);
+    }
+
+    /// Forgets buckets that are full again.
+    fn prune(&self, now: Instant) {
+        self.tat.lock().unwrap().retain(|_, t| *t > now);
+    }
 }
 
 /// A token bucket: `per_second` sustained (may be below 1), `burst` at once.
@@ -71,14 +127,15 @@ impl<S: JobSource> Coalescer<S> {
     pub fn new(source: S, quota: Quota) -> Self {
         Self {
             source,
-            limiter: RateLimiter::keyed(quota),
+            limiter: Buckets::new(quota),
             slots: Mutex::default(),
             subscribers: Mutex::default(),
         }
     }
 
     /// The job's answer: a shared one younger than `max_age`, else a new
-    /// request (one at a time per key; concurrent callers wait and share).
+    /// request (one at a time per key; concurrent callers wait and share),
+    /// waiting for the rate limit however long it takes.
     pub async fn fetch(
         &self,
         me: &ObjectRef<ImageJob>,
@@ -86,21 +143,64 @@ impl<S: JobSource> Coalescer<S> {
         creds: &Credentials,
         max_age: Duration,
     ) -> Fetched {
+        loop {
+            match self.fetch_or_defer(me, target, creds, max_age).await {
+                Ok(fetched) => return fetched,
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
+    /// Like `fetch`, but when the rate limit lets the request go only in
+    /// more than `MAX_INLINE_WAIT`, keeps that send time reserved for this
+    /// job and returns `Err(wait)`: call again after `wait`.
+    pub async fn fetch_or_defer(
+        &self,
+        me: &ObjectRef<ImageJob>,
+        target: &JobTarget,
+        creds: &Credentials,
+        max_age: Duration,
+    ) -> Result<Fetched, Duration> {
         let key = FetchKey::new(target, creds);
-        self.subscribers.lock().unwrap().entry(key.clone()).or_default().insert(me.clone());
+        {
+            let mut subs = self.subscribers.lock().unwrap();
+            match subs.get_mut(&key) {
+                Some(set) => {
+                    if !set.contains(me) {
+                        set.insert(me.clone());
+                    }
+                }
+                None => {
+                    subs.insert(key.clone(), HashSet::from([me.clone()]));
+                }
+            }
+        }
         let slot = self.slots.lock().unwrap().entry(key.clone()).or_default().clone();
         let mut slot = slot.lock().await;
         if let Some((at, answer)) = &slot.fetched
             && at.elapsed() < max_age
         {
-            return Fetched { answer: answer.clone(), sent: false, wake: Vec::new() };
+            return Ok(Fetched { answer: answer.clone(), sent: false, wake: Vec::new() });
         }
-        self.limiter.until_key_ready(&(key.ims_endpoint.clone(), key.project_id.clone())).await;
+        let bucket = (key.ims_endpoint.clone(), key.project_id.clone());
+        let now = Instant::now();
+        let send_at = *slot.reserved.get_or_insert_with(|| self.limiter.reserve(&bucket, now));
+        if send_at > now + MAX_INLINE_WAIT {
+            return Err(send_at - now);
+        }
+        tokio::time::sleep_until(send_at).await;
+        slot.reserved = None;
         let answer = self.source.get_job(target, creds).await.map_err(Arc::new);
+        if let Err(e) = &answer
+            && e.status() == Some(429)
+        {
+            let pause = e.retry_after().unwrap_or(self.limiter.period).min(Duration::from_secs(60));
+            self.limiter.hold(&bucket, Instant::now() + pause);
+        }
         let changed = slot.fetched.as_ref().is_none_or(|(_, old)| !same_answer(old, &answer));
         slot.fetched = Some((Instant::now(), answer.clone()));
         let wake = if changed { self.others(&key, me) } else { Vec::new() };
-        Fetched { answer, sent: true, wake }
+        Ok(Fetched { answer, sent: true, wake })
     }
 
     fn others(&self, key: &FetchKey, me: &ObjectRef<ImageJob>) -> Vec<ObjectRef<ImageJob>> {
@@ -123,9 +223,10 @@ impl<S: JobSource> Coalescer<S> {
     /// Forgets answers older than `max_age` and subscribers that are gone.
     pub fn sweep(&self, max_age: Duration, alive: impl Fn(&ObjectRef<ImageJob>) -> bool) {
         self.slots.lock().unwrap().retain(|_, slot| match slot.try_lock() {
-            Ok(s) => s.fetched.as_ref().is_some_and(|(at, _)| at.elapsed() < max_age),
+            Ok(s) => s.reserved.is_some() || s.fetched.as_ref().is_some_and(|(at, _)| at.elapsed() < max_age),
             Err(_) => true, // a request is in flight
         });
+        self.limiter.prune(Instant::now());
         let mut subs = self.subscribers.lock().unwrap();
         subs.values_mut().for_each(|set| set.retain(&alive));
         subs.retain(|_, set| !set.is_empty());
@@ -224,6 +325,43 @@ mod tests {
         c.unsubscribe(&target("j1"), &creds("u"), &obj("b"));
         let third = c.fetch(&obj("a"), &target("j1"), &creds("u"), Duration::ZERO).await;
         assert!(third.wake.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reservations_queue_in_arrival_order_after_the_burst() {
+        let b = Buckets::new(quota(10.0, 3));
+        let key = ("http://ims".to_owned(), "p".to_owned());
+        let t = Instant::now();
+        let at: Vec<Duration> = (0..6).map(|_| b.reserve(&key, t) - t).collect();
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(at, [ms(0), ms(0), ms(0), ms(100), ms(200), ms(300)]);
+        // Another project has its own bucket.
+        assert_eq!(b.reserve(&("http://ims".to_owned(), "q".to_owned()), t), t);
+        // The cloud answered 429 with Retry-After 2 s: nothing before then.
+        b.hold(&key, t + Duration::from_secs(2));
+        assert!(b.reserve(&key, t) >= t + Duration::from_secs(2));
+        b.prune(t + Duration::from_secs(10));
+        assert!(b.tat.lock().unwrap().is_empty(), "full buckets are forgotten");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_far_reservation_is_handed_back_and_kept_for_the_retry() {
+        let c = Coalescer::new(CountingSource::default(), quota(1.0, 1));
+        let first = c.fetch_or_defer(&obj("a"), &target("j1"), &creds("u"), Duration::ZERO).await;
+        assert!(first.is_ok_and(|f| f.sent));
+        // The bucket is empty for a second: the caller gets the wait back.
+        let wait = c.fetch_or_defer(&obj("b"), &target("j2"), &creds("u"), Duration::ZERO).await.err().unwrap();
+        assert!(wait > MAX_INLINE_WAIT && wait <= Duration::from_secs(1), "{wait:?}");
+        // A second caller for that job neither takes another token nor jumps the queue.
+        let again = c.fetch_or_defer(&obj("c"), &target("j2"), &creds("u"), Duration::ZERO).await.err().unwrap();
+        assert!(again <= wait);
+        tokio::time::advance(wait).await;
+        let done = c.fetch_or_defer(&obj("b"), &target("j2"), &creds("u"), Duration::ZERO).await;
+        assert!(done.is_ok_and(|f| f.sent));
+        assert_eq!(c.source().calls.load(Ordering::SeqCst), 2);
+        // The reservation was used: the next one is a full period later.
+        let next = c.fetch_or_defer(&obj("d"), &target("j3"), &creds("u"), Duration::ZERO).await.err().unwrap();
+        assert!(next > Duration::from_millis(900), "{next:?}");
     }
 
     #[tokio::test]

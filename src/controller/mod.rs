@@ -71,6 +71,14 @@ impl<S: JobSource> Ctx<S> {
             let _ = self.wake.send(o);
         }
     }
+
+    /// Shows a new shared answer on the other ImageJobs naming the job.
+    fn wake_sharers(&self, objects: Vec<ObjectRef<ImageJob>>) {
+        for o in objects {
+            self.schedule.wake_shared(&o);
+            let _ = self.wake.send(o);
+        }
+    }
 }
 
 /// The `ims.otc.io/requestedAt` value not yet honoured, if any.
@@ -173,9 +181,24 @@ async fn reconcile_inner<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>) -> Result<Ac
         write_status(ij, ctx, &Outcome::DeadlineExceeded { seconds }, requested).await?;
         return Ok(Action::await_change());
     }
-    let (outcome, retry_after) = poll(ij, &key, ctx, requested.is_some()).await?;
+    let (outcome, retry_after) = match poll(ij, &key, ctx, requested.is_some()).await? {
+        Polled::Done(outcome, retry_after) => (outcome, retry_after),
+        Polled::Deferred(wait) => {
+            // The project's token bucket reserved a later send time: give the
+            // reconcile slot back and come again then.
+            ctx.metrics.ims_deferred.inc();
+            ctx.schedule.defer(&key, ij.uid().as_deref(), ij.metadata.generation, wait);
+            return Ok(Action::requeue(wait));
+        }
+    };
     let written = write_status(ij, ctx, &outcome, requested).await?;
     Ok(next_action(ij, ctx, &key, &outcome, &written, retry_after))
+}
+
+/// What `poll` learned, or when the rate limit lets it ask.
+enum Polled {
+    Done(Outcome, Option<Duration>),
+    Deferred(Duration),
 }
 
 /// Reads the credentials and asks IMS. Configuration problems become a
@@ -185,7 +208,7 @@ async fn poll<S: JobSource>(
     key: &ObjectRef<ImageJob>,
     ctx: &Ctx<S>,
     forced: bool,
-) -> Result<(Outcome, Option<Duration>), Error> {
+) -> Result<Polled, Error> {
     let namespace = ij.namespace().ok_or(Error::NoNamespace)?;
     let secret_name = &ij.spec.credentials_ref.name;
     ctx.secrets.register_user(&namespace, secret_name, key.clone());
@@ -193,19 +216,22 @@ async fn poll<S: JobSource>(
         Ok(l) => l,
         Err(e @ (SecretError::NotFound { .. } | SecretError::Invalid { .. })) => {
             let outcome = Outcome::Stalled { reason: StallReason::CredentialsNotFound, message: e.to_string() };
-            return Ok((outcome, None));
+            return Ok(Polled::Done(outcome, None));
         }
         Err(e) => return Err(e.into()),
     };
     let target = match target_of(ij, &ctx.args, loaded.project_id.as_deref()) {
         Ok(t) => t,
-        Err(message) => return Ok((Outcome::Stalled { reason: StallReason::InvalidSpec, message }, None)),
+        Err(message) => return Ok(Polled::Done(Outcome::Stalled { reason: StallReason::InvalidSpec, message }, None)),
     };
     let interval = poll_interval(ij.spec.poll_interval.as_deref(), ctx.args.poll_interval);
     // A forced poll must not be served from the shared cache.
     let max_age = if forced { Duration::ZERO } else { interval.mul_f64(0.8) };
     let started = std::time::Instant::now();
-    let fetched = ctx.coalescer.fetch(key, &target, &loaded.credentials, max_age).await;
+    let fetched = match ctx.coalescer.fetch_or_defer(key, &target, &loaded.credentials, max_age).await {
+        Ok(fetched) => fetched,
+        Err(wait) => return Ok(Polled::Deferred(wait)),
+    };
     if fetched.sent {
         ctx.metrics.ims_request_duration.observe(started.elapsed().as_secs_f64());
         let label = outcome_label(fetched.answer.as_ref().err().map(|e| e.as_ref()));
@@ -213,17 +239,17 @@ async fn poll<S: JobSource>(
     } else {
         ctx.metrics.ims_coalesced.inc();
     }
-    ctx.wake_all(fetched.wake);
+    ctx.wake_sharers(fetched.wake);
     Ok(match fetched.answer {
         Ok(job) => {
             if job.status.is_some_and(|s| s.is_finished()) {
                 ctx.coalescer.unsubscribe(&target, &loaded.credentials, key);
             }
-            (Outcome::Job(job), None)
+            Polled::Done(Outcome::Job(job), None)
         }
         Err(err) => {
             debug!(error = %err, "IMS query failed");
-            (outcome_of_error(&err), err.retry_after())
+            Polled::Done(outcome_of_error(&err), err.retry_after())
         }
     })
 }
@@ -256,8 +282,16 @@ async fn write_status<S: JobSource>(
 ) -> Result<ImageJobStatus, Error> {
     let prev = ij.status.as_ref();
     let sctx = status::Context { generation: ij.metadata.generation, now: Timestamp::now(), requested_at: requested };
-    let new = status::next_status(prev, outcome, &sctx);
+    let new = as_stored(status::next_status(prev, outcome, &sctx));
     if prev.is_some_and(|p| !status::differs(p, &new)) {
+        return Ok(new);
+    }
+    // The cache may not show our own last write yet (e.g. woken by an
+    // ImageJob sharing the job right after writing): do not write it twice.
+    let key = ObjectRef::from_obj(ij);
+    let uid = ij.uid();
+    let print = fingerprint(&new);
+    if ctx.schedule.recently_written(&key, uid.as_deref(), print, WRITE_ECHO_WINDOW) {
         return Ok(new);
     }
     let api: Api<ImageJob> = Api::namespaced(ctx.client.clone(), &ij.namespace().ok_or(Error::NoNamespace)?);
@@ -269,12 +303,44 @@ async fn write_status<S: JobSource>(
     api.patch_status(&ij.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await
         .map_err(Error::Patch)?;
+    ctx.schedule.written(&key, uid.as_deref(), print);
     ctx.metrics.status_patches.inc();
     info!(phase = ?new.phase, job_status = new.job_status.as_deref(), progress = new.progress, "status updated");
     for event in status::transition_events(prev, &new) {
         publish(ij, ctx, event).await;
     }
     Ok(new)
+}
+
+/// How long our own write may take to show in the watch cache.
+const WRITE_ECHO_WINDOW: Duration = Duration::from_secs(5);
+
+/// Identifies a status up to what `status::differs` ignores (condition
+/// transition times and order).
+pub fn fingerprint(status: &ImageJobStatus) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut conditions: Vec<_> = status
+        .conditions
+        .iter()
+        .map(|c| (&c.type_, &c.status, &c.reason, &c.message, c.observed_generation))
+        .collect();
+    conditions.sort();
+    let rest = ImageJobStatus { conditions: Vec::new(), ..status.clone() };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&rest).unwrap_or_default().hash(&mut h);
+    conditions.hash(&mut h);
+    h.finish()
+}
+
+/// The status as the API server stores it: `metav1.Time` keeps whole
+/// seconds, while IMS sends milliseconds. Comparing the stored status with
+/// an unrounded one would see a change on every poll and write (a no-op
+/// patch) every time.
+pub fn as_stored(status: ImageJobStatus) -> ImageJobStatus {
+    match serde_json::to_value(&status).and_then(serde_json::from_value) {
+        Ok(stored) => stored,
+        Err(_) => status,
+    }
 }
 
 async fn publish<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>, event: status::EventSpec) {
@@ -311,6 +377,16 @@ fn next_action<S: JobSource>(
             Action::await_change()
         }
         NextPoll::After { delay, failed } => {
+            // While the job runs, the jitter is drawn once (first poll, or
+            // after a wake that may have lined ImageJobs up): later polls keep
+            // that phase and come exactly one interval apart. Jitter on every
+            // poll would cost up to 10 % more requests, and more again for
+            // ImageJobs sharing a job, whose shortest timer would always win.
+            let delay = if !failed && matches!(outcome, Outcome::Job(_)) && ctx.schedule.spread(key, uid.as_deref()) {
+                interval
+            } else {
+                delay
+            };
             ctx.schedule.record(key, uid.as_deref(), generation, delay, failed);
             Action::requeue(delay)
         }
@@ -326,9 +402,10 @@ pub enum NextPoll {
     After { delay: Duration, failed: bool },
 }
 
-/// When to look again, by what happened: the poll interval (jittered) while
-/// the job runs, exponential backoff after errors (slow for credential and
-/// permission trouble), nothing once the job is finished.
+/// When to look again, by what happened: the poll interval (jittered; the
+/// controller keeps the first jitter's phase afterwards) while the job runs,
+/// exponential backoff after errors (slow for credential and permission
+/// trouble), nothing once the job is finished.
 pub fn plan_next(
     outcome: &Outcome,
     finished: bool,

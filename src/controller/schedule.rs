@@ -18,6 +18,10 @@ struct Entry {
     generation: Option<i64>,
     next_poll: Option<Instant>,
     failures: u32,
+    /// The poll phase was jittered since the entry was made or last woken.
+    spread: bool,
+    /// Fingerprint of the status we last wrote, and when.
+    written: Option<(u64, Instant)>,
 }
 
 #[derive(Debug, Default)]
@@ -53,11 +57,60 @@ impl Schedule {
         if entry.uid.as_deref() != uid {
             *entry = Entry::default();
         }
-        entry.uid = uid.map(str::to_owned);
+        if entry.uid.as_deref() != uid {
+            entry.uid = uid.map(str::to_owned);
+        }
         entry.generation = generation;
         entry.next_poll = Some(Instant::now() + next);
         entry.failures = if failed { entry.failures.saturating_add(1) } else { 0 };
         entry.failures
+    }
+
+    /// Postpones the next poll (the rate limit reserved a later send time)
+    /// without counting a failure.
+    pub fn defer(&self, key: &ObjectRef<ImageJob>, uid: Option<&str>, generation: Option<i64>, wait: Duration) {
+        let mut entries = self.entries.lock().unwrap();
+        let entry = entries.entry(key.clone()).or_default();
+        if entry.uid.as_deref() != uid {
+            *entry = Entry { uid: uid.map(str::to_owned), ..Entry::default() };
+        }
+        entry.generation = generation;
+        entry.next_poll = Some(Instant::now() + wait);
+    }
+
+    /// True when this ImageJob's polls were already spread by a jittered
+    /// interval (and have not been lined up by a wake since); marks it
+    /// spread either way, as the caller is about to use a jittered delay
+    /// when this returns false.
+    pub fn spread(&self, key: &ObjectRef<ImageJob>, uid: Option<&str>) -> bool {
+        let mut entries = self.entries.lock().unwrap();
+        match entries.get_mut(key) {
+            Some(e) if e.uid.as_deref() == uid => std::mem::replace(&mut e.spread, true),
+            _ => {
+                let fresh = Entry { uid: uid.map(str::to_owned), spread: true, ..Entry::default() };
+                entries.insert(key.clone(), fresh);
+                false
+            }
+        }
+    }
+
+    /// Remembers that we wrote a status with this fingerprint.
+    pub fn written(&self, key: &ObjectRef<ImageJob>, uid: Option<&str>, fingerprint: u64) {
+        let mut entries = self.entries.lock().unwrap();
+        let entry = entries.entry(key.clone()).or_default();
+        if entry.uid.as_deref() != uid {
+            *entry = Entry { uid: uid.map(str::to_owned), ..Entry::default() };
+        }
+        entry.written = Some((fingerprint, Instant::now()));
+    }
+
+    /// True when we wrote exactly this status within `window`: a cache that
+    /// shows something else has not caught up with our write yet.
+    pub fn recently_written(&self, key: &ObjectRef<ImageJob>, uid: Option<&str>, fingerprint: u64, window: Duration) -> bool {
+        let entries = self.entries.lock().unwrap();
+        entries.get(key).is_some_and(|e| {
+            e.uid.as_deref() == uid && e.written.is_some_and(|(f, at)| f == fingerprint && at.elapsed() < window)
+        })
     }
 
     /// Consecutive failures so far.
@@ -65,9 +118,20 @@ impl Schedule {
         self.entries.lock().unwrap().get(key).map_or(0, |e| e.failures)
     }
 
-    /// Makes the next reconcile poll (a Secret changed, another ImageJob
-    /// fetched a new answer for the same job).
+    /// Makes the next reconcile poll (e.g. a Secret changed). Many
+    /// ImageJobs woken together line up, so their next interval is
+    /// jittered again.
     pub fn wake(&self, key: &ObjectRef<ImageJob>) {
+        if let Some(e) = self.entries.lock().unwrap().get_mut(key) {
+            e.next_poll = None;
+            e.spread = false;
+        }
+    }
+
+    /// Makes the next reconcile poll because another ImageJob fetched a
+    /// new answer for the same job; it keeps its phase, which now follows
+    /// that fetch.
+    pub fn wake_shared(&self, key: &ObjectRef<ImageJob>) {
         if let Some(e) = self.entries.lock().unwrap().get_mut(key) {
             e.next_poll = None;
         }
@@ -88,7 +152,8 @@ impl Schedule {
 }
 
 /// The poll interval shortened by up to 10 % at random, so that jobs
-/// created together spread out, and never later than the interval.
+/// created together spread out, and never later than the interval. The
+/// controller draws it once per job and keeps that phase.
 pub fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(1.0 - rand::random::<f64>() * 0.1)
 }
@@ -151,6 +216,44 @@ mod tests {
         assert_eq!(s.record(&k, Some("u"), None, Duration::ZERO, false), 0);
         s.retain(|_| false);
         assert!(s.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn jitter_is_drawn_once_until_a_wake_lines_jobs_up() {
+        let s = Schedule::default();
+        let k = key("a");
+        assert!(!s.spread(&k, Some("u1")), "first poll: jitter");
+        s.record(&k, Some("u1"), Some(1), Duration::from_secs(28), false);
+        assert!(s.spread(&k, Some("u1")), "then keep the phase");
+        s.wake_shared(&k);
+        assert!(s.spread(&k, Some("u1")), "a shared answer keeps the phase");
+        s.wake(&k);
+        assert!(!s.spread(&k, Some("u1")), "a wake (Secret change) jitters again");
+        assert!(!s.spread(&k, Some("u2")), "a recreated object jitters again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deferral_postpones_without_counting_a_failure() {
+        let s = Schedule::default();
+        let k = key("a");
+        s.record(&k, Some("u"), Some(1), Duration::ZERO, true);
+        s.defer(&k, Some("u"), Some(1), Duration::from_secs(3));
+        assert_eq!(s.failures(&k), 1);
+        assert_eq!(s.remaining(&k, Some("u"), Some(1)), Some(Duration::from_secs(3)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn our_own_write_is_remembered_briefly() {
+        let s = Schedule::default();
+        let k = key("a");
+        let window = Duration::from_secs(5);
+        assert!(!s.recently_written(&k, Some("u"), 7, window));
+        s.written(&k, Some("u"), 7);
+        assert!(s.recently_written(&k, Some("u"), 7, window));
+        assert!(!s.recently_written(&k, Some("u"), 8, window), "another status");
+        assert!(!s.recently_written(&k, Some("u2"), 7, window), "another object");
+        tokio::time::advance(window).await;
+        assert!(!s.recently_written(&k, Some("u"), 7, window), "the cache has caught up by now");
     }
 
     #[test]

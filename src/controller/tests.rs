@@ -131,3 +131,37 @@ mod plan_next_tests {
         assert_eq!(plan_next(&missing, false, MIN, 3, None), NextPoll::After { delay: CONFIG_RECHECK, failed: true });
     }
 }
+
+#[test]
+fn a_poll_that_learned_nothing_new_writes_nothing_despite_millisecond_times() {
+    use crate::ims::model::{Job, JobStatus};
+    // IMS sends milliseconds; the API server keeps whole seconds.
+    let begin: Timestamp = "2026-11-27T10:00:00.123Z".parse().unwrap();
+    let job = Job { status: Some(JobStatus::Running), progress: Some(40), begin_time: Some(begin), ..Job::default() };
+    let sctx = status::Context { generation: Some(1), now: Timestamp::now(), requested_at: None };
+    let written = as_stored(status::next_status(None, &Outcome::Job(job.clone()), &sctx));
+    // What the watch brings back is the JSON the API server stored.
+    let stored: ImageJobStatus = serde_json::from_value(serde_json::to_value(&written).unwrap()).unwrap();
+    let again = as_stored(status::next_status(Some(&stored), &Outcome::Job(job.clone()), &sctx));
+    assert!(!status::differs(&stored, &again), "same answer: no write");
+    let unrounded = status::next_status(Some(&stored), &Outcome::Job(job), &sctx);
+    assert!(status::differs(&stored, &unrounded), "the comparison needs the stored form");
+}
+
+#[test]
+fn the_fingerprint_ignores_what_differs_ignores() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    let cond = |type_: &str, at: i64| Condition {
+        type_: type_.into(),
+        status: "True".into(),
+        reason: "JobRunning".into(),
+        message: "m".into(),
+        observed_generation: Some(1),
+        last_transition_time: Time(Timestamp::from_second(at).unwrap()),
+    };
+    let a = ImageJobStatus { progress: Some(10), conditions: vec![cond("Ready", 1), cond("Reconciling", 2)], ..Default::default() };
+    let b = ImageJobStatus { conditions: vec![cond("Reconciling", 5), cond("Ready", 6)], ..a.clone() };
+    assert_eq!(fingerprint(&a), fingerprint(&b));
+    let c = ImageJobStatus { progress: Some(11), ..a.clone() };
+    assert_ne!(fingerprint(&a), fingerprint(&c));
+}
