@@ -208,7 +208,9 @@ impl<S: JobSource> Coalescer<S> {
         subs.get(key).map(|s| s.iter().filter(|o| *o != me).cloned().collect()).unwrap_or_default()
     }
 
-    /// Stops waking `me` for this job (it finished or was deleted).
+    /// Stops waking `me` for this job (it finished or was deleted). When
+    /// nobody is left, the answer is dropped too: a finished job is not
+    /// asked again, and its answer would only take memory.
     pub fn unsubscribe(&self, target: &JobTarget, creds: &Credentials, me: &ObjectRef<ImageJob>) {
         let key = FetchKey::new(target, creds);
         let mut subs = self.subscribers.lock().unwrap();
@@ -216,6 +218,11 @@ impl<S: JobSource> Coalescer<S> {
             set.remove(me);
             if set.is_empty() {
                 subs.remove(&key);
+                let mut slots = self.slots.lock().unwrap();
+                // Only an idle slot: a request in flight keeps its own.
+                if slots.get(&key).is_some_and(|slot| slot.try_lock().is_ok_and(|s| s.reserved.is_none())) {
+                    slots.remove(&key);
+                }
             }
         }
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc;
@@ -48,7 +48,11 @@ pub struct Ctx<S> {
     pub coalescer: Coalescer<S>,
     pub secrets: SecretCache,
     pub schedule: Schedule,
-    pub recorder: Recorder,
+    /// Who publishes Events. A `Recorder` is made per Event: a shared one
+    /// keeps every Event for six minutes (series aggregation we do not
+    /// need, as we publish on transitions only) and scans that cache on
+    /// each publish, which at thousands of ImageJobs costs memory and CPU.
+    pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
     /// ImageJobs to reconcile now (Secret changed, shared answer changed).
     pub wake: mpsc::UnboundedSender<ObjectRef<ImageJob>>,
@@ -78,6 +82,16 @@ impl<S: JobSource> Ctx<S> {
             self.schedule.wake_shared(&o);
             let _ = self.wake.send(o);
         }
+    }
+}
+
+/// The key of an ImageJob in our own maps: name and namespace only (not
+/// the uid and resourceVersion `ObjectRef::from_obj` carries along).
+pub fn key_of(ij: &ImageJob) -> ObjectRef<ImageJob> {
+    let key = ObjectRef::new(&ij.name_any());
+    match ij.metadata.namespace.as_deref() {
+        Some(ns) => key.within(ns),
+        None => key,
     }
 }
 
@@ -154,7 +168,7 @@ pub async fn reconcile<S: JobSource>(ij: Arc<ImageJob>, ctx: Arc<Ctx<S>>) -> Res
 }
 
 async fn reconcile_inner<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>) -> Result<Action, Error> {
-    let key = ObjectRef::from_obj(ij);
+    let key = key_of(ij);
     let requested = pending_request(ij);
     let prev = ij.status.as_ref();
     let finished = prev.and_then(|s| s.phase).is_some_and(|p| p.is_finished());
@@ -288,7 +302,7 @@ async fn write_status<S: JobSource>(
     }
     // The cache may not show our own last write yet (e.g. woken by an
     // ImageJob sharing the job right after writing): do not write it twice.
-    let key = ObjectRef::from_obj(ij);
+    let key = key_of(ij);
     let uid = ij.uid();
     let print = fingerprint(&new);
     if ctx.schedule.recently_written(&key, uid.as_deref(), print, WRITE_ECHO_WINDOW) {
@@ -352,7 +366,8 @@ async fn publish<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>, event: status::Event
         action: "PollIMSJob".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&ev, &ij.object_ref(&())).await {
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    if let Err(e) = recorder.publish(&ev, &ij.object_ref(&())).await {
         // An Event is a courtesy; failing to send one must not fail the reconcile.
         warn!(error = %e, "publishing an Event failed");
     }
@@ -428,7 +443,7 @@ pub fn plan_next(
 
 /// Kubernetes API failures (status patch, Secret read) use the same backoff.
 pub fn error_policy<S: JobSource>(ij: Arc<ImageJob>, error: &Error, ctx: Arc<Ctx<S>>) -> Action {
-    let key = ObjectRef::from_obj(ij.as_ref());
+    let key = key_of(&ij);
     let failures = ctx.schedule.failures(&key) + 1;
     let next = schedule::backoff(failures, TRANSIENT_MIN, TRANSIENT_MAX, None);
     ctx.schedule.record(&key, ij.uid().as_deref(), ij.metadata.generation, next, true);

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::api::PartialObjectMeta;
 use kube::runtime::{Predicate, predicates};
@@ -126,7 +126,7 @@ async fn run_controller(
     // them keeps our own patches from waking reconciles.
     let imagejob_stream = watcher(imagejobs, wc)
         .default_backoff()
-        .modify(|ij| ij.metadata.managed_fields = None)
+        .modify(slim)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default());
@@ -138,7 +138,7 @@ async fn run_controller(
         coalescer: Coalescer::new(ImsClient::new(args.ims_timeout), quota(args.ims_rate_limit, args.ims_rate_burst)),
         secrets: SecretCache::new(client.clone()),
         schedule: Schedule::default(),
-        recorder: Recorder::new(client.clone(), reporter),
+        reporter,
         metrics: metrics.clone(),
         wake: wake_tx,
         args,
@@ -164,6 +164,26 @@ async fn run_controller(
         _ = housekeeping => anyhow::bail!("housekeeping ended unexpectedly"),
     }
     Ok(())
+}
+
+/// Drops what no reconcile reads before the object enters the cache:
+/// managed fields, labels (selection happens at the API server), owner
+/// references, finalizers and every annotation but `requestedAt` (a
+/// `kubectl apply` copy of the whole object among them). At thousands of
+/// ImageJobs this is a good part of the operator's memory; it also keeps
+/// edits of other annotations from waking a reconcile.
+fn slim(ij: &mut ImageJob) {
+    let meta = &mut ij.metadata;
+    meta.managed_fields = None;
+    meta.labels = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.retain(|k, _| k == crate::crd::REQUESTED_AT_ANNOTATION);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
 }
 
 fn scoped<K>(client: &Client, args: &RunArgs) -> Api<K>
