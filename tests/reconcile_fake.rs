@@ -21,7 +21,7 @@ use imagejob_operator::ims::{Credentials, ImsError, JobSource, JobTarget};
 use imagejob_operator::metrics::Metrics;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use serde_json::json;
 
 /// Answers from a script, one per call; counts calls.
@@ -106,7 +106,7 @@ async fn fixture() -> Fixture {
         coalescer: Coalescer::new(Fake(ims.clone()), quota(1000.0, 1000)),
         secrets: SecretCache::new(client.clone()),
         schedule: Schedule::default(),
-        recorder: Recorder::new(client.clone(), reporter),
+        reporter,
         metrics: Arc::new(Metrics::default()),
         wake,
         args,
