@@ -92,12 +92,13 @@ async fn leader_election(
         .unwrap_or_else(|| client.default_namespace().to_owned());
     let identity = std::env::var("POD_NAME")
         .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
-    // A 10 s Lease renewed every ~5 s: a standby takes over within about 15 s.
+    // A 15 s Lease renewed 7 s before it ends: a slow API server does not
+    // cost the lease, and a standby takes over about 15 s after a crash.
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &args.leader_election_lease)
         .with_namespace(namespace)
         .with_identity(identity)
-        .with_duration(10)
-        .with_grace(3)
+        .with_duration(15)
+        .with_grace(7)
         .with_field_manager(super::FIELD_MANAGER)
         .build()
         .await?;

@@ -102,10 +102,14 @@ impl Operator {
         Operator { child, metrics_url: format!("http://127.0.0.1:{port}") }
     }
 
-    /// The value of one metric (summed over its label sets).
+    /// The value of one metric (summed over its label sets); NaN when the
+    /// operator does not answer (it exited).
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.metrics_url)).await.unwrap().text().await.unwrap();
-        metric_sum(&text, name)
+        let url = format!("{}/metrics", self.metrics_url);
+        match reqwest::get(url).await {
+            Ok(r) => metric_sum(&r.text().await.unwrap_or_default(), name),
+            Err(_) => f64::NAN,
+        }
     }
 
     pub async fn ready(&self) -> bool {
