@@ -75,6 +75,12 @@ pub fn next_status(prev: Option<&ImageJobStatus>, outcome: &Outcome, ctx: &Conte
     if let Some(value) = ctx.requested_at {
         status.last_handled_reconcile_at = Some(value.to_owned());
     }
+    if let Some(message) = failed_refresh(prev, outcome) {
+        // The job's result stands; only the refresh failed.
+        let msg = format!("refreshing the finished job failed ({message}); the status shows the last answer");
+        set_condition(&mut status.conditions, cond(RECONCILING, false, REFRESH_FAILED, msg), ctx);
+        return status;
+    }
     match outcome {
         Outcome::Job(job) => apply_job(&mut status, job),
         Outcome::DeadlineExceeded { .. } => status.phase = Some(Phase::Failed),
@@ -88,6 +94,17 @@ pub fn next_status(prev: Option<&ImageJobStatus>, outcome: &Outcome, ctx: &Conte
         set_condition(&mut status.conditions, cond, ctx);
     }
     status
+}
+
+const REFRESH_FAILED: &str = "RefreshFailed";
+
+/// The error of a forced poll (`requestedAt`) of a finished job.
+fn failed_refresh<'a>(prev: Option<&ImageJobStatus>, outcome: &'a Outcome) -> Option<&'a str> {
+    let finished = prev.and_then(|p| p.phase).is_some_and(|p| p.is_finished());
+    match outcome {
+        Outcome::Transient { message } | Outcome::Stalled { message, .. } if finished => Some(message),
+        _ => None,
+    }
 }
 
 /// Copies the cloud's view of the job into the status.
@@ -330,6 +347,11 @@ pub fn transition_events(prev: Option<&ImageJobStatus>, new: &ImageJobStatus) ->
     }
     if !new.phase.unwrap_or_default().is_finished() {
         push_if_flipped(&mut events, prev, new, STALLED);
+    }
+    if let Some(c) = condition(new, RECONCILING).filter(|c| c.reason == REFRESH_FAILED)
+        && prev.map(|p| &p.last_handled_reconcile_at) != Some(&new.last_handled_reconcile_at)
+    {
+        events.push(warning(REFRESH_FAILED, &c.message));
     }
     if let Some(c) = condition(new, RECONCILING).filter(|c| c.reason == "RetryingAfterError") {
         let was = prev.and_then(|p| condition(p, RECONCILING)).map(|c| c.reason.as_str());

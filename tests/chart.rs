@@ -7,29 +7,16 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use common::tool;
 use serde_json::{Value, json};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/imagejob-operator");
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A tool that tests/cluster/build puts into the cache (`helm`, `kubectl`):
-/// the pinned version, so output does not depend on what is on PATH.
-fn tool(name: &str) -> PathBuf {
-    let cache = std::env::var_os("IMAGEJOB_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/imagejob-operator"));
-    let path = cache.join("bin").join(name);
-    if !path.exists() {
-        let status = Command::new("bash").arg(root().join("tests/cluster/build")).status().expect("run tests/cluster/build");
-        assert!(status.success(), "tests/cluster/build failed");
-    }
-    path
 }
 
 fn run(cmd: &mut Command, stdin: Option<&str>) -> Output {

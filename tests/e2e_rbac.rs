@@ -9,12 +9,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::e2e::*;
-use common::{TestNamespace, client};
+use common::{TestNamespace, client, tool};
 use imagejob_operator::crd::{ImageJob, Phase};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
@@ -28,18 +28,6 @@ use serde_json::{Value, json};
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/imagejob-operator");
 const JOB: &str = "ff8080814dbd65d7014dbe0d84db7001";
 const WAIT: Duration = Duration::from_secs(90);
-
-fn tool(name: &str) -> PathBuf {
-    let cache = std::env::var_os("IMAGEJOB_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/imagejob-operator"));
-    let path = cache.join("bin").join(name);
-    if !path.exists() {
-        let build = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cluster/build");
-        assert!(Command::new("bash").arg(build).status().unwrap().success(), "tests/cluster/build failed");
-    }
-    path
-}
 
 fn helm_template(release: &str, namespace: &str, sets: &[String]) -> Vec<Value> {
     let mut cmd = Command::new(tool("helm"));

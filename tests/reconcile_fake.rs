@@ -195,3 +195,29 @@ async fn transient_errors_back_off_and_keep_the_status() {
     assert_eq!(f.ctx.metrics.render().matches("imagejob_status_patches_total 3").count(), 1, "{}", f.ctx.metrics.render());
     f.ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_failed_refresh_of_a_finished_job_keeps_it_ready_and_stops() {
+    let f = fixture().await;
+    f.create().await;
+    f.ims.push(job(JobStatus::Success, 100));
+    f.reconcile().await;
+
+    let patch = json!({"metadata": {"annotations": {REQUESTED_AT_ANNOTATION: "refresh-1"}}});
+    f.api.patch("ij", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    f.ims.push(unavailable());
+    let (action, ij) = f.reconcile().await;
+    assert_eq!(f.ims.calls(), 2);
+    assert_eq!(action, Action::await_change(), "the result stands; no retry loop");
+    let s = ij.status.unwrap();
+    let cond = |t: &str| s.conditions.iter().find(|c| c.type_ == t).map(|c| (c.status.clone(), c.reason.clone())).unwrap();
+    assert_eq!(s.phase, Some(Phase::Succeeded));
+    assert_eq!(cond("Ready"), ("True".into(), "Succeeded".into()));
+    assert_eq!(cond("Reconciling"), ("False".into(), "RefreshFailed".into()));
+    assert_eq!(s.last_handled_reconcile_at.as_deref(), Some("refresh-1"));
+
+    // Handled: no further cloud call until the next request.
+    let (action, _) = f.reconcile().await;
+    assert_eq!((action, f.ims.calls()), (Action::await_change(), 2));
+    f.ns.cleanup().await;
+}

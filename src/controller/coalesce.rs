@@ -52,6 +52,8 @@ pub struct Fetched {
     pub answer: Answer,
     /// True when this call sent the request (false: a shared answer).
     pub sent: bool,
+    /// How old the answer is (zero when this call sent the request).
+    pub age: Duration,
     /// Other ImageJobs on the same job, to wake when the answer changed.
     pub wake: Vec<ObjectRef<ImageJob>>,
 }
@@ -180,7 +182,7 @@ impl<S: JobSource> Coalescer<S> {
         if let Some((at, answer)) = &slot.fetched
             && at.elapsed() < max_age
         {
-            return Ok(Fetched { answer: answer.clone(), sent: false, wake: Vec::new() });
+            return Ok(Fetched { answer: answer.clone(), sent: false, age: at.elapsed(), wake: Vec::new() });
         }
         let bucket = (key.ims_endpoint.clone(), key.project_id.clone());
         let now = Instant::now();
@@ -200,7 +202,7 @@ impl<S: JobSource> Coalescer<S> {
         let changed = slot.fetched.as_ref().is_none_or(|(_, old)| !same_answer(old, &answer));
         slot.fetched = Some((Instant::now(), answer.clone()));
         let wake = if changed { self.others(&key, me) } else { Vec::new() };
-        Ok(Fetched { answer, sent: true, wake })
+        Ok(Fetched { answer, sent: true, age: Duration::ZERO, wake })
     }
 
     fn others(&self, key: &FetchKey, me: &ObjectRef<ImageJob>) -> Vec<ObjectRef<ImageJob>> {

@@ -195,8 +195,8 @@ async fn reconcile_inner<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>) -> Result<Ac
         write_status(ij, ctx, &Outcome::DeadlineExceeded { seconds }, requested).await?;
         return Ok(Action::await_change());
     }
-    let (outcome, retry_after) = match poll(ij, &key, ctx, requested.is_some()).await? {
-        Polled::Done(outcome, retry_after) => (outcome, retry_after),
+    let answered = match poll(ij, &key, ctx, requested.is_some()).await? {
+        Polled::Done(answered) => answered,
         Polled::Deferred(wait) => {
             // The project's token bucket reserved a later send time: give the
             // reconcile slot back and come again then.
@@ -205,14 +205,28 @@ async fn reconcile_inner<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>) -> Result<Ac
             return Ok(Action::requeue(wait));
         }
     };
-    let written = write_status(ij, ctx, &outcome, requested).await?;
-    Ok(next_action(ij, ctx, &key, &outcome, &written, retry_after))
+    let written = write_status(ij, ctx, &answered.outcome, requested).await?;
+    Ok(next_action(ij, ctx, &key, &answered, &written))
 }
 
 /// What `poll` learned, or when the rate limit lets it ask.
 enum Polled {
-    Done(Outcome, Option<Duration>),
+    Done(Answered),
     Deferred(Duration),
+}
+
+struct Answered {
+    outcome: Outcome,
+    /// The cloud's Retry-After, if it sent one.
+    retry_after: Option<Duration>,
+    /// Age of an answer another ImageJob on the same job fetched.
+    shared_age: Option<Duration>,
+}
+
+impl Answered {
+    fn own(outcome: Outcome, retry_after: Option<Duration>) -> Self {
+        Self { outcome, retry_after, shared_age: None }
+    }
 }
 
 /// Reads the credentials and asks IMS. Configuration problems become a
@@ -230,13 +244,16 @@ async fn poll<S: JobSource>(
         Ok(l) => l,
         Err(e @ (SecretError::NotFound { .. } | SecretError::Invalid { .. })) => {
             let outcome = Outcome::Stalled { reason: StallReason::CredentialsNotFound, message: e.to_string() };
-            return Ok(Polled::Done(outcome, None));
+            return Ok(Polled::Done(Answered::own(outcome, None)));
         }
         Err(e) => return Err(e.into()),
     };
     let target = match target_of(ij, &ctx.args, loaded.project_id.as_deref()) {
         Ok(t) => t,
-        Err(message) => return Ok(Polled::Done(Outcome::Stalled { reason: StallReason::InvalidSpec, message }, None)),
+        Err(message) => {
+            let outcome = Outcome::Stalled { reason: StallReason::InvalidSpec, message };
+            return Ok(Polled::Done(Answered::own(outcome, None)));
+        }
     };
     let interval = poll_interval(ij.spec.poll_interval.as_deref(), ctx.args.poll_interval);
     // A forced poll must not be served from the shared cache.
@@ -254,18 +271,20 @@ async fn poll<S: JobSource>(
         ctx.metrics.ims_coalesced.inc();
     }
     ctx.wake_sharers(fetched.wake);
-    Ok(match fetched.answer {
+    let shared_age = (!fetched.sent).then_some(fetched.age);
+    let (outcome, retry_after) = match fetched.answer {
         Ok(job) => {
             if job.status.is_some_and(|s| s.is_finished()) {
                 ctx.coalescer.unsubscribe(&target, &loaded.credentials, key);
             }
-            Polled::Done(Outcome::Job(job), None)
+            (Outcome::Job(job), None)
         }
         Err(err) => {
             debug!(error = %err, "IMS query failed");
-            Polled::Done(outcome_of_error(&err), err.retry_after())
+            (outcome_of_error(&err), err.retry_after())
         }
-    })
+    };
+    Ok(Polled::Done(Answered { outcome, retry_after, shared_age }))
 }
 
 /// The endpoints, project and job to query. Endpoints come only from the
@@ -378,15 +397,15 @@ fn next_action<S: JobSource>(
     ij: &ImageJob,
     ctx: &Ctx<S>,
     key: &ObjectRef<ImageJob>,
-    outcome: &Outcome,
+    answered: &Answered,
     written: &ImageJobStatus,
-    retry_after: Option<Duration>,
 ) -> Action {
+    let outcome = &answered.outcome;
     let finished = written.phase.is_some_and(|p| p.is_finished());
     let interval = poll_interval(ij.spec.poll_interval.as_deref(), ctx.args.poll_interval);
     let failures = ctx.schedule.failures(key) + 1;
     let (uid, generation) = (ij.uid(), ij.metadata.generation);
-    match plan_next(outcome, finished, interval, failures, retry_after) {
+    match plan_next(outcome, finished, interval, failures, answered.retry_after) {
         NextPoll::Never => {
             ctx.schedule.record(key, uid.as_deref(), generation, Duration::ZERO, false);
             Action::await_change()
@@ -395,10 +414,15 @@ fn next_action<S: JobSource>(
             // While the job runs, the jitter is drawn once (first poll, or
             // after a wake that may have lined ImageJobs up): later polls keep
             // that phase and come exactly one interval apart. Jitter on every
-            // poll would cost up to 10 % more requests, and more again for
-            // ImageJobs sharing a job, whose shortest timer would always win.
-            let delay = if !failed && matches!(outcome, Outcome::Job(_)) && ctx.schedule.spread(key, uid.as_deref()) {
-                interval
+            // poll would cost up to 10 % more requests. An ImageJob that read
+            // another's answer takes that one's phase instead.
+            let delay = if !failed && matches!(outcome, Outcome::Job(_)) {
+                let spread = ctx.schedule.spread(key, uid.as_deref());
+                match answered.shared_age {
+                    Some(age) => follow_delay(interval, age),
+                    None if spread => interval,
+                    None => delay,
+                }
             } else {
                 delay
             };
@@ -406,6 +430,15 @@ fn next_action<S: JobSource>(
             Action::requeue(delay)
         }
     }
+}
+
+/// When an ImageJob that read a shared answer polls next: just after the
+/// ImageJob that fetched it is due again, so that it reads that one's next
+/// answer. With its own jitter it would often come first, find the answer
+/// too old and ask the cloud a moment before the other does the same.
+pub fn follow_delay(interval: Duration, age: Duration) -> Duration {
+    let margin = (interval / 20).clamp(Duration::from_millis(50), Duration::from_secs(2));
+    interval.saturating_sub(age) + margin
 }
 
 /// What to do after a reconcile.
@@ -430,7 +463,8 @@ pub fn plan_next(
 ) -> NextPoll {
     let failed = |delay| NextPoll::After { delay, failed: true };
     match outcome {
-        Outcome::Job(_) if finished => NextPoll::Never,
+        // A failed refresh of a finished job is not retried: the result stands.
+        _ if finished => NextPoll::Never,
         Outcome::Job(_) => NextPoll::After { delay: schedule::jittered(interval), failed: false },
         Outcome::Transient { .. } => failed(schedule::backoff(failures, TRANSIENT_MIN, TRANSIENT_MAX, retry_after)),
         Outcome::Stalled { reason: StallReason::CredentialsNotFound | StallReason::InvalidSpec, .. } => {

@@ -102,6 +102,9 @@ mod plan_next_tests {
         assert_eq!(plan_next(&done, true, MIN, 1, None), NextPoll::Never);
         assert_eq!(plan_next(&Outcome::Suspended, false, MIN, 1, None), NextPoll::Never);
         assert_eq!(plan_next(&Outcome::DeadlineExceeded { seconds: 5 }, true, MIN, 1, None), NextPoll::Never);
+        // A forced refresh of a finished job that failed is not retried.
+        let t = Outcome::Transient { message: "503".into() };
+        assert_eq!(plan_next(&t, true, MIN, 1, None), NextPoll::Never);
     }
 
     #[test]
@@ -129,6 +132,17 @@ mod plan_next_tests {
     fn configuration_stalls_wait_for_a_change_with_a_safety_net() {
         let missing = Outcome::Stalled { reason: StallReason::CredentialsNotFound, message: "no".into() };
         assert_eq!(plan_next(&missing, false, MIN, 3, None), NextPoll::After { delay: CONFIG_RECHECK, failed: true });
+    }
+
+    #[test]
+    fn a_reader_of_a_shared_answer_comes_just_after_its_fetcher() {
+        let interval = Duration::from_secs(30);
+        // Read 4 s after the fetch: due 30 s after the fetch plus a margin.
+        let d = follow_delay(interval, Duration::from_secs(4));
+        assert!(d > Duration::from_secs(26) && d <= Duration::from_secs(28), "{d:?}");
+        // The margin stays small at short intervals and never goes negative.
+        assert_eq!(follow_delay(MIN, Duration::ZERO), MIN + Duration::from_millis(50));
+        assert_eq!(follow_delay(MIN, Duration::from_secs(5)), Duration::from_millis(50));
     }
 }
 

@@ -235,3 +235,28 @@ fn suspended_before_the_first_poll_is_not_ready() {
     assert_eq!(cond_of(&s, READY), ("False".into(), "Suspended".into()));
     assert_eq!(s.phase, Some(Phase::Pending));
 }
+
+#[test]
+fn a_failed_refresh_of_a_finished_job_keeps_its_result() {
+    let done = next_status(None, &Outcome::Job(job(JobStatus::Success)), &ctx(1));
+    let forced = Context { requested_at: Some("2026-11-27T10:00:00Z"), ..ctx(2) };
+    let auth = Outcome::Stalled { reason: StallReason::AuthenticationFailed, message: "APIGW.0301".into() };
+    for outcome in [Outcome::Transient { message: "HTTP 503".into() }, auth] {
+        let s = next_status(Some(&done), &outcome, &forced);
+        assert_eq!(s.phase, Some(Phase::Succeeded));
+        assert_eq!(cond_of(&s, READY), ("True".into(), "Succeeded".into()));
+        assert_eq!(cond_of(&s, STALLED), ("False".into(), "Succeeded".into()));
+        assert_eq!(cond_of(&s, FAILED), ("False".into(), "Succeeded".into()));
+        assert_eq!(cond_of(&s, RECONCILING), ("False".into(), "RefreshFailed".into()));
+        assert_eq!(s.last_handled_reconcile_at.as_deref(), Some("2026-11-27T10:00:00Z"));
+        let events = transition_events(Some(&done), &s);
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(events[0].warning && events[0].reason == "RefreshFailed");
+        // Nothing new on the same request: no second Event.
+        assert!(transition_events(Some(&s), &s).is_empty());
+    }
+    // A refresh that works clears it.
+    let failed = next_status(Some(&done), &Outcome::Transient { message: "HTTP 503".into() }, &forced);
+    let again = next_status(Some(&failed), &Outcome::Job(job(JobStatus::Success)), &ctx(3));
+    assert_eq!(cond_of(&again, RECONCILING), ("False".into(), "Succeeded".into()));
+}

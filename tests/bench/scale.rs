@@ -35,7 +35,6 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -409,19 +408,7 @@ impl SimProc {
     fn start(dir: &std::path::Path, name: &str, scenario: Value) -> anyhow::Result<Self> {
         let path = dir.join(format!("{name}.json"));
         std::fs::write(&path, scenario.to_string())?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ims-sim"))
-            .args(["--listen", "127.0.0.1:0", "--scenario"])
-            .arg(&path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("start ims-sim")?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
-        let url = line.trim().rsplit(' ').next().unwrap_or_default().to_owned();
-        if !url.starts_with("http://") {
-            bail!("ims-sim said {line:?}");
-        }
+        let (child, url) = common::sim_proc::spawn_ims_sim(&path).context("start ims-sim")?;
         let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
         Ok(SimProc { proc: Proc { child }, url, http })
     }

@@ -1,9 +1,8 @@
 //! End-to-end harness: the real `ims-sim` and `imagejob-operator` binaries,
 //! run as child processes against the local cluster.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -41,17 +40,7 @@ impl Sim {
         let file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
         std::fs::write(file.path(), scenario.to_string()).unwrap();
         let (_, path) = file.keep().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ims-sim"))
-            .args(["--listen", "127.0.0.1:0", "--scenario"])
-            .arg(&path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start ims-sim");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let url = line.trim().rsplit(' ').next().expect("listening line").to_owned();
-        assert!(url.starts_with("http://"), "ims-sim said {line:?}");
+        let (child, url) = super::sim_proc::spawn_ims_sim(&path).expect("start ims-sim");
         Sim { child, url, http: reqwest::Client::new() }
     }
 

@@ -29,6 +29,20 @@ pub fn kubeconfig_path() -> PathBuf {
     .clone()
 }
 
+/// A tool that tests/cluster/build puts into the cache (`helm`, `kubectl`):
+/// the pinned version, so results do not depend on what is on PATH.
+pub fn tool(name: &str) -> PathBuf {
+    let cache = std::env::var_os("IMAGEJOB_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/imagejob-operator"));
+    let path = cache.join("bin").join(name);
+    if !path.exists() {
+        let build = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cluster/build");
+        assert!(Command::new("bash").arg(build).status().expect("run tests/cluster/build").success(), "tests/cluster/build failed");
+    }
+    path
+}
+
 pub async fn client() -> Client {
     let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("read kubeconfig");
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
@@ -94,3 +108,4 @@ where
     }
 }
 pub mod e2e;
+pub mod sim_proc;
