@@ -14,6 +14,8 @@ pub const REQUESTED_AT_ANNOTATION: &str = "ims.otc.io/requestedAt";
 pub const DURATION_PATTERN: &str = "^([0-9]+(ms|s|m|h))+$";
 
 /// Tracks one IMS asynchronous job.
+// Clippy reads the repeated `printcolumn(type_ = …)` as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(
     group = "ims.otc.io",
@@ -204,10 +206,7 @@ mod tests {
     #[test]
     fn checked_in_crd_matches_the_rust_types() {
         let checked_in = include_str!("../crds/imagejob.yaml");
-        assert!(
-            checked_in == crd_yaml(),
-            "crds/imagejob.yaml is stale: run `cargo run -- crd > crds/imagejob.yaml`"
-        );
+        assert!(checked_in == crd_yaml(), "crds/imagejob.yaml is stale: run `cargo run -- crd > crds/imagejob.yaml`");
     }
 
     #[test]
@@ -224,8 +223,7 @@ mod tests {
         assert_eq!(status["conditions"]["x-kubernetes-list-map-keys"][0], "type");
         let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
         assert_eq!(spec["properties"]["jobId"]["x-kubernetes-validations"][0]["rule"], "self == oldSelf");
-        let required: Vec<&str> =
-            spec["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let required: Vec<&str> = spec["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
         assert_eq!(required, vec!["credentialsRef", "jobId"]);
     }
 

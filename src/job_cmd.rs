@@ -7,12 +7,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use jiff::Timestamp;
 use crate::crd::ImageJobStatus;
+use jiff::Timestamp;
 
-use crate::ims::{
-    Credentials, ErrorKind, ImsClient, ImsError, Job, JobSource, JobTarget, resolve_endpoint,
-};
+use crate::ims::{Credentials, ErrorKind, ImsClient, ImsError, Job, JobSource, JobTarget, resolve_endpoint};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -95,8 +93,7 @@ pub async fn fetch_and_render(
 /// The stderr lines for a failed query: every detail the cloud gave, and
 /// what the person can do about it.
 pub fn describe_error(err: &ImsError, args: &JobGetArgs) -> String {
-    let mut out =
-        format!("error: querying job {} in project {} failed\n", args.job_id, args.project_id);
+    let mut out = format!("error: querying job {} in project {} failed\n", args.job_id, args.project_id);
     let status = err.status().map(|s| {
         let reason = reqwest::StatusCode::from_u16(s).ok().and_then(|c| c.canonical_reason());
         format!("{s} {}", reason.unwrap_or("")).trim_end().to_owned()
@@ -123,9 +120,7 @@ pub fn describe_error(err: &ImsError, args: &JobGetArgs) -> String {
 
 fn hint(kind: ErrorKind) -> &'static str {
     match kind {
-        ErrorKind::Transient => {
-            "a temporary failure (network, throttling or service error); try again later"
-        }
+        ErrorKind::Transient => "a temporary failure (network, throttling or service error); try again later",
         ErrorKind::AuthenticationFailed => {
             "the credentials were rejected; check OTC_ACCESS_KEY/OTC_SECRET_KEY \
              or OTC_USERNAME/OTC_PASSWORD/OTC_DOMAIN_NAME, and the system clock"
@@ -167,8 +162,7 @@ pub fn render_table(job: &Job) -> String {
     ];
     rows.extend(optional.into_iter().filter_map(|(k, v)| v.clone().map(|v| (k, v))));
     let listed: Vec<&String> = job.sub_jobs.iter().filter_map(|s| s.job_id.as_ref()).collect();
-    let unlisted: Vec<&str> =
-        job.sub_job_ids.iter().filter(|id| !listed.contains(id)).map(String::as_str).collect();
+    let unlisted: Vec<&str> = job.sub_job_ids.iter().filter(|id| !listed.contains(id)).map(String::as_str).collect();
     if !unlisted.is_empty() {
         rows.push(("Sub-job IDs", unlisted.join(", ")));
     }
@@ -178,8 +172,7 @@ pub fn render_table(job: &Job) -> String {
     }
     if !job.results.is_empty() {
         out.push_str("\nResults:\n");
-        let rows =
-            job.results.iter().map(|r| vec![opt(&r.image_id), opt(&r.project_id), opt(&r.status)]);
+        let rows = job.results.iter().map(|r| vec![opt(&r.image_id), opt(&r.project_id), opt(&r.status)]);
         out.push_str(&table(&["IMAGE ID", "PROJECT ID", "STATUS"], rows.collect()));
     }
     if !job.sub_jobs.is_empty() {
@@ -271,9 +264,7 @@ mod tests {
         let a = args(&["-o", "json", "--timeout", "2m", "--ims-endpoint", "http://127.0.0.1:1"]);
         assert_eq!((a.output, a.timeout), (OutputFormat::Json, Duration::from_secs(120)));
         assert_eq!(a.target().ims_endpoint, "http://127.0.0.1:1");
-        assert!(
-            Cli::try_parse_from(["x", "--project-id", "p", "--job-id", "j", "-o", "yaml"]).is_err()
-        );
+        assert!(Cli::try_parse_from(["x", "--project-id", "p", "--job-id", "j", "-o", "yaml"]).is_err());
     }
 
     #[test]
@@ -335,13 +326,8 @@ Sub-jobs:
         let cloud = FakeCloud::start().await;
         cloud.set_ims_reply(Reply::json(200, OVA));
         let a = args(&["-o", "json", "--ims-endpoint", &cloud.url()]);
-        let creds = Credentials::AkSk {
-            access_key: "AK".into(),
-            secret_key: "SK".into(),
-            security_token: None,
-        };
-        let text =
-            fetch_and_render(&ImsClient::new(Duration::from_secs(5)), &a, &creds).await.unwrap();
+        let creds = Credentials::AkSk { access_key: "AK".into(), secret_key: "SK".into(), security_token: None };
+        let text = fetch_and_render(&ImsClient::new(Duration::from_secs(5)), &a, &creds).await.unwrap();
         assert!(text.contains("\"jobStatus\": \"FAIL\""));
         assert_eq!(cloud.last_ims_request().path, "/v1/proj/jobs/job-1");
     }
@@ -350,21 +336,12 @@ Sub-jobs:
     async fn errors_show_status_code_message_and_request_id() {
         let cloud = FakeCloud::start().await;
         cloud.set_ims_reply(
-            Reply::json(
-                403,
-                r#"{"error":{"code":"IMG.0030","message":"The project ID or token is invalid"}}"#,
-            )
-            .with_header("x-request-id", "8f1c"),
+            Reply::json(403, r#"{"error":{"code":"IMG.0030","message":"The project ID or token is invalid"}}"#)
+                .with_header("x-request-id", "8f1c"),
         );
         let a = args(&["--ims-endpoint", &cloud.url()]);
-        let creds = Credentials::AkSk {
-            access_key: "AK".into(),
-            secret_key: "SK".into(),
-            security_token: None,
-        };
-        let err = fetch_and_render(&ImsClient::new(Duration::from_secs(5)), &a, &creds)
-            .await
-            .unwrap_err();
+        let creds = Credentials::AkSk { access_key: "AK".into(), secret_key: "SK".into(), security_token: None };
+        let err = fetch_and_render(&ImsClient::new(Duration::from_secs(5)), &a, &creds).await.unwrap_err();
         assert_eq!(
             describe_error(&err, &a),
             "error: querying job job-1 in project proj failed\n  \
@@ -375,9 +352,6 @@ Sub-jobs:
              hint: the credentials may not read IMS jobs in this project\n"
         );
         let timeout = ImsError::Timeout { service: crate::ims::error::Service::Ims };
-        assert!(
-            describe_error(&timeout, &a)
-                .contains("  IMS did not answer in time\n  hint: a temporary")
-        );
+        assert!(describe_error(&timeout, &a).contains("  IMS did not answer in time\n  hint: a temporary"));
     }
 }

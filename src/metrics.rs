@@ -83,7 +83,11 @@ impl Default for Metrics {
         let imagejobs = Family::<PhaseLabels, Gauge>::default();
         registry.register("imagejobs", "ImageJobs known to this operator, by phase", imagejobs.clone());
         let leader = Gauge::default();
-        registry.register("leader", "1 while this replica holds the leader Lease (or runs without election)", leader.clone());
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease (or runs without election)",
+            leader.clone(),
+        );
         Self {
             registry,
             reconciles,

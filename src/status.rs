@@ -39,7 +39,9 @@ impl StallReason {
     }
 }
 
-/// What one reconcile learned.
+/// What one reconcile learned. Short-lived, one per reconcile: boxing the
+/// job would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     /// The cloud answered with the job.
@@ -132,17 +134,11 @@ pub fn apply_job(status: &mut ImageJobStatus, job: &Job) {
 }
 
 /// A FAIL answer may carry its reason only on the failed sub-job.
-fn first_sub_job_error(
-    job: &Job,
-    field: impl Fn(&crate::ims::model::SubJob) -> &Option<String>,
-) -> Option<String> {
+fn first_sub_job_error(job: &Job, field: impl Fn(&crate::ims::model::SubJob) -> &Option<String>) -> Option<String> {
     if job.status != Some(JobStatus::Fail) {
         return None;
     }
-    job.sub_jobs
-        .iter()
-        .filter(|s| s.status.as_deref() == Some("FAIL"))
-        .find_map(|s| field(s).clone())
+    job.sub_jobs.iter().filter(|s| s.status.as_deref() == Some("FAIL")).find_map(|s| field(s).clone())
 }
 
 pub fn phase_of(status: JobStatus) -> Phase {

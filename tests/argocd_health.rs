@@ -84,7 +84,8 @@ fn interpreter_is_lua_5_1() {
 #[test]
 fn every_fixture_gives_the_expected_status_and_message() {
     let dir = argocd_dir();
-    let cases: Cases = serde_yaml_ng::from_str(&std::fs::read_to_string(dir.join("health_test.yaml")).unwrap()).unwrap();
+    let cases: Cases =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(dir.join("health_test.yaml")).unwrap()).unwrap();
     let script = script();
     let mut failures = Vec::new();
     for case in &cases.tests {

@@ -66,7 +66,9 @@ fn find<'a>(objs: &'a [Value], kind: &str, name: &str) -> &'a Value {
 }
 
 fn kinds(objs: &[Value]) -> Vec<String> {
-    objs.iter().map(|o| format!("{}/{}", o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap())).collect()
+    objs.iter()
+        .map(|o| format!("{}/{}", o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap()))
+        .collect()
 }
 
 fn env_of(deployment: &Value) -> BTreeMap<String, Value> {
@@ -74,7 +76,9 @@ fn env_of(deployment: &Value) -> BTreeMap<String, Value> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["name"].as_str().unwrap().to_owned(), e.get("value").cloned().unwrap_or_else(|| e["valueFrom"].clone())))
+        .map(|e| {
+            (e["name"].as_str().unwrap().to_owned(), e.get("value").cloned().unwrap_or_else(|| e["valueFrom"].clone()))
+        })
         .collect()
 }
 
@@ -86,16 +90,18 @@ fn rules(role: &Value) -> BTreeSet<String> {
         .iter()
         .flat_map(|r| {
             let names = r.get("resourceNames").map(|n| n.to_string()).unwrap_or_default();
-            let mut verbs: Vec<_> = r["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+            let mut verbs: Vec<_> =
+                r["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
             verbs.sort();
             let groups = r["apiGroups"].as_array().unwrap().clone();
             let resources = r["resources"].as_array().unwrap().clone();
             groups.into_iter().flat_map(move |g| {
                 let names = names.clone();
                 let verbs = verbs.join(",");
-                resources.clone().into_iter().map(move |res| {
-                    format!("{}/{}{}: {}", g.as_str().unwrap(), res.as_str().unwrap(), names, verbs)
-                })
+                resources
+                    .clone()
+                    .into_iter()
+                    .map(move |res| format!("{}/{}{}: {}", g.as_str().unwrap(), res.as_str().unwrap(), names, verbs))
             })
         })
         .collect()
@@ -125,7 +131,11 @@ fn chart_crd_is_the_generated_crd() {
         "charts/imagejob-operator/crds/imagejob.yaml differs from crds/imagejob.yaml: run deploy/render.sh"
     );
     // And that file is what the binary prints (also checked in src/crd.rs).
-    assert_eq!(chart, imagejob_operator::crd::crd_yaml(), "crds/imagejob.yaml is stale: cargo run -- crd > crds/imagejob.yaml");
+    assert_eq!(
+        chart,
+        imagejob_operator::crd::crd_yaml(),
+        "crds/imagejob.yaml is stale: cargo run -- crd > crds/imagejob.yaml"
+    );
 }
 
 #[test]
@@ -160,7 +170,12 @@ fn helm_lint_is_clean_for_each_configuration() {
     for sets in [
         vec![],
         vec!["watchNamespace=team-a", "leaderElection.enabled=false"],
-        vec!["serviceMonitor.enabled=true", "prometheusRule.enabled=true", "podDisruptionBudget.enabled=true", "replicas=2"],
+        vec![
+            "serviceMonitor.enabled=true",
+            "prometheusRule.enabled=true",
+            "podDisruptionBudget.enabled=true",
+            "replicas=2",
+        ],
     ] {
         let mut cmd = Command::new(tool("helm"));
         cmd.args(["lint", "--strict", CHART]);
@@ -223,7 +238,8 @@ fn default_deployment_is_hardened() {
 }
 
 fn chart_app_version() -> String {
-    let chart: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(Path::new(CHART).join("Chart.yaml")).unwrap()).unwrap();
+    let chart: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(Path::new(CHART).join("Chart.yaml")).unwrap()).unwrap();
     chart["appVersion"].as_str().unwrap().to_owned()
 }
 
@@ -303,7 +319,10 @@ fn rbac_grants_only_what_the_operator_uses() {
     assert_eq!(rules(cr), operator_rules());
     let crb = find(&objs, "ClusterRoleBinding", "imagejob-operator");
     assert_eq!(crb["roleRef"]["name"], "imagejob-operator");
-    assert_eq!(crb["subjects"], json!([{"kind": "ServiceAccount", "name": "imagejob-operator", "namespace": "imagejob-system"}]));
+    assert_eq!(
+        crb["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "imagejob-operator", "namespace": "imagejob-system"}])
+    );
     // Leases: only in the release namespace, get/patch only the one Lease.
     let le = find(&objs, "Role", "imagejob-operator-leader-election");
     assert_eq!(le["metadata"]["namespace"], "imagejob-system");
@@ -321,7 +340,10 @@ fn rbac_grants_only_what_the_operator_uses() {
         }
     }
     for r in rules(cr).iter().chain(rules(le).iter()) {
-        assert!(!(r.starts_with("/secrets") && (r.contains("create") || r.contains("update") || r.contains("delete"))), "{r}");
+        assert!(
+            !(r.starts_with("/secrets") && (r.contains("create") || r.contains("update") || r.contains("delete"))),
+            "{r}"
+        );
     }
     // The aggregated roles give users ImageJobs, never their status.
     let edit = find(&objs, "ClusterRole", "imagejob-operator-edit");
@@ -337,7 +359,10 @@ fn watch_namespace_switches_to_a_role_in_that_namespace() {
     assert_eq!(rules(role), operator_rules());
     let rb = find(&objs, "RoleBinding", "imagejob-operator");
     assert_eq!(rb["metadata"]["namespace"], "team-a");
-    assert_eq!(rb["roleRef"], json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "imagejob-operator"}));
+    assert_eq!(
+        rb["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "imagejob-operator"})
+    );
     assert_eq!(rb["subjects"][0]["namespace"], "imagejob-system");
     // The only cluster-wide objects left are the aggregated user roles.
     let cluster: Vec<String> = objs
@@ -386,7 +411,11 @@ fn values_schema_refuses_typos_and_bad_values() {
         assert!(text(&out).contains(complaint), "{set}: {}", text(&out));
     }
     // What --set produces for valid input passes (2.5 arrives as a string).
-    template("x", "ops", &["imsRateLimit=2.5", "prometheusRule.imsErrorRatio=0.5", "imsEndpoint=http://127.0.0.1:8081"]);
+    template(
+        "x",
+        "ops",
+        &["imsRateLimit=2.5", "prometheusRule.imsErrorRatio=0.5", "imsEndpoint=http://127.0.0.1:8081"],
+    );
 }
 
 #[test]
@@ -394,7 +423,11 @@ fn monitoring_objects_scrape_the_service_and_alert_on_real_metrics() {
     let objs = docs(&template(
         "imagejob-operator",
         "imagejob-system",
-        &["serviceMonitor.enabled=true", "prometheusRule.enabled=true", "prometheusRule.labels.release=kube-prometheus"],
+        &[
+            "serviceMonitor.enabled=true",
+            "prometheusRule.enabled=true",
+            "prometheusRule.labels.release=kube-prometheus",
+        ],
     ));
     let svc = find(&objs, "Service", "imagejob-operator-metrics");
     let sm = find(&objs, "ServiceMonitor", "imagejob-operator");
@@ -408,7 +441,9 @@ fn monitoring_objects_scrape_the_service_and_alert_on_real_metrics() {
     assert_eq!(rule["metadata"]["labels"]["release"], "kube-prometheus");
     let alerts = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
     let names: Vec<_> = alerts.iter().map(|a| a["alert"].as_str().unwrap()).collect();
-    for wanted in ["ImageJobFailed", "ImageJobsStuckPending", "ImageJobsStalled", "ImageJobIMSErrors", "ImageJobOperatorDown"] {
+    for wanted in
+        ["ImageJobFailed", "ImageJobsStuckPending", "ImageJobsStalled", "ImageJobIMSErrors", "ImageJobOperatorDown"]
+    {
         assert!(names.contains(&wanted), "{wanted} missing from {names:?}");
     }
     let exprs: Vec<&str> = alerts.iter().map(|a| a["expr"].as_str().unwrap()).collect();
@@ -431,7 +466,9 @@ fn monitoring_objects_scrape_the_service_and_alert_on_real_metrics() {
         exposition.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
     assert!(families.contains("imagejob_imagejobs"), "{exposition}");
     for expr in exprs {
-        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("imagejob_")) {
+        for word in
+            expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("imagejob_"))
+        {
             let family = word.strip_suffix("_total").unwrap_or(word);
             assert!(families.contains(family), "alert uses {word}, which the operator does not export ({families:?})");
         }
@@ -451,7 +488,16 @@ fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
 fn dry_run_apply(manifests: &str, what: &str) -> String {
     let out = kubectl(
         // --force-conflicts: the CRD is also applied by other tests' field manager.
-        &["apply", "--server-side", "--force-conflicts", "--dry-run=server", "--validate=strict", "--field-manager=chart-test", "-f", "-"],
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--dry-run=server",
+            "--validate=strict",
+            "--field-manager=chart-test",
+            "-f",
+            "-",
+        ],
         Some(manifests),
     );
     assert!(out.status.success(), "the API server rejected {what}:\n{}", text(&out));
@@ -472,12 +518,20 @@ async fn api_server_accepts_the_rendered_chart() {
     for sets in [
         vec![],
         vec![format!("watchNamespace={}", watched.name), "leaderElection.enabled=false".into()],
-        vec!["podDisruptionBudget.enabled=true".into(), "replicas=2".into(), "image.digest=sha256:".to_owned() + &"a".repeat(64)],
+        vec![
+            "podDisruptionBudget.enabled=true".into(),
+            "replicas=2".into(),
+            "image.digest=sha256:".to_owned() + &"a".repeat(64),
+        ],
     ] {
         let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
         let rendered = template("chart-test", &ns.name, &sets);
         let log = dry_run_apply(&format!("{crd}\n---\n{rendered}"), &format!("the chart with {sets:?}"));
-        for kind in ["deployment.apps/chart-test-imagejob-operator", "serviceaccount/chart-test-imagejob-operator", "service/chart-test-imagejob-operator-metrics"] {
+        for kind in [
+            "deployment.apps/chart-test-imagejob-operator",
+            "serviceaccount/chart-test-imagejob-operator",
+            "service/chart-test-imagejob-operator-metrics",
+        ] {
             assert!(log.contains(kind), "{kind} not applied:\n{log}");
         }
     }
@@ -545,7 +599,8 @@ async fn pod_meets_the_restricted_pod_security_standard() {
 #[tokio::test]
 async fn examples_match_the_default_scenario_and_validate() {
     let scenario: Value = serde_yaml_ng::from_str(imagejob_operator::sim::scenario::DEFAULT_SCENARIO_YAML).unwrap();
-    let jobs: BTreeSet<&str> = scenario["jobs"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap()).collect();
+    let jobs: BTreeSet<&str> =
+        scenario["jobs"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap()).collect();
     let project = scenario["projects"][0]["id"].as_str().unwrap();
     let dir = root().join("deploy/examples");
     let mut all = String::new();
@@ -576,7 +631,9 @@ async fn examples_match_the_default_scenario_and_validate() {
     let keys = &scenario["access_keys"][0];
     assert!(secrets.values().any(|s| s["accessKey"] == keys["access"] && s["secretKey"] == keys["secret"]));
     let user = &scenario["users"][0];
-    assert!(secrets.values().any(|s| s["username"] == user["name"] && s["password"] == user["password"] && s["domainName"] == user["domain"]));
+    assert!(secrets.values().any(|s| s["username"] == user["name"]
+        && s["password"] == user["password"]
+        && s["domainName"] == user["domain"]));
 
     let client = common::client().await;
     common::e2e::install_imagejob_crd(&client).await;

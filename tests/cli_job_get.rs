@@ -15,7 +15,15 @@ fn job_get(sim: &Sim, env: &[(&str, &str)], extra: &[&str]) -> Output {
         .args(extra)
         .env("IMS_ENDPOINT", &sim.url)
         .env("IAM_ENDPOINT", &sim.url);
-    for var in ["OTC_ACCESS_KEY", "OTC_SECRET_KEY", "OTC_SECURITY_TOKEN", "OTC_USERNAME", "OTC_PASSWORD", "OTC_DOMAIN_NAME", "OTC_PROJECT_ID"] {
+    for var in [
+        "OTC_ACCESS_KEY",
+        "OTC_SECRET_KEY",
+        "OTC_SECURITY_TOKEN",
+        "OTC_USERNAME",
+        "OTC_PASSWORD",
+        "OTC_DOMAIN_NAME",
+        "OTC_PROJECT_ID",
+    ] {
         cmd.env_remove(var);
     }
     cmd.envs(env.iter().copied()).output().expect("run imagejob-operator job get")

@@ -294,7 +294,10 @@ async fn kubectl_get_columns_and_wait() {
     let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["NAME", "STATUS", "PROGRESS", "JOB-ID", "TYPE", "IMAGE", "AGE"]);
     let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
-    assert_eq!(&row[..6], ["shown", "Succeeded", "100", job, "imsCreateImageByInstance", "49e9447f-7dff-41e0-8036-f66fe5488c8b"]);
+    assert_eq!(
+        &row[..6],
+        ["shown", "Succeeded", "100", job, "imsCreateImageByInstance", "49e9447f-7dff-41e0-8036-f66fe5488c8b"]
+    );
     let (ok, wide) = kubectl(&["get", "ij", "-n", &ns.name, "-o", "wide"]);
     assert!(ok && wide.lines().next().unwrap().contains("REASON") && wide.contains("Succeeded"), "{wide}");
     let (ok, by_category) = kubectl(&["get", "otc", "-n", &ns.name]);
@@ -347,7 +350,9 @@ async fn api_server_refuses_invalid_imagejobs() {
     empty.spec.poll_interval = Some("30s".into());
     api.create(&pp, &empty).await.unwrap();
     let patch = json!({"spec": {"jobId": "ff8080814dbd65d7014dbe0d84db9002"}});
-    let msg = refuse(api.patch("empty", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap_err());
+    let msg = refuse(
+        api.patch("empty", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap_err(),
+    );
     assert!(msg.contains("jobId is immutable"), "{msg}");
     ns.cleanup().await;
 }
@@ -392,7 +397,9 @@ async fn imagejobs_on_one_job_share_requests() {
     }
     let requests = sim.requests(job).await;
     let coalesced = op.metric("imagejob_ims_coalesced_reads_total").await;
-    println!("E2E-NUMBERS coalescing: 5 ImageJobs, 6 s job, 1 s interval: requests={requests} coalesced_reads={coalesced}");
+    println!(
+        "E2E-NUMBERS coalescing: 5 ImageJobs, 6 s job, 1 s interval: requests={requests} coalesced_reads={coalesced}"
+    );
     // One ImageJob needs about 7; five separate pollers would need about 35.
     assert!(requests <= 11, "five ImageJobs on one job sent {requests} requests");
     assert!(coalesced >= 4.0, "coalesced reads: {coalesced}");

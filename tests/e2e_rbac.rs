@@ -74,15 +74,27 @@ impl Release {
         let objects = helm_template(&release, namespace, sets);
         let rbac: Vec<&Value> = objects
             .iter()
-            .filter(|o| matches!(o["kind"].as_str(), Some("ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding")))
+            .filter(|o| {
+                matches!(
+                    o["kind"].as_str(),
+                    Some("ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding")
+                )
+            })
             .collect();
         let cluster_scoped = rbac
             .iter()
             .filter(|o| o["kind"].as_str().unwrap().starts_with("Cluster"))
-            .map(|o| format!("{}/{}", o["kind"].as_str().unwrap().to_lowercase(), o["metadata"]["name"].as_str().unwrap()))
+            .map(|o| {
+                format!("{}/{}", o["kind"].as_str().unwrap().to_lowercase(), o["metadata"]["name"].as_str().unwrap())
+            })
             .collect();
         let yaml: String = rbac.iter().map(|o| format!("---\n{}", serde_yaml_ng::to_string(o).unwrap())).collect();
-        let release = Release { fullname: format!("{release}-imagejob-operator"), namespace: namespace.to_owned(), objects, cluster_scoped };
+        let release = Release {
+            fullname: format!("{release}-imagejob-operator"),
+            namespace: namespace.to_owned(),
+            objects,
+            cluster_scoped,
+        };
         kubectl(&["apply", "--server-side", "--field-manager=e2e-rbac", "-f", "-"], &yaml);
         release
     }
@@ -95,7 +107,8 @@ impl Release {
     /// token from the TokenRequest API (as a pod's projected token would).
     async fn service_account_kubeconfig(&self, admin: &kube::Client) -> tempfile::NamedTempFile {
         let sa = self.deployment()["spec"]["template"]["spec"]["serviceAccountName"].as_str().unwrap();
-        let request: TokenRequest = serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}})).unwrap();
+        let request: TokenRequest =
+            serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}})).unwrap();
         let token = Api::<ServiceAccount>::namespaced(admin.clone(), &self.namespace)
             .create_token_request(sa, &PostParams::default(), &request)
             .await
@@ -103,7 +116,8 @@ impl Release {
             .status
             .expect("token")
             .token;
-        let admin_cfg: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(common::kubeconfig_path()).unwrap()).unwrap();
+        let admin_cfg: Value =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(common::kubeconfig_path()).unwrap()).unwrap();
         let cluster = admin_cfg["clusters"][0]["cluster"].clone();
         let cfg = json!({
             "apiVersion": "v1", "kind": "Config",
@@ -196,7 +210,14 @@ async fn client_from(kubeconfig: &Path) -> kube::Client {
 }
 
 /// SelfSubjectAccessReview: may the client's identity do this?
-async fn can(client: &kube::Client, verb: &str, group: &str, resource: &str, namespace: Option<&str>, name: Option<&str>) -> bool {
+async fn can(
+    client: &kube::Client,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> bool {
     let (resource, subresource) = resource.split_once('/').map_or((resource, None), |(r, s)| (r, Some(s)));
     let review: SelfSubjectAccessReview = serde_json::from_value(json!({
         "spec": {"resourceAttributes": {
@@ -205,7 +226,8 @@ async fn can(client: &kube::Client, verb: &str, group: &str, resource: &str, nam
         }}
     }))
     .unwrap();
-    let answer = Api::<SelfSubjectAccessReview>::all(client.clone()).create(&PostParams::default(), &review).await.unwrap();
+    let answer =
+        Api::<SelfSubjectAccessReview>::all(client.clone()).create(&PostParams::default(), &review).await.unwrap();
     answer.status.expect("SSAR status").allowed
 }
 
@@ -214,7 +236,11 @@ fn is_forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> bool {
 }
 
 fn counter(metrics: &str, name_and_labels: &str) -> f64 {
-    metrics.lines().filter(|l| l.starts_with(name_and_labels)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name_and_labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Runs one ImageJob to Succeeded with the operator running as the chart's
@@ -237,7 +263,10 @@ async fn job_completes_as_the_service_account(release: &Release, jobs_ns: &str, 
     assert!(sim.requests(JOB).await >= 2, "the job was polled through ims-sim");
 
     // Leader election used only the Lease the Role names, in its namespace.
-    let lease = Api::<Lease>::namespaced(admin.clone(), &release.namespace).get(&op.env["LEADER_ELECTION_LEASE"]).await.unwrap();
+    let lease = Api::<Lease>::namespaced(admin.clone(), &release.namespace)
+        .get(&op.env["LEADER_ELECTION_LEASE"])
+        .await
+        .unwrap();
     assert_eq!(lease.spec.and_then(|s| s.holder_identity).as_deref(), Some(pod_name.as_str()));
 
     // Events were published (events.k8s.io create/patch).
@@ -251,7 +280,11 @@ async fn job_completes_as_the_service_account(release: &Release, jobs_ns: &str, 
     assert!(ours.contains(&"Succeeded".to_owned()), "events for the ImageJob: {ours:?}");
 
     let metrics = op.metrics().await;
-    assert_eq!(counter(&metrics, "imagejob_reconciles_total{result=\"error\"}"), 0.0, "Kubernetes API errors:\n{metrics}");
+    assert_eq!(
+        counter(&metrics, "imagejob_reconciles_total{result=\"error\"}"),
+        0.0,
+        "Kubernetes API errors:\n{metrics}"
+    );
     assert!(counter(&metrics, "imagejob_status_patches_total") >= 2.0, "{metrics}");
     let log = op.stop();
     let lower = log.to_lowercase();
@@ -310,7 +343,10 @@ async fn cluster_role_refuses_everything_else() {
         ("create", "coordination.k8s.io", "leases", opns, None),
         ("patch", "coordination.k8s.io", "leases", opns, Some(lease)),
     ] {
-        assert!(can(&sa, verb, group, resource, ns, name).await, "should be allowed: {verb} {group}/{resource} in {ns:?} {name:?}");
+        assert!(
+            can(&sa, verb, group, resource, ns, name).await,
+            "should be allowed: {verb} {group}/{resource} in {ns:?} {name:?}"
+        );
     }
     // What it must not do.
     for (verb, group, resource, ns, name) in [
@@ -334,12 +370,18 @@ async fn cluster_role_refuses_everything_else() {
         ("impersonate", "", "serviceaccounts", opns, None),
         ("create", "", "serviceaccounts/token", opns, None),
     ] {
-        assert!(!can(&sa, verb, group, resource, ns, name).await, "should be refused: {verb} {group}/{resource} in {ns:?} {name:?}");
+        assert!(
+            !can(&sa, verb, group, resource, ns, name).await,
+            "should be refused: {verb} {group}/{resource} in {ns:?} {name:?}"
+        );
     }
 
     // And directly: the API server answers 403.
-    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "planted"}, "stringData": {"a": "b"}})).unwrap();
-    assert!(is_forbidden(Api::<Secret>::namespaced(sa.clone(), &other.name).create(&PostParams::default(), &secret).await));
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "planted"}, "stringData": {"a": "b"}})).unwrap();
+    assert!(is_forbidden(
+        Api::<Secret>::namespaced(sa.clone(), &other.name).create(&PostParams::default(), &secret).await
+    ));
     assert!(is_forbidden(Api::<ConfigMap>::namespaced(sa.clone(), &other.name).list(&ListParams::default()).await));
     create_aksk_secret(&admin, &other.name, "creds", SK).await;
     create(&admin, &other.name, &imagejob("victim", "none", JOB, "creds")).await;

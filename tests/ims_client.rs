@@ -10,28 +10,15 @@ const PROJECT: &str = "0b0a1e4b2c2d4e8f9a0b1c2d3e4f5a6b";
 const JOB: &str = "ff8080814dbd65d7014dbe0d84db0013";
 
 fn target(sim: &sim::RunningSim, job: &str) -> JobTarget {
-    JobTarget {
-        ims_endpoint: sim.url(""),
-        iam_endpoint: sim.url(""),
-        project_id: PROJECT.into(),
-        job_id: job.into(),
-    }
+    JobTarget { ims_endpoint: sim.url(""), iam_endpoint: sim.url(""), project_id: PROJECT.into(), job_id: job.into() }
 }
 
 fn aksk(access: &str, secret: &str, token: Option<&str>) -> Credentials {
-    Credentials::AkSk {
-        access_key: access.into(),
-        secret_key: secret.into(),
-        security_token: token.map(Secret::from),
-    }
+    Credentials::AkSk { access_key: access.into(), secret_key: secret.into(), security_token: token.map(Secret::from) }
 }
 
 fn password(pw: &str) -> Credentials {
-    Credentials::Password {
-        username: "demo".into(),
-        password: pw.into(),
-        domain_name: "demo-domain".into(),
-    }
+    Credentials::Password { username: "demo".into(), password: pw.into(), domain_name: "demo-domain".into() }
 }
 
 fn client() -> ImsClient {
@@ -41,10 +28,7 @@ fn client() -> ImsClient {
 #[tokio::test]
 async fn aksk_signature_is_accepted_by_the_simulator() {
     let sim = sim::spawn(Scenario::demo()).await.unwrap();
-    let job = client()
-        .get_job(&target(&sim, JOB), &aksk("DEMOACCESSKEY", "demo-secret-key", None))
-        .await
-        .unwrap();
+    let job = client().get_job(&target(&sim, JOB), &aksk("DEMOACCESSKEY", "demo-secret-key", None)).await.unwrap();
     assert_eq!(job.job_id.as_deref(), Some(JOB));
     assert!(job.status.is_some());
 }
@@ -77,10 +61,7 @@ async fn password_token_is_accepted_by_the_simulator() {
 #[tokio::test]
 async fn wrong_secret_is_authentication_failed() {
     let sim = sim::spawn(Scenario::demo()).await.unwrap();
-    let err = client()
-        .get_job(&target(&sim, JOB), &aksk("DEMOACCESSKEY", "wrong", None))
-        .await
-        .unwrap_err();
+    let err = client().get_job(&target(&sim, JOB), &aksk("DEMOACCESSKEY", "wrong", None)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AuthenticationFailed, "{err}");
     assert_eq!(err.code(), Some("APIGW.0301"));
     assert!(err.request_id().is_some(), "{err}");
@@ -157,10 +138,16 @@ async fn throttling_server_errors_and_garbage_are_transient_with_details() {
     let (c, t, creds) = (client(), target(&sim, JOB), aksk("DEMOACCESSKEY", "demo-secret-key", None));
 
     let throttled = c.get_job(&t, &creds).await.unwrap_err();
-    assert_eq!((throttled.kind(), throttled.status(), throttled.code()), (ErrorKind::Transient, Some(429), Some("APIG.0308")));
+    assert_eq!(
+        (throttled.kind(), throttled.status(), throttled.code()),
+        (ErrorKind::Transient, Some(429), Some("APIG.0308"))
+    );
     assert_eq!(throttled.retry_after(), Some(Duration::from_secs(3)));
     let flat = c.get_job(&t, &creds).await.unwrap_err();
-    assert_eq!((flat.kind(), flat.status(), flat.code(), flat.message()), (ErrorKind::Transient, Some(503), Some("APIGW.0201"), Some("busy")));
+    assert_eq!(
+        (flat.kind(), flat.status(), flat.code(), flat.message()),
+        (ErrorKind::Transient, Some(503), Some("APIGW.0201"), Some("busy"))
+    );
     assert!(flat.request_id().is_some(), "the gateway's request id is kept");
     let nested = c.get_job(&t, &creds).await.unwrap_err();
     assert_eq!((nested.status(), nested.code()), (Some(500), Some("IMG.0023")));

@@ -51,7 +51,12 @@ impl JobSource for Fake {
 }
 
 fn job(status: JobStatus, progress: u8) -> Result<Job, ImsError> {
-    Ok(Job { status: Some(status), progress: Some(progress), job_type: Some("imsCreateImageByInstance".into()), ..Job::default() })
+    Ok(Job {
+        status: Some(status),
+        progress: Some(progress),
+        job_type: Some("imsCreateImageByInstance".into()),
+        ..Job::default()
+    })
 }
 
 fn unavailable() -> Result<Job, ImsError> {
@@ -181,7 +186,11 @@ async fn transient_errors_back_off_and_keep_the_status() {
     assert_eq!((s.phase, s.progress), (before.phase, before.progress), "nothing known is lost");
     let reconciling = s.conditions.iter().find(|c| c.type_ == "Reconciling").unwrap();
     assert_eq!(reconciling.reason, "RetryingAfterError");
-    assert!(reconciling.message.contains("503") && reconciling.message.contains("APIGW.0201"), "{}", reconciling.message);
+    assert!(
+        reconciling.message.contains("503") && reconciling.message.contains("APIGW.0201"),
+        "{}",
+        reconciling.message
+    );
     assert!(!reconciling.message.contains("r-1"), "request IDs would make every retry a new write");
     let first = requeue_of(&action).unwrap();
     assert!(first >= Duration::from_secs(2) && first <= Duration::from_secs(4), "{first:?}");
@@ -192,7 +201,12 @@ async fn transient_errors_back_off_and_keep_the_status() {
     let (action, _) = f.reconcile().await;
     let second = requeue_of(&action).unwrap();
     assert!(second >= Duration::from_secs(4), "the backoff grows: {second:?}");
-    assert_eq!(f.ctx.metrics.render().matches("imagejob_status_patches_total 3").count(), 1, "{}", f.ctx.metrics.render());
+    assert_eq!(
+        f.ctx.metrics.render().matches("imagejob_status_patches_total 3").count(),
+        1,
+        "{}",
+        f.ctx.metrics.render()
+    );
     f.ns.cleanup().await;
 }
 
@@ -210,7 +224,8 @@ async fn a_failed_refresh_of_a_finished_job_keeps_it_ready_and_stops() {
     assert_eq!(f.ims.calls(), 2);
     assert_eq!(action, Action::await_change(), "the result stands; no retry loop");
     let s = ij.status.unwrap();
-    let cond = |t: &str| s.conditions.iter().find(|c| c.type_ == t).map(|c| (c.status.clone(), c.reason.clone())).unwrap();
+    let cond =
+        |t: &str| s.conditions.iter().find(|c| c.type_ == t).map(|c| (c.status.clone(), c.reason.clone())).unwrap();
     assert_eq!(s.phase, Some(Phase::Succeeded));
     assert_eq!(cond("Ready"), ("True".into(), "Succeeded".into()));
     assert_eq!(cond("Reconciling"), ("False".into(), "RefreshFailed".into()));

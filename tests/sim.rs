@@ -19,9 +19,7 @@ const OVA_JOB: &str = "ff8080814dbd65d7014dbe0d84db0002";
 const FAULTY_JOB: &str = "ff8080814dbd65d7014dbe0d84db0005";
 
 async fn start(yaml: &str) -> RunningSim {
-    sim::spawn(Scenario::parse(yaml).expect("test scenario"))
-        .await
-        .expect("sim starts")
+    sim::spawn(Scenario::parse(yaml).expect("test scenario")).await.expect("sim starts")
 }
 
 fn job_path(project: &str, job: &str) -> String {
@@ -33,30 +31,17 @@ async fn login(sim: &RunningSim, user: &str, password: &str, scope: Value) -> re
         "identity": {"methods": ["password"], "password": {"user": {
             "name": user, "password": password, "domain": {"name": "test-domain"}}}},
         "scope": {"project": scope}}});
-    reqwest::Client::new()
-        .post(sim.url("/v3/auth/tokens"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    reqwest::Client::new().post(sim.url("/v3/auth/tokens")).json(&body).send().await.unwrap()
 }
 
 async fn token(sim: &RunningSim, user: &str, password: &str, project: &str) -> String {
     let response = login(sim, user, password, json!({"id": project})).await;
     assert_eq!(response.status(), StatusCode::CREATED);
-    response.headers()["x-subject-token"]
-        .to_str()
-        .unwrap()
-        .to_owned()
+    response.headers()["x-subject-token"].to_str().unwrap().to_owned()
 }
 
 async fn get_with_token(sim: &RunningSim, path: &str, token: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .get(sim.url(path))
-        .header("X-Auth-Token", token)
-        .send()
-        .await
-        .unwrap()
+    reqwest::Client::new().get(sim.url(path)).header("X-Auth-Token", token).send().await.unwrap()
 }
 
 /// Signs a GET the way the operator's client does; `extra` are more
@@ -74,11 +59,8 @@ fn signed_get(
     headers.extend_from_slice(extra);
     let canonical = signer::canonical_request("GET", path, "", &headers, b"");
     let signature = signer::signature(sk, &date, &canonical);
-    let authorization =
-        signer::authorization_header(ak, &signer::signed_header_names(&headers), &signature);
-    let mut request = reqwest::Client::new()
-        .get(sim.url(path))
-        .header("Authorization", authorization);
+    let authorization = signer::authorization_header(ak, &signer::signed_header_names(&headers), &signature);
+    let mut request = reqwest::Client::new().get(sim.url(path)).header("Authorization", authorization);
     for (name, value) in headers {
         request = request.header(name, value);
     }
@@ -96,31 +78,15 @@ async fn admin(sim: &RunningSim, path: &str) -> Value {
 #[tokio::test]
 async fn token_is_issued_like_iam_and_opens_the_job() {
     let sim = start(SCENARIO).await;
-    let response = login(
-        &sim,
-        "alice",
-        "alice-password",
-        json!({"name": "eu-de_test"}),
-    )
-    .await;
+    let response = login(&sim, "alice", "alice-password", json!({"name": "eu-de_test"})).await;
     assert_eq!(response.status(), StatusCode::CREATED);
-    let token = response.headers()["x-subject-token"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let token = response.headers()["x-subject-token"].to_str().unwrap().to_owned();
     let body = json_of(response).await;
     assert_eq!(body["token"]["project"]["id"], PROJECT);
     let expires_at = body["token"]["expires_at"].as_str().unwrap();
     // Microseconds and a Z, about 24 h from now.
-    assert_eq!(
-        expires_at.len(),
-        "2015-11-09T01:42:57.527363Z".len(),
-        "{expires_at}"
-    );
-    let lifetime = expires_at
-        .parse::<Timestamp>()
-        .unwrap()
-        .duration_since(Timestamp::now());
+    assert_eq!(expires_at.len(), "2015-11-09T01:42:57.527363Z".len(), "{expires_at}");
+    let lifetime = expires_at.parse::<Timestamp>().unwrap().duration_since(Timestamp::now());
     assert!(lifetime > SignedDuration::from_hours(23), "{lifetime:?}");
 
     let response = get_with_token(&sim, &job_path(PROJECT, QUICK_JOB), &token).await;
@@ -139,19 +105,10 @@ async fn wrong_password_and_foreign_project_are_refused_by_iam() {
         json_of(response).await,
         json!({"error": {"code": 401, "message": "The username or password is wrong.", "title": "Unauthorized"}})
     );
-    let response = login(
-        &sim,
-        "alice",
-        "alice-password",
-        json!({"id": OTHER_PROJECT}),
-    )
-    .await;
+    let response = login(&sim, "alice", "alice-password", json!({"id": OTHER_PROJECT})).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let counters = admin(&sim, "/admin/requests").await;
-    assert_eq!(
-        counters["iam"],
-        json!({"token_requests": 2, "tokens_issued": 0, "failures": 2})
-    );
+    assert_eq!(counters["iam"], json!({"token_requests": 2, "tokens_issued": 0, "failures": 2}));
 }
 
 #[tokio::test]
@@ -173,23 +130,15 @@ async fn token_checks_at_the_gateway() {
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(json_of(response).await["error_code"], "APIGW.0301");
     let counters = admin(&sim, "/admin/requests").await;
-    assert_eq!(
-        counters["auth_failures"],
-        json!({"token": 2, "aksk": 0, "missing": 1})
-    );
+    assert_eq!(counters["auth_failures"], json!({"token": 2, "aksk": 0, "missing": 1}));
 }
 
 #[tokio::test]
 async fn tokens_expire() {
-    let sim =
-        start(&format!("{SCENARIO}\n").replace("settings:\n", "settings:\n  token_lifetime: 2s\n"))
-            .await;
+    let sim = start(&format!("{SCENARIO}\n").replace("settings:\n", "settings:\n  token_lifetime: 2s\n")).await;
     let token = token(&sim, "alice", "alice-password", PROJECT).await;
     let path = job_path(PROJECT, QUICK_JOB);
-    assert_eq!(
-        get_with_token(&sim, &path, &token).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(get_with_token(&sim, &path, &token).await.status(), StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let response = get_with_token(&sim, &path, &token).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
@@ -203,37 +152,16 @@ async fn tokens_are_revoked_per_user_or_all() {
     let bob = token(&sim, "bob", "bob-password", PROJECT).await;
     let path = job_path(PROJECT, QUICK_JOB);
     let client = reqwest::Client::new();
-    let revoked = client
-        .post(sim.url("/admin/tokens/revoke"))
-        .json(&json!({"user": "alice"}))
-        .send()
-        .await
-        .unwrap();
+    let revoked = client.post(sim.url("/admin/tokens/revoke")).json(&json!({"user": "alice"})).send().await.unwrap();
     assert_eq!(json_of(revoked).await, json!({"revoked": 1}));
-    assert_eq!(
-        get_with_token(&sim, &path, &alice).await.status(),
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        get_with_token(&sim, &path, &bob).await.status(),
-        StatusCode::OK
-    );
-    let revoked = client
-        .post(sim.url("/admin/tokens/revoke"))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(get_with_token(&sim, &path, &alice).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(get_with_token(&sim, &path, &bob).await.status(), StatusCode::OK);
+    let revoked = client.post(sim.url("/admin/tokens/revoke")).send().await.unwrap();
     assert_eq!(json_of(revoked).await, json!({"revoked": 1}));
-    assert_eq!(
-        get_with_token(&sim, &path, &bob).await.status(),
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(get_with_token(&sim, &path, &bob).await.status(), StatusCode::UNAUTHORIZED);
     // A fresh login works again, as after a real revocation.
     let fresh = token(&sim, "bob", "bob-password", PROJECT).await;
-    assert_eq!(
-        get_with_token(&sim, &path, &fresh).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(get_with_token(&sim, &path, &fresh).await.status(), StatusCode::OK);
 }
 
 #[tokio::test]
@@ -241,28 +169,11 @@ async fn aksk_signatures_from_the_operator_signer_are_accepted() {
     let sim = start(SCENARIO).await;
     let path = job_path(PROJECT, QUICK_JOB);
     let now = Timestamp::now();
-    let plain = signed_get(&sim, &path, "TESTAK", "test-secret", now, &[])
-        .send()
-        .await
-        .unwrap();
+    let plain = signed_get(&sim, &path, "TESTAK", "test-secret", now, &[]).send().await.unwrap();
     assert_eq!(plain.status(), StatusCode::OK);
-    let with_project = signed_get(
-        &sim,
-        &path,
-        "TESTAK",
-        "test-secret",
-        now,
-        &[("X-Project-Id", PROJECT)],
-    );
+    let with_project = signed_get(&sim, &path, "TESTAK", "test-secret", now, &[("X-Project-Id", PROJECT)]);
     assert_eq!(with_project.send().await.unwrap().status(), StatusCode::OK);
-    let temporary = signed_get(
-        &sim,
-        &path,
-        "TEMPAK",
-        "temp-secret",
-        now,
-        &[("X-Security-Token", "temp-token")],
-    );
+    let temporary = signed_get(&sim, &path, "TEMPAK", "temp-secret", now, &[("X-Security-Token", "temp-token")]);
     assert_eq!(temporary.send().await.unwrap().status(), StatusCode::OK);
 }
 
@@ -272,36 +183,10 @@ async fn aksk_refusals() {
     let path = job_path(PROJECT, QUICK_JOB);
     let now = Timestamp::now();
     let cases = [
-        (
-            signed_get(
-                &sim,
-                &path,
-                "TESTAK",
-                "test-secret",
-                now,
-                &[("X-Project-Id", OTHER_PROJECT)],
-            ),
-            "project",
-        ),
-        (
-            signed_get(&sim, &path, "NOSUCHAK", "x", now, &[]),
-            "ak not found",
-        ),
-        (
-            signed_get(&sim, &path, "TEMPAK", "temp-secret", now, &[]),
-            "security token",
-        ),
-        (
-            signed_get(
-                &sim,
-                &path,
-                "TEMPAK",
-                "temp-secret",
-                now,
-                &[("X-Security-Token", "stale")],
-            ),
-            "security token",
-        ),
+        (signed_get(&sim, &path, "TESTAK", "test-secret", now, &[("X-Project-Id", OTHER_PROJECT)]), "project"),
+        (signed_get(&sim, &path, "NOSUCHAK", "x", now, &[]), "ak not found"),
+        (signed_get(&sim, &path, "TEMPAK", "temp-secret", now, &[]), "security token"),
+        (signed_get(&sim, &path, "TEMPAK", "temp-secret", now, &[("X-Security-Token", "stale")]), "security token"),
         (
             signed_get(
                 &sim,
@@ -328,16 +213,10 @@ async fn sdk_date_must_be_within_fifteen_minutes() {
     let sim = start(SCENARIO).await;
     let path = job_path(PROJECT, QUICK_JOB);
     let minutes = |m: i64| Timestamp::now() + SignedDuration::from_mins(m);
-    for (offset, want) in [
-        (-14, StatusCode::OK),
-        (14, StatusCode::OK),
-        (-16, StatusCode::UNAUTHORIZED),
-        (16, StatusCode::UNAUTHORIZED),
-    ] {
-        let response = signed_get(&sim, &path, "TESTAK", "test-secret", minutes(offset), &[])
-            .send()
-            .await
-            .unwrap();
+    for (offset, want) in
+        [(-14, StatusCode::OK), (14, StatusCode::OK), (-16, StatusCode::UNAUTHORIZED), (16, StatusCode::UNAUTHORIZED)]
+    {
+        let response = signed_get(&sim, &path, "TESTAK", "test-secret", minutes(offset), &[]).send().await.unwrap();
         assert_eq!(response.status(), want, "offset {offset} min");
     }
 }
@@ -347,60 +226,28 @@ async fn wrong_secret_is_refused_and_five_failures_lock_the_key() {
     let sim = start(SCENARIO).await;
     let path = job_path(PROJECT, QUICK_JOB);
     for _ in 0..5 {
-        let response = signed_get(&sim, &path, "LOCKAK", "wrong-secret", Timestamp::now(), &[])
-            .send()
-            .await
-            .unwrap();
+        let response = signed_get(&sim, &path, "LOCKAK", "wrong-secret", Timestamp::now(), &[]).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         let body = json_of(response).await;
         assert_eq!(body["error_code"], "APIGW.0301");
-        assert_eq!(
-            body["error_msg"],
-            "Incorrect IAM authentication information: verify aksk signature fail"
-        );
+        assert_eq!(body["error_msg"], "Incorrect IAM authentication information: verify aksk signature fail");
     }
     // Locked: even the right secret is refused until the lock ends (2 s here).
-    let locked = signed_get(&sim, &path, "LOCKAK", "lock-secret", Timestamp::now(), &[])
-        .send()
-        .await
-        .unwrap();
+    let locked = signed_get(&sim, &path, "LOCKAK", "lock-secret", Timestamp::now(), &[]).send().await.unwrap();
     assert_eq!(locked.status(), StatusCode::UNAUTHORIZED);
-    assert!(
-        json_of(locked).await["error_msg"]
-            .as_str()
-            .unwrap()
-            .contains("locked")
-    );
+    assert!(json_of(locked).await["error_msg"].as_str().unwrap().contains("locked"));
     // Other keys are not affected.
-    let other = signed_get(&sim, &path, "TESTAK", "test-secret", Timestamp::now(), &[])
-        .send()
-        .await
-        .unwrap();
+    let other = signed_get(&sim, &path, "TESTAK", "test-secret", Timestamp::now(), &[]).send().await.unwrap();
     assert_eq!(other.status(), StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let unlocked = signed_get(&sim, &path, "LOCKAK", "lock-secret", Timestamp::now(), &[])
-        .send()
-        .await
-        .unwrap();
+    let unlocked = signed_get(&sim, &path, "LOCKAK", "lock-secret", Timestamp::now(), &[]).send().await.unwrap();
     assert_eq!(unlocked.status(), StatusCode::OK);
-    assert_eq!(
-        admin(&sim, "/admin/requests").await["auth_failures"]["aksk"],
-        6
-    );
+    assert_eq!(admin(&sim, "/admin/requests").await["auth_failures"]["aksk"], 6);
 }
 
 async fn poll(sim: &RunningSim, job: &str) -> Value {
-    let response = signed_get(
-        sim,
-        &job_path(PROJECT, job),
-        "TESTAK",
-        "test-secret",
-        Timestamp::now(),
-        &[],
-    )
-    .send()
-    .await
-    .unwrap();
+    let response =
+        signed_get(sim, &job_path(PROJECT, job), "TESTAK", "test-secret", Timestamp::now(), &[]).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     json_of(response).await
 }
@@ -416,10 +263,7 @@ async fn lifecycle_progresses_from_init_to_success() {
     assert_eq!(running["status"], "RUNNING");
     let fraction = running["entities"]["process_percent"].as_f64().unwrap();
     assert!((0.1..0.9).contains(&fraction), "{fraction}");
-    assert_eq!(
-        running["entities"]["current_task"],
-        "CreateImageByInstanceTask"
-    );
+    assert_eq!(running["entities"]["current_task"], "CreateImageByInstanceTask");
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let done = poll(&sim, QUICK_JOB).await;
     assert_eq!(done["status"], "SUCCESS");
@@ -428,14 +272,8 @@ async fn lifecycle_progresses_from_init_to_success() {
     assert_eq!(done["entities"]["results"][0]["status"], "success");
     let job = Job::from_value(&done).unwrap();
     assert_eq!(job.progress, Some(100));
-    assert_eq!(
-        job.image_id.as_deref(),
-        Some("49e9447f-7dff-41e0-8036-f66fe5488c8b")
-    );
-    let took = job
-        .end_time
-        .unwrap()
-        .duration_since(job.begin_time.unwrap());
+    assert_eq!(job.image_id.as_deref(), Some("49e9447f-7dff-41e0-8036-f66fe5488c8b"));
+    let took = job.end_time.unwrap().duration_since(job.begin_time.unwrap());
     assert_eq!(took, SignedDuration::from_millis(1500));
 }
 
@@ -444,13 +282,7 @@ async fn failed_job_with_sub_jobs_and_legacy_times() {
     let sim = start(SCENARIO).await;
     let running = poll(&sim, OVA_JOB).await;
     assert_eq!(running["status"], "RUNNING");
-    assert_eq!(
-        running["entities"]["sub_jobs_result"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(running["entities"]["sub_jobs_result"].as_array().unwrap().len(), 2);
     let begin = running["begin_time"].as_str().unwrap();
     assert_eq!(begin.len(), "04-Jun-2015 18:11:06:586".len(), "{begin}");
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -458,11 +290,7 @@ async fn failed_job_with_sub_jobs_and_legacy_times() {
     assert_eq!(failed.status, Some(JobStatus::Fail));
     assert_eq!(failed.error_code.as_deref(), Some("IMG.0014"));
     assert_eq!(failed.sub_job_ids.len(), 2);
-    let statuses: Vec<_> = failed
-        .sub_jobs
-        .iter()
-        .map(|s| s.status.clone().unwrap())
-        .collect();
+    let statuses: Vec<_> = failed.sub_jobs.iter().map(|s| s.status.clone().unwrap()).collect();
     assert_eq!(statuses, ["SUCCESS", "FAIL"]);
     assert_eq!(failed.sub_jobs[1].error_code.as_deref(), Some("IMG.1075"));
     assert!(failed.end_time.is_some());
@@ -471,24 +299,12 @@ async fn failed_job_with_sub_jobs_and_legacy_times() {
 #[tokio::test]
 async fn faults_by_request_number() {
     let sim = start(SCENARIO).await;
-    let get = || {
-        signed_get(
-            &sim,
-            &job_path(PROJECT, FAULTY_JOB),
-            "TESTAK",
-            "test-secret",
-            Timestamp::now(),
-            &[],
-        )
-    };
+    let get = || signed_get(&sim, &job_path(PROJECT, FAULTY_JOB), "TESTAK", "test-secret", Timestamp::now(), &[]);
 
     let throttled = get().send().await.unwrap();
     assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(throttled.headers()["retry-after"], "2");
-    let request_id = throttled.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let request_id = throttled.headers()["x-request-id"].to_str().unwrap().to_owned();
     let body = json_of(throttled).await;
     assert_eq!(body["error_code"], "APIG.0308");
     assert_eq!(body["request_id"], request_id.as_str());
@@ -512,10 +328,7 @@ async fn faults_by_request_number() {
     assert_eq!(flat.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body = json_of(flat).await;
     assert_eq!(
-        (
-            body["error_code"].as_str(),
-            body["request_id"].as_str().map(str::len)
-        ),
+        (body["error_code"].as_str(), body["request_id"].as_str().map(str::len)),
         (Some("APIGW.0201"), Some(32))
     );
 
@@ -526,12 +339,7 @@ async fn faults_by_request_number() {
 
     let html = get().send().await.unwrap();
     assert_eq!(html.status(), StatusCode::BAD_GATEWAY);
-    assert!(
-        html.text()
-            .await
-            .unwrap()
-            .contains("<h1>502 Bad Gateway</h1>")
-    );
+    assert!(html.text().await.unwrap().contains("<h1>502 Bad Gateway</h1>"));
 
     let malformed = get().send().await.unwrap();
     assert_eq!(malformed.status(), StatusCode::OK);
@@ -540,20 +348,10 @@ async fn faults_by_request_number() {
     let started = Instant::now();
     let slow = get().send().await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(300));
-    assert_eq!(
-        Job::parse(&slow.bytes().await.unwrap()).unwrap().progress,
-        Some(50)
-    );
+    assert_eq!(Job::parse(&slow.bytes().await.unwrap()).unwrap().progress, Some(50));
 
-    let counts = admin(
-        &sim,
-        &format!("/admin/jobs/{PROJECT}/{FAULTY_JOB}/requests"),
-    )
-    .await;
-    assert_eq!(
-        counts,
-        json!({"requests": 8, "by_status": {"200": 2, "429": 2, "500": 1, "502": 1, "503": 2}})
-    );
+    let counts = admin(&sim, &format!("/admin/jobs/{PROJECT}/{FAULTY_JOB}/requests")).await;
+    assert_eq!(counts, json!({"requests": 8, "by_status": {"200": 2, "429": 2, "500": 1, "502": 1, "503": 2}}));
 }
 
 #[tokio::test]
@@ -561,10 +359,7 @@ async fn unknown_job_and_unknown_api() {
     let sim = start(SCENARIO).await;
     let response = poll_raw(&sim, &job_path(PROJECT, "ff8080814dbd65d7014dbe0d84dbffff")).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    assert_eq!(
-        json_of(response).await,
-        json!({"error": {"code": "IMG.0027", "message": "The job does not exist."}})
-    );
+    assert_eq!(json_of(response).await, json!({"error": {"code": "IMG.0027", "message": "The job does not exist."}}));
     let response = reqwest::get(sim.url("/v2/nothing")).await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_eq!(json_of(response).await["error_code"], "APIGW.0101");
@@ -572,10 +367,7 @@ async fn unknown_job_and_unknown_api() {
 }
 
 async fn poll_raw(sim: &RunningSim, path: &str) -> reqwest::Response {
-    signed_get(sim, path, "TESTAK", "test-secret", Timestamp::now(), &[])
-        .send()
-        .await
-        .unwrap()
+    signed_get(sim, path, "TESTAK", "test-secret", Timestamp::now(), &[]).send().await.unwrap()
 }
 
 #[tokio::test]
@@ -584,16 +376,14 @@ async fn admin_adds_replaces_and_counts_jobs() {
     let client = reqwest::Client::new();
     let job_id = "ff8080814dbd65d7014dbe0d84dbaaaa";
     let url = sim.url(&format!("/admin/jobs/{PROJECT}/{job_id}"));
-    let definition = "job_type: imsImportImageJob\nphases: [{after: 0s, status: INIT}, {after: 300ms, status: SUCCESS}]";
+    let definition =
+        "job_type: imsImportImageJob\nphases: [{after: 0s, status: INIT}, {after: 300ms, status: SUCCESS}]";
     let created = client.put(&url).body(definition).send().await.unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
     let path = job_path(PROJECT, job_id);
     assert_eq!(json_of(poll_raw(&sim, &path).await).await["status"], "INIT");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(
-        json_of(poll_raw(&sim, &path).await).await["status"],
-        "SUCCESS"
-    );
+    assert_eq!(json_of(poll_raw(&sim, &path).await).await["status"], "SUCCESS");
 
     // Replacing restarts the clock and the counters.
     let replaced = client.put(&url).body(definition).send().await.unwrap();
@@ -602,60 +392,29 @@ async fn admin_adds_replaces_and_counts_jobs() {
     let _ = poll_raw(&sim, &job_path(PROJECT, "ff8080814dbd65d7014dbe0d84dbffff")).await;
     let _ = reqwest::get(sim.url(&path)).await.unwrap(); // unauthenticated
     let counts = admin(&sim, &format!("/admin/jobs/{PROJECT}/{job_id}/requests")).await;
-    assert_eq!(
-        counts,
-        json!({"requests": 2, "by_status": {"200": 1, "401": 1}})
-    );
+    assert_eq!(counts, json!({"requests": 2, "by_status": {"200": 1, "401": 1}}));
     let all = admin(&sim, "/admin/requests").await;
-    assert_eq!(
-        all["total"],
-        json!({"requests": 5, "by_status": {"200": 3, "401": 1, "404": 1}})
-    );
+    assert_eq!(all["total"], json!({"requests": 5, "by_status": {"200": 3, "401": 1, "404": 1}}));
     assert_eq!(all["jobs"][format!("{PROJECT}/{job_id}")]["requests"], 2);
 
-    let reset = client
-        .post(sim.url("/admin/reset-counters"))
-        .send()
-        .await
-        .unwrap();
+    let reset = client.post(sim.url("/admin/reset-counters")).send().await.unwrap();
     assert_eq!(reset.status(), StatusCode::NO_CONTENT);
     assert_eq!(admin(&sim, "/admin/requests").await["total"]["requests"], 0);
 
-    let invalid = client
-        .put(&url)
-        .body("job_type: x\nphases: []")
-        .send()
-        .await
-        .unwrap();
+    let invalid = client.put(&url).body("job_type: x\nphases: []").send().await.unwrap();
     assert_eq!(invalid.status(), StatusCode::BAD_REQUEST);
-    assert!(
-        json_of(invalid).await["error"]
-            .as_str()
-            .unwrap()
-            .contains("phase")
-    );
-    assert_eq!(
-        client.delete(&url).send().await.unwrap().status(),
-        StatusCode::NO_CONTENT
-    );
+    assert!(json_of(invalid).await["error"].as_str().unwrap().contains("phase"));
+    assert_eq!(client.delete(&url).send().await.unwrap().status(), StatusCode::NO_CONTENT);
     assert_eq!(poll_raw(&sim, &path).await.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
 async fn project_throttle_answers_429_beyond_the_burst() {
-    let yaml = SCENARIO.replace(
-        "settings:\n",
-        "settings:\n  throttle: {rate: 0.5, burst: 3}\n",
-    );
+    let yaml = SCENARIO.replace("settings:\n", "settings:\n  throttle: {rate: 0.5, burst: 3}\n");
     let sim = start(&yaml).await;
     let mut statuses = Vec::new();
     for _ in 0..5 {
-        statuses.push(
-            poll_raw(&sim, &job_path(PROJECT, QUICK_JOB))
-                .await
-                .status()
-                .as_u16(),
-        );
+        statuses.push(poll_raw(&sim, &job_path(PROJECT, QUICK_JOB)).await.status().as_u16());
     }
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
     let body = json_of(poll_raw(&sim, &job_path(PROJECT, QUICK_JOB)).await).await;
@@ -665,14 +424,7 @@ async fn project_throttle_answers_429_beyond_the_burst() {
         "The throttling threshold has been reached: policy user over ratelimit,limit:30,time:1 minute"
     );
     // Another project has its own bucket (bob may use it; the job is unknown there).
-    let other = signed_get(
-        &sim,
-        &job_path(OTHER_PROJECT, QUICK_JOB),
-        "TESTAK",
-        "test-secret",
-        Timestamp::now(),
-        &[],
-    );
+    let other = signed_get(&sim, &job_path(OTHER_PROJECT, QUICK_JOB), "TESTAK", "test-secret", Timestamp::now(), &[]);
     assert_eq!(other.send().await.unwrap().status(), StatusCode::NOT_FOUND);
     assert_eq!(admin(&sim, "/admin/requests").await["throttled"], 3);
 }
@@ -680,15 +432,7 @@ async fn project_throttle_answers_429_beyond_the_burst() {
 #[tokio::test]
 async fn healthz() {
     let sim = start(SCENARIO).await;
-    assert_eq!(
-        reqwest::get(sim.url("/healthz"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "ok"
-    );
+    assert_eq!(reqwest::get(sim.url("/healthz")).await.unwrap().text().await.unwrap(), "ok");
 }
 
 /// Kills the child process even when the test fails.
@@ -714,14 +458,8 @@ async fn binary_serves_the_default_demo() {
             .unwrap(),
     );
     let mut line = String::new();
-    std::io::BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("ims-sim listening on ")
-        .expect(&line)
-        .to_owned();
+    std::io::BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.trim().strip_prefix("ims-sim listening on ").expect(&line).to_owned();
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
 
     let client = reqwest::Client::new();
@@ -729,21 +467,11 @@ async fn binary_serves_the_default_demo() {
         "identity": {"methods": ["password"], "password": {"user": {
             "name": "demo", "password": "demo-password", "domain": {"name": "demo-domain"}}}},
         "scope": {"project": {"id": "0b0a1e4b2c2d4e8f9a0b1c2d3e4f5a6b"}}}});
-    let response = client
-        .post(format!("{base}/v3/auth/tokens"))
-        .json(&login)
-        .send()
-        .await
-        .unwrap();
+    let response = client.post(format!("{base}/v3/auth/tokens")).json(&login).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
-    let token = response.headers()["x-subject-token"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let token = response.headers()["x-subject-token"].to_str().unwrap().to_owned();
     let job = client
-        .get(format!(
-            "{base}/v1/0b0a1e4b2c2d4e8f9a0b1c2d3e4f5a6b/jobs/ff8080814dbd65d7014dbe0d84db0013"
-        ))
+        .get(format!("{base}/v1/0b0a1e4b2c2d4e8f9a0b1c2d3e4f5a6b/jobs/ff8080814dbd65d7014dbe0d84db0013"))
         .header("X-Auth-Token", token)
         .send()
         .await
@@ -762,8 +490,7 @@ fn every_example_scenario_is_valid() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml" || e == "json") {
             let text = std::fs::read_to_string(&path).unwrap();
-            let scenario =
-                Scenario::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let scenario = Scenario::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             if path.ends_with("scale-10k.yaml") {
                 assert_eq!(scenario.jobs.len(), 10_000);
             }
@@ -798,16 +525,12 @@ async fn load_aksk_over_ten_thousand_jobs() {
                     if n >= TOTAL || Instant::now() > deadline {
                         return bad;
                     }
-                    let path = job_path(
-                        "0b0a1e4b2c2d4e8f9a0b1c2d3e4f5a6b",
-                        &format!("ff808081a0{:022x}", n % 9000),
-                    );
+                    let path = job_path("0b0a1e4b2c2d4e8f9a0b1c2d3e4f5a6b", &format!("ff808081a0{:022x}", n % 9000));
                     let date = signer::sdk_date(Timestamp::now());
                     let headers = [("X-Sdk-Date", date.as_str())];
                     let canonical = signer::canonical_request("GET", &path, "", &headers, b"");
                     let signature = signer::signature("demo-secret-key", &date, &canonical);
-                    let authorization =
-                        signer::authorization_header("DEMOACCESSKEY", "x-sdk-date", &signature);
+                    let authorization = signer::authorization_header("DEMOACCESSKEY", "x-sdk-date", &signature);
                     let response = client
                         .get(sim.url(&path))
                         .header("X-Sdk-Date", &date)
@@ -829,10 +552,7 @@ async fn load_aksk_over_ten_thousand_jobs() {
     }
     let done = issued.load(Ordering::Relaxed).min(TOTAL);
     let rate = done as f64 / started.elapsed().as_secs_f64();
-    println!(
-        "ims-sim load: {done} AK/SK requests in {:?}: {rate:.0} requests/s",
-        started.elapsed()
-    );
+    println!("ims-sim load: {done} AK/SK requests in {:?}: {rate:.0} requests/s", started.elapsed());
     assert_eq!(bad, 0);
     assert!(rate > 1000.0, "{rate:.0} requests/s");
 }

@@ -10,11 +10,7 @@ use clap::Parser;
 use imagejob_operator::sim::{self, Scenario, scenario::DEFAULT_SCENARIO_YAML};
 
 #[derive(Parser)]
-#[command(
-    name = "ims-sim",
-    version,
-    about = "Local Open Telekom Cloud IMS + IAM simulator"
-)]
+#[command(name = "ims-sim", version, about = "Local Open Telekom Cloud IMS + IAM simulator")]
 struct Args {
     /// Address to listen on; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:8088")]
@@ -35,9 +31,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let scenario = load(args.scenario.as_deref())?;
@@ -45,11 +39,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(
-        jobs = scenario.jobs.len(),
-        users = scenario.users.len(),
-        "scenario loaded"
-    );
+    tracing::info!(jobs = scenario.jobs.len(), users = scenario.users.len(), "scenario loaded");
     println!("ims-sim listening on http://{addr}");
     std::io::stdout().flush()?;
     sim::serve_until(listener, scenario, shutdown_signal()).await?;
@@ -60,8 +50,7 @@ fn load(path: Option<&std::path::Path>) -> anyhow::Result<Scenario> {
     let Some(path) = path else {
         return Ok(Scenario::demo());
     };
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     Scenario::parse(&text).with_context(|| format!("invalid scenario {}", path.display()))
 }
 
@@ -72,8 +61,7 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             s.recv().await;
         }
     };

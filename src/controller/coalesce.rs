@@ -127,12 +127,7 @@ pub fn quota(per_second: f64, burst: u32) -> Quota {
 
 impl<S: JobSource> Coalescer<S> {
     pub fn new(source: S, quota: Quota) -> Self {
-        Self {
-            source,
-            limiter: Buckets::new(quota),
-            slots: Mutex::default(),
-            subscribers: Mutex::default(),
-        }
+        Self { source, limiter: Buckets::new(quota), slots: Mutex::default(), subscribers: Mutex::default() }
     }
 
     /// The job's answer: a shared one younger than `max_age`, else a new

@@ -210,6 +210,7 @@ async fn reconcile_inner<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>) -> Result<Ac
 }
 
 /// What `poll` learned, or when the rate limit lets it ask.
+#[allow(clippy::large_enum_variant)] // one per reconcile, never stored
 enum Polled {
     Done(Answered),
     Deferred(Duration),
@@ -294,9 +295,12 @@ pub fn target_of(ij: &ImageJob, args: &RunArgs, secret_project: Option<&str>) ->
     if !valid_region(region) {
         return Err(format!("region {region:?} may only contain a-z, 0-9 and '-'"));
     }
-    let project_id = ij.spec.project_id.as_deref().or(secret_project).ok_or_else(|| {
-        "no project ID: set spec.projectId or add projectId to the credentials Secret".to_owned()
-    })?;
+    let project_id = ij
+        .spec
+        .project_id
+        .as_deref()
+        .or(secret_project)
+        .ok_or_else(|| "no project ID: set spec.projectId or add projectId to the credentials Secret".to_owned())?;
     Ok(JobTarget {
         ims_endpoint: resolve_endpoint(&args.ims_endpoint, region),
         iam_endpoint: resolve_endpoint(&args.iam_endpoint, region),
@@ -352,11 +356,8 @@ const WRITE_ECHO_WINDOW: Duration = Duration::from_secs(5);
 /// transition times and order).
 pub fn fingerprint(status: &ImageJobStatus) -> u64 {
     use std::hash::{Hash, Hasher};
-    let mut conditions: Vec<_> = status
-        .conditions
-        .iter()
-        .map(|c| (&c.type_, &c.status, &c.reason, &c.message, c.observed_generation))
-        .collect();
+    let mut conditions: Vec<_> =
+        status.conditions.iter().map(|c| (&c.type_, &c.status, &c.reason, &c.message, c.observed_generation)).collect();
     conditions.sort();
     let rest = ImageJobStatus { conditions: Vec::new(), ..status.clone() };
     let mut h = std::collections::hash_map::DefaultHasher::new();

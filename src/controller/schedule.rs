@@ -106,7 +106,13 @@ impl Schedule {
 
     /// True when we wrote exactly this status within `window`: a cache that
     /// shows something else has not caught up with our write yet.
-    pub fn recently_written(&self, key: &ObjectRef<ImageJob>, uid: Option<&str>, fingerprint: u64, window: Duration) -> bool {
+    pub fn recently_written(
+        &self,
+        key: &ObjectRef<ImageJob>,
+        uid: Option<&str>,
+        fingerprint: u64,
+        window: Duration,
+    ) -> bool {
         let entries = self.entries.lock().unwrap();
         entries.get(key).is_some_and(|e| {
             e.uid.as_deref() == uid && e.written.is_some_and(|(f, at)| f == fingerprint && at.elapsed() < window)

@@ -67,8 +67,10 @@ impl SecretCache {
             Err(source) => return Err(SecretError::Kube { namespace: key.0, name: key.1, source }),
         };
         let data = secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-        let (credentials, project_id) = Credentials::from_secret_data(&data).map_err(|e| {
-            SecretError::Invalid { namespace: key.0.clone(), name: key.1.clone(), reason: e.to_string() }
+        let (credentials, project_id) = Credentials::from_secret_data(&data).map_err(|e| SecretError::Invalid {
+            namespace: key.0.clone(),
+            name: key.1.clone(),
+            reason: e.to_string(),
         })?;
         let loaded = Arc::new(Loaded { credentials, project_id });
         let rv = secret.metadata.resource_version.unwrap_or_default();

@@ -8,7 +8,14 @@ fn args() -> RunArgs {
         #[command(flatten)]
         run: RunArgs,
     }
-    Cli::parse_from(["test", "--ims-endpoint", "https://ims.{region}.example", "--iam-endpoint", "https://iam.{region}.example"]).run
+    Cli::parse_from([
+        "test",
+        "--ims-endpoint",
+        "https://ims.{region}.example",
+        "--iam-endpoint",
+        "https://iam.{region}.example",
+    ])
+    .run
 }
 
 fn imagejob(spec: ImageJobSpec) -> ImageJob {
@@ -18,7 +25,11 @@ fn imagejob(spec: ImageJobSpec) -> ImageJob {
 }
 
 fn spec() -> ImageJobSpec {
-    ImageJobSpec { job_id: "job-1".into(), credentials_ref: CredentialsRef { name: "creds".into() }, ..Default::default() }
+    ImageJobSpec {
+        job_id: "job-1".into(),
+        credentials_ref: CredentialsRef { name: "creds".into() },
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -173,7 +184,11 @@ fn the_fingerprint_ignores_what_differs_ignores() {
         observed_generation: Some(1),
         last_transition_time: Time(Timestamp::from_second(at).unwrap()),
     };
-    let a = ImageJobStatus { progress: Some(10), conditions: vec![cond("Ready", 1), cond("Reconciling", 2)], ..Default::default() };
+    let a = ImageJobStatus {
+        progress: Some(10),
+        conditions: vec![cond("Ready", 1), cond("Reconciling", 2)],
+        ..Default::default()
+    };
     let b = ImageJobStatus { conditions: vec![cond("Reconciling", 5), cond("Ready", 6)], ..a.clone() };
     assert_eq!(fingerprint(&a), fingerprint(&b));
     let c = ImageJobStatus { progress: Some(11), ..a.clone() };

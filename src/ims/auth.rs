@@ -73,12 +73,7 @@ impl TokenCache {
     }
 
     /// A valid token for `key`, from the cache or from IAM.
-    pub async fn token(
-        &self,
-        http: &reqwest::Client,
-        key: &TokenKey,
-        password: &Secret,
-    ) -> Result<Secret, ImsError> {
+    pub async fn token(&self, http: &reqwest::Client, key: &TokenKey, password: &Secret) -> Result<Secret, ImsError> {
         let waiting_since = Instant::now();
         let slot = self.slot(key);
         let mut slot = slot.lock().await;
@@ -144,9 +139,7 @@ impl TokenCache {
         let now = Instant::now();
         slots.retain(|_, slot| {
             Arc::strong_count(slot) > 1
-                || slot
-                    .try_lock()
-                    .map_or(true, |s| s.token.as_ref().is_some_and(|t| now < t.refresh_at))
+                || slot.try_lock().map_or(true, |s| s.token.as_ref().is_some_and(|t| now < t.refresh_at))
         });
         slots.entry(key.clone()).or_default().clone()
     }
@@ -154,11 +147,7 @@ impl TokenCache {
 
 /// `POST {iam}/v3/auth/tokens?nocatalog=true`: `nocatalog` spares the large
 /// service catalog, which this client does not need.
-async fn fetch_token(
-    http: &reqwest::Client,
-    key: &TokenKey,
-    password: &Secret,
-) -> Result<CachedToken, ImsError> {
+async fn fetch_token(http: &reqwest::Client, key: &TokenKey, password: &Secret) -> Result<CachedToken, ImsError> {
     let mut url = url_with_path(&key.iam_endpoint, &["v3", "auth", "tokens"])?;
     url.set_query(Some("nocatalog=true"));
     let body = json!({"auth": {
@@ -170,12 +159,7 @@ async fn fetch_token(
     let request = http.post(url.clone()).json(&body);
     let answer = read_answer(Service::Iam, "POST", &url, request).await?;
     if !(200..300).contains(&answer.status) {
-        return Err(ImsError::from_response(
-            Service::Iam,
-            answer.status,
-            &answer.headers,
-            &answer.body,
-        ));
+        return Err(ImsError::from_response(Service::Iam, answer.status, &answer.headers, &answer.body));
     }
     let value = answer
         .headers
@@ -211,11 +195,7 @@ mod tests {
     use crate::ims::testing::{FakeCloud, Reply};
 
     fn password_creds(pw: &str) -> Credentials {
-        Credentials::Password {
-            username: "bob".into(),
-            password: pw.into(),
-            domain_name: "dom".into(),
-        }
+        Credentials::Password { username: "bob".into(), password: pw.into(), domain_name: "dom".into() }
     }
 
     fn key(cloud: &FakeCloud, pw: &str) -> TokenKey {
@@ -224,19 +204,19 @@ mod tests {
 
     #[test]
     fn lifetime_uses_iam_clock() {
-        let body = br#"{"token":{"issued_at":"2015-11-08T01:42:57.527363Z","expires_at":"2015-11-09T01:42:57.527363Z"}}"#;
+        let body =
+            br#"{"token":{"issued_at":"2015-11-08T01:42:57.527363Z","expires_at":"2015-11-09T01:42:57.527363Z"}}"#;
         assert_eq!(lifetime(body), Some(Duration::from_secs(86400)));
         assert_eq!(lifetime(b"{}"), None);
-        assert_eq!(lifetime(br#"{"token":{"issued_at":"2015-11-09T01:42:57Z","expires_at":"2015-11-08T01:42:57Z"}}"#), Some(Duration::ZERO));
+        assert_eq!(
+            lifetime(br#"{"token":{"issued_at":"2015-11-09T01:42:57Z","expires_at":"2015-11-08T01:42:57Z"}}"#),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]
     fn aksk_has_no_token_key() {
-        let creds = Credentials::AkSk {
-            access_key: "a".into(),
-            secret_key: "s".into(),
-            security_token: None,
-        };
+        let creds = Credentials::AkSk { access_key: "a".into(), secret_key: "s".into(), security_token: None };
         assert_eq!(TokenKey::new("http://x", "p", &creds), None);
     }
 
@@ -276,15 +256,10 @@ mod tests {
         let k = key(&cloud, "pw");
         let calls = (0..10).map(|_| {
             let (cache, http, k) = (cache.clone(), http.clone(), k.clone());
-            tokio::spawn(async move {
-                cache.token(&http, &k, &"pw".into()).await.map(|t| t.expose().to_owned())
-            })
+            tokio::spawn(async move { cache.token(&http, &k, &"pw".into()).await.map(|t| t.expose().to_owned()) })
         });
-        let tokens: Vec<String> = futures::future::join_all(calls)
-            .await
-            .into_iter()
-            .map(|r| r.unwrap().unwrap())
-            .collect();
+        let tokens: Vec<String> =
+            futures::future::join_all(calls).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
         assert!(tokens.iter().all(|t| t == &tokens[0]));
         assert_eq!(cloud.iam_calls(), 1);
     }
@@ -293,7 +268,10 @@ mod tests {
     async fn concurrent_callers_share_one_failure() {
         let cloud = FakeCloud::start().await;
         cloud.set_iam_delay(Duration::from_millis(100));
-        cloud.set_iam_reply(Reply::json(401, r#"{"error":{"code":401,"message":"The username or password is wrong.","title":"Unauthorized"}}"#));
+        cloud.set_iam_reply(Reply::json(
+            401,
+            r#"{"error":{"code":401,"message":"The username or password is wrong.","title":"Unauthorized"}}"#,
+        ));
         let cache = Arc::new(TokenCache::new());
         let http = reqwest::Client::new();
         let k = key(&cloud, "wrong");

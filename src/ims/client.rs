@@ -83,23 +83,13 @@ impl ImsClient {
     /// `GET /v1/{project_id}/jobs/{job_id}`.
     pub async fn get_job(&self, target: &JobTarget, creds: &Credentials) -> Result<Job, ImsError> {
         if target.project_id.trim().is_empty() || target.job_id.trim().is_empty() {
-            return Err(ImsError::InvalidRequest {
-                detail: "project ID and job ID must not be empty".into(),
-            });
+            return Err(ImsError::InvalidRequest { detail: "project ID and job ID must not be empty".into() });
         }
-        let url = url_with_path(
-            &target.ims_endpoint,
-            &["v1", &target.project_id, "jobs", &target.job_id],
-        )?;
+        let url = url_with_path(&target.ims_endpoint, &["v1", &target.project_id, "jobs", &target.job_id])?;
         let answer = match creds {
             Credentials::AkSk { access_key, secret_key, security_token } => {
-                let request = self.signed_get(
-                    &url,
-                    &target.project_id,
-                    access_key,
-                    secret_key,
-                    security_token.as_ref(),
-                )?;
+                let request =
+                    self.signed_get(&url, &target.project_id, access_key, secret_key, security_token.as_ref())?;
                 read_answer(Service::Ims, "GET", &url, request).await?
             }
             Credentials::Password { password, .. } => {
@@ -113,31 +103,20 @@ impl ImsClient {
 
     /// A token may be revoked before it expires (password or permission
     /// change), so one 401 earns one fresh token; a second 401 is final.
-    async fn get_with_token(
-        &self,
-        url: &Url,
-        key: &TokenKey,
-        password: &Secret,
-    ) -> Result<Answer, ImsError> {
+    async fn get_with_token(&self, url: &Url, key: &TokenKey, password: &Secret) -> Result<Answer, ImsError> {
         let token = self.tokens.token(&self.http, key, password).await?;
         let answer = read_answer(Service::Ims, "GET", url, self.token_get(url, &token)?).await?;
         if answer.status != 401 {
             return Ok(answer);
         }
-        tracing::debug!(
-            path = url.path(),
-            "IMS rejected the cached token; fetching a new one once"
-        );
+        tracing::debug!(path = url.path(), "IMS rejected the cached token; fetching a new one once");
         self.tokens.invalidate_if(key, &token).await;
         let token = self.tokens.token(&self.http, key, password).await?;
         read_answer(Service::Ims, "GET", url, self.token_get(url, &token)?).await
     }
 
     fn token_get(&self, url: &Url, token: &Secret) -> Result<reqwest::RequestBuilder, ImsError> {
-        Ok(self
-            .http
-            .get(url.clone())
-            .header("X-Auth-Token", header_value(token.expose(), "token")?))
+        Ok(self.http.get(url.clone()).header("X-Auth-Token", header_value(token.expose(), "token")?))
     }
 
     /// Signs as huaweicloud-sdk-go-v3 does: every header it sets before
@@ -154,23 +133,16 @@ impl ImsClient {
         security_token: Option<&Secret>,
     ) -> Result<reqwest::RequestBuilder, ImsError> {
         let date = signer::sdk_date(jiff::Timestamp::now());
-        let mut headers: Vec<(&str, &str)> =
-            vec![("X-Sdk-Date", &date), ("X-Project-Id", project_id)];
+        let mut headers: Vec<(&str, &str)> = vec![("X-Sdk-Date", &date), ("X-Project-Id", project_id)];
         if let Some(token) = security_token {
             headers.push(("X-Security-Token", token.expose()));
         }
-        let canonical =
-            signer::canonical_request("GET", url.path(), url.query().unwrap_or(""), &headers, b"");
+        let canonical = signer::canonical_request("GET", url.path(), url.query().unwrap_or(""), &headers, b"");
         let signature = signer::signature(secret_key.expose(), &date, &canonical);
-        let authorization = signer::authorization_header(
-            access_key,
-            &signer::signed_header_names(&headers),
-            &signature,
-        );
-        let mut request = self
-            .http
-            .get(url.clone())
-            .header("Authorization", header_value(&authorization, "access key")?);
+        let authorization =
+            signer::authorization_header(access_key, &signer::signed_header_names(&headers), &signature);
+        let mut request =
+            self.http.get(url.clone()).header("Authorization", header_value(&authorization, "access key")?);
         for (name, value) in headers {
             request = request.header(name, header_value(value, name)?);
         }
@@ -190,22 +162,16 @@ impl JobSource for ImsClient {
 
 /// The value is never put in the error: it may be a secret.
 fn header_value(value: &str, what: &str) -> Result<reqwest::header::HeaderValue, ImsError> {
-    let mut value =
-        reqwest::header::HeaderValue::from_str(value).map_err(|_| ImsError::InvalidRequest {
-            detail: format!("the {what} contains characters not allowed in an HTTP header"),
-        })?;
+    let mut value = reqwest::header::HeaderValue::from_str(value).map_err(|_| ImsError::InvalidRequest {
+        detail: format!("the {what} contains characters not allowed in an HTTP header"),
+    })?;
     value.set_sensitive(true);
     Ok(value)
 }
 
 fn job_from(answer: Answer) -> Result<Job, ImsError> {
     if !(200..300).contains(&answer.status) {
-        return Err(ImsError::from_response(
-            Service::Ims,
-            answer.status,
-            &answer.headers,
-            &answer.body,
-        ));
+        return Err(ImsError::from_response(Service::Ims, answer.status, &answer.headers, &answer.body));
     }
     if answer.truncated {
         return Err(ImsError::InvalidBody {
@@ -226,8 +192,7 @@ fn job_from(answer: Answer) -> Result<Job, ImsError> {
 pub(crate) fn url_with_path(base: &str, segments: &[&str]) -> Result<Url, ImsError> {
     // User info may hold a password: then the endpoint is not echoed.
     let shown = if base.contains('@') { "with user info".to_owned() } else { format!("{base:?}") };
-    let invalid =
-        |why: &str| ImsError::InvalidRequest { detail: format!("endpoint {shown} {why}") };
+    let invalid = |why: &str| ImsError::InvalidRequest { detail: format!("endpoint {shown} {why}") };
     if base.contains(['{', '}']) {
         return Err(invalid("has an unresolved placeholder such as {region}"));
     }
@@ -239,10 +204,7 @@ pub(crate) fn url_with_path(base: &str, segments: &[&str]) -> Result<Url, ImsErr
         return Err(invalid("must not carry user info or a query"));
     }
     url.set_fragment(None);
-    url.path_segments_mut()
-        .map_err(|()| invalid("cannot have a path"))?
-        .pop_if_empty()
-        .extend(segments);
+    url.path_segments_mut().map_err(|()| invalid("cannot have a path"))?.pop_if_empty().extend(segments);
     Ok(url)
 }
 
@@ -291,9 +253,7 @@ async fn receive(service: Service, request: reqwest::RequestBuilder) -> Result<A
     let headers = std::mem::take(response.headers_mut());
     let mut body = Vec::new();
     let mut truncated = false;
-    while let Some(chunk) =
-        response.chunk().await.map_err(|e| ImsError::from_reqwest(service, e))?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(|e| ImsError::from_reqwest(service, e))? {
         let room = MAX_BODY_BYTES - body.len();
         if chunk.len() > room {
             body.extend_from_slice(&chunk[..room]);
@@ -312,22 +272,15 @@ mod tests {
     use crate::ims::model::JobStatus;
     use crate::ims::testing::{FakeCloud, Reply};
 
-    const RUNNING: &str = r#"{"status":"RUNNING","job_id":"job1","job_type":"imsImportImageJob","entities":{"process_percent":0.5}}"#;
+    const RUNNING: &str =
+        r#"{"status":"RUNNING","job_id":"job1","job_type":"imsImportImageJob","entities":{"process_percent":0.5}}"#;
 
     fn aksk(token: Option<&str>) -> Credentials {
-        Credentials::AkSk {
-            access_key: "AK".into(),
-            secret_key: "SK".into(),
-            security_token: token.map(Secret::from),
-        }
+        Credentials::AkSk { access_key: "AK".into(), secret_key: "SK".into(), security_token: token.map(Secret::from) }
     }
 
     fn password() -> Credentials {
-        Credentials::Password {
-            username: "bob".into(),
-            password: "pw".into(),
-            domain_name: "dom".into(),
-        }
+        Credentials::Password { username: "bob".into(), password: "pw".into(), domain_name: "dom".into() }
     }
 
     fn target(cloud: &FakeCloud) -> JobTarget {
@@ -349,16 +302,10 @@ mod tests {
             resolve_endpoint("https://ims.{region}.otc.t-systems.com", "eu-nl"),
             "https://ims.eu-nl.otc.t-systems.com"
         );
-        let url =
-            url_with_path("http://127.0.0.1:9/prefix/", &["v1", "p 1", "jobs", "a/b"]).unwrap();
+        let url = url_with_path("http://127.0.0.1:9/prefix/", &["v1", "p 1", "jobs", "a/b"]).unwrap();
         assert_eq!(url.as_str(), "http://127.0.0.1:9/prefix/v1/p%201/jobs/a%2Fb");
-        assert_eq!(
-            url_with_path("https://ims.example", &["v1"]).unwrap().as_str(),
-            "https://ims.example/v1"
-        );
-        for bad in
-            ["ims.example", "ftp://x", "https://u:p@x", "https://x/?a=b", "https://ims.{region}.x"]
-        {
+        assert_eq!(url_with_path("https://ims.example", &["v1"]).unwrap().as_str(), "https://ims.example/v1");
+        for bad in ["ims.example", "ftp://x", "https://u:p@x", "https://x/?a=b", "https://ims.{region}.x"] {
             let err = url_with_path(bad, &["v1"]).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::BadRequest, "{bad}");
             assert!(!err.to_string().contains(":p@"), "{err}");
@@ -379,17 +326,14 @@ mod tests {
         assert_eq!(h("x-security-token").as_deref(), Some("temp-token"));
         assert!(h("user-agent").unwrap().starts_with("imagejob-operator/"));
         assert_eq!(h("x-auth-token"), None);
-        let (access, signed, signature) =
-            signer::parse_authorization(&h("authorization").unwrap()).unwrap();
+        let (access, signed, signature) = signer::parse_authorization(&h("authorization").unwrap()).unwrap();
         assert_eq!(access, "AK");
         assert_eq!(signed, "x-project-id;x-sdk-date;x-security-token");
         let date = h("x-sdk-date").unwrap();
         let age = jiff::Timestamp::now().duration_since(signer::parse_sdk_date(&date).unwrap());
         assert!(age.as_secs().abs() < 60);
-        let headers: Vec<(String, String)> =
-            signed.split(';').map(|n| (n.to_owned(), h(n).unwrap())).collect();
-        let headers: Vec<(&str, &str)> =
-            headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let headers: Vec<(String, String)> = signed.split(';').map(|n| (n.to_owned(), h(n).unwrap())).collect();
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         let canonical = signer::canonical_request("GET", &seen.path, "", &headers, b"");
         assert_eq!(signature, signer::signature("SK", &date, &canonical));
     }
@@ -453,7 +397,10 @@ mod tests {
     #[tokio::test]
     async fn iam_rejection_is_authentication_failed_and_ims_is_not_called() {
         let cloud = FakeCloud::start().await;
-        cloud.set_iam_reply(Reply::json(401, r#"{"error":{"code":401,"message":"The username or password is wrong.","title":"Unauthorized"}}"#));
+        cloud.set_iam_reply(Reply::json(
+            401,
+            r#"{"error":{"code":401,"message":"The username or password is wrong.","title":"Unauthorized"}}"#,
+        ));
         let err = client().get_job(&target(&cloud), &password()).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::AuthenticationFailed);
         assert!(err.to_string().starts_with("IAM token request failed: HTTP 401"), "{err}");
@@ -512,10 +459,7 @@ mod tests {
     async fn timeout_and_connection_failure_are_transient() {
         let cloud = FakeCloud::start().await;
         cloud.set_ims_delay(Duration::from_millis(500));
-        let err = ImsClient::new(Duration::from_millis(100))
-            .get_job(&target(&cloud), &aksk(None))
-            .await
-            .unwrap_err();
+        let err = ImsClient::new(Duration::from_millis(100)).get_job(&target(&cloud), &aksk(None)).await.unwrap_err();
         assert!(matches!(err, ImsError::Timeout { .. }), "{err:?}");
         assert!(err.is_transient());
 

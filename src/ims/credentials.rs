@@ -136,8 +136,7 @@ impl Credentials {
     pub fn from_secret_data(
         data: &BTreeMap<String, Vec<u8>>,
     ) -> Result<(Credentials, Option<String>), CredentialsError> {
-        let lookup =
-            |name: &str| data.get(name).map(|v| String::from_utf8(v.clone()).map_err(|_| ()));
+        let lookup = |name: &str| data.get(name).map(|v| String::from_utf8(v.clone()).map_err(|_| ()));
         let creds = Self::from_lookup("the Secret", &SECRET_KEYS, lookup)?;
         let project = read("the Secret", SECRET_KEYS.project_id, &lookup, false)?;
         Ok((creds, project))
@@ -184,15 +183,11 @@ impl Credentials {
     /// A fingerprint of all the material, including secrets, so that a
     /// rotated secret gives a new key (and a fresh token).
     pub fn cache_key(&self) -> CacheKey {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(process_key()).expect("HMAC takes any key length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(process_key()).expect("HMAC takes any key length");
         let parts: Vec<&str> = match self {
-            Credentials::AkSk { access_key, secret_key, security_token } => vec![
-                "aksk",
-                access_key,
-                secret_key.expose(),
-                security_token.as_ref().map_or("", Secret::expose),
-            ],
+            Credentials::AkSk { access_key, secret_key, security_token } => {
+                vec!["aksk", access_key, secret_key.expose(), security_token.as_ref().map_or("", Secret::expose)]
+            }
             Credentials::Password { username, password, domain_name } => {
                 vec!["password", domain_name, username, password.expose()]
             }
@@ -250,28 +245,17 @@ mod tests {
     fn secret_never_prints() {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s} {s:?}"), "[redacted] [redacted]");
-        let c = Credentials::Password {
-            username: "u".into(),
-            password: s.clone(),
-            domain_name: "d".into(),
-        };
+        let c = Credentials::Password { username: "u".into(), password: s.clone(), domain_name: "d".into() };
         assert!(!format!("{c:?}").contains("hunter2"));
         assert_eq!(s.expose(), "hunter2");
     }
 
     #[test]
     fn secret_data_aksk_with_project() {
-        let d = data(&[
-            ("accessKey", "AK1\n"),
-            ("secretKey", "SK1"),
-            ("securityToken", "tok"),
-            ("projectId", " p1 "),
-        ]);
+        let d = data(&[("accessKey", "AK1\n"), ("secretKey", "SK1"), ("securityToken", "tok"), ("projectId", " p1 ")]);
         let (creds, project) = Credentials::from_secret_data(&d).unwrap();
         assert_eq!(project.as_deref(), Some("p1"));
-        let Credentials::AkSk { access_key, secret_key, security_token } = &creds else {
-            panic!("not AK/SK")
-        };
+        let Credentials::AkSk { access_key, secret_key, security_token } = &creds else { panic!("not AK/SK") };
         assert_eq!(access_key, "AK1");
         assert_eq!(secret_key.expose(), "SK1");
         assert_eq!(security_token.as_ref().map(Secret::expose), Some("tok"));
@@ -283,31 +267,21 @@ mod tests {
         let d = data(&[("username", "bob"), ("password", " pw \n"), ("domainName", "OTC-EU")]);
         let (creds, project) = Credentials::from_secret_data(&d).unwrap();
         assert_eq!(project, None);
-        let Credentials::Password { username, password, domain_name } = creds else {
-            panic!("not password")
-        };
-        assert_eq!(
-            (username.as_str(), password.expose(), domain_name.as_str()),
-            ("bob", " pw ", "OTC-EU")
-        );
+        let Credentials::Password { username, password, domain_name } = creds else { panic!("not password") };
+        assert_eq!((username.as_str(), password.expose(), domain_name.as_str()), ("bob", " pw ", "OTC-EU"));
     }
 
     #[test]
     fn missing_keys_are_named_without_values() {
-        let err =
-            Credentials::from_secret_data(&data(&[("accessKey", "AKSECRETLOOKING")])).unwrap_err();
+        let err = Credentials::from_secret_data(&data(&[("accessKey", "AKSECRETLOOKING")])).unwrap_err();
         assert_eq!(err.to_string(), "incomplete credentials in the Secret: missing secretKey");
-        let err =
-            Credentials::from_secret_data(&data(&[("password", "hunter2"), ("domainName", "")]))
-                .unwrap_err();
+        let err = Credentials::from_secret_data(&data(&[("password", "hunter2"), ("domainName", "")])).unwrap_err();
         let msg = err.to_string();
         assert_eq!(msg, "incomplete credentials in the Secret: missing username, domainName");
         assert!(!msg.contains("hunter2"));
         let err = Credentials::from_secret_data(&data(&[("projectId", "p")])).unwrap_err();
         assert!(err.to_string().contains("accessKey and secretKey"), "{err}");
-        let err =
-            Credentials::from_secret_data(&BTreeMap::from([("secretKey".into(), vec![0xff])]))
-                .unwrap_err();
+        let err = Credentials::from_secret_data(&BTreeMap::from([("secretKey".into(), vec![0xff])])).unwrap_err();
         assert_eq!(err.to_string(), "secretKey in the Secret is not valid UTF-8");
     }
 
@@ -328,16 +302,8 @@ mod tests {
             "no cloud credentials in the environment: set OTC_ACCESS_KEY and OTC_SECRET_KEY \
              (optionally OTC_SECURITY_TOKEN), or OTC_USERNAME, OTC_PASSWORD and OTC_DOMAIN_NAME"
         );
-        let err = Credentials::from_lookup(
-            "the environment",
-            &ENV_NAMES,
-            env(&[("OTC_SECRET_KEY", "s")]),
-        )
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "incomplete credentials in the environment: missing OTC_ACCESS_KEY"
-        );
+        let err = Credentials::from_lookup("the environment", &ENV_NAMES, env(&[("OTC_SECRET_KEY", "s")])).unwrap_err();
+        assert_eq!(err.to_string(), "incomplete credentials in the environment: missing OTC_ACCESS_KEY");
         let creds = Credentials::from_lookup(
             "the environment",
             &ENV_NAMES,
@@ -359,11 +325,7 @@ mod tests {
         assert_ne!(k, aksk("a", "s2", None).cache_key());
         assert_ne!(k, aksk("a", "s", Some("t")).cache_key());
         assert_ne!(aksk("ab", "c", None).cache_key(), aksk("a", "bc", None).cache_key());
-        let pw = Credentials::Password {
-            username: "a".into(),
-            password: "s".into(),
-            domain_name: "".into(),
-        };
+        let pw = Credentials::Password { username: "a".into(), password: "s".into(), domain_name: "".into() };
         assert_ne!(k, pw.cache_key());
         assert_eq!(k.to_string().len(), 16);
     }

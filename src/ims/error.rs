@@ -124,9 +124,7 @@ impl ImsError {
 
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ImsError::Http { service, status, code, .. } => {
-                http_kind(*service, *status, code.as_deref())
-            }
+            ImsError::Http { service, status, code, .. } => http_kind(*service, *status, code.as_deref()),
             ImsError::Timeout { .. }
             | ImsError::Connect { .. }
             | ImsError::Transport { .. }
@@ -171,9 +169,7 @@ impl ImsError {
 
     pub fn request_id(&self) -> Option<&str> {
         match self {
-            ImsError::Http { request_id, .. } | ImsError::InvalidBody { request_id, .. } => {
-                request_id.as_deref()
-            }
+            ImsError::Http { request_id, .. } | ImsError::InvalidBody { request_id, .. } => request_id.as_deref(),
             _ => None,
         }
     }
@@ -309,9 +305,7 @@ fn display_http(
         out.push_str("IAM token request failed: ");
     }
     out.push_str(&format!("HTTP {status}"));
-    if let Some(reason) =
-        reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason())
-    {
+    if let Some(reason) = reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()) {
         out.push(' ');
         out.push_str(reason);
     }
@@ -332,9 +326,7 @@ mod tests {
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         pairs
             .iter()
-            .map(|(k, v)| {
-                (reqwest::header::HeaderName::from_static(k), HeaderValue::from_str(v).unwrap())
-            })
+            .map(|(k, v)| (reqwest::header::HeaderName::from_static(k), HeaderValue::from_str(v).unwrap()))
             .collect()
     }
 
@@ -345,16 +337,12 @@ mod tests {
     #[test]
     fn nested_error_shape() {
         let h = headers(&[("x-request-id", "8f1c2a")]);
-        let body =
-            br#"{"error":{"code":"IMG.0030","message":"The project ID or token is invalid"}}"#;
+        let body = br#"{"error":{"code":"IMG.0030","message":"The project ID or token is invalid"}}"#;
         let err = ImsError::from_response(Service::Ims, 403, &h, body);
         assert_eq!(err.code(), Some("IMG.0030"));
         assert_eq!(err.request_id(), Some("8f1c2a"));
         assert_eq!(err.kind(), ErrorKind::Forbidden);
-        assert_eq!(
-            err.to_string(),
-            "HTTP 403 Forbidden: IMG.0030 The project ID or token is invalid (request 8f1c2a)"
-        );
+        assert_eq!(err.to_string(), "HTTP 403 Forbidden: IMG.0030 The project ID or token is invalid (request 8f1c2a)");
     }
 
     #[test]
@@ -400,10 +388,7 @@ mod tests {
     fn other_bodies_keep_a_short_excerpt() {
         let err = ims(502, "<html>\n  <body>Bad   Gateway</body>\n</html>");
         assert_eq!(err.message(), Some("<html> <body>Bad Gateway</body> </html>"));
-        assert_eq!(
-            err.to_string(),
-            "HTTP 502 Bad Gateway: <html> <body>Bad Gateway</body> </html>"
-        );
+        assert_eq!(err.to_string(), "HTTP 502 Bad Gateway: <html> <body>Bad Gateway</body> </html>");
         let long = "é".repeat(1000);
         let msg = ims(500, &long).message().unwrap().to_owned();
         assert_eq!(msg.chars().count(), MAX_EXCERPT_CHARS + 1);
@@ -431,10 +416,7 @@ mod tests {
             assert_eq!(ims(status, "").is_transient(), kind == ErrorKind::Transient);
         }
         assert!(ImsError::Timeout { service: Service::Ims }.is_transient());
-        assert!(
-            ImsError::InvalidBody { service: Service::Ims, detail: "x".into(), request_id: None }
-                .is_transient()
-        );
+        assert!(ImsError::InvalidBody { service: Service::Ims, detail: "x".into(), request_id: None }.is_transient());
         assert_eq!(ImsError::InvalidRequest { detail: "x".into() }.kind(), ErrorKind::BadRequest);
     }
 
@@ -452,10 +434,7 @@ mod tests {
     fn retry_after_forms() {
         let now: jiff::Timestamp = "2015-10-21T07:28:00Z".parse().unwrap();
         assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
-            Some(Duration::from_secs(30))
-        );
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now), Some(Duration::from_secs(30)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("999999", now), Some(MAX_RETRY_AFTER));
         assert_eq!(parse_retry_after("soon", now), None);
@@ -466,11 +445,7 @@ mod tests {
     fn body_shapes() {
         assert_eq!(
             parse_error_body(br#"{"code":"IMG.0001","message":"m"}"#),
-            ErrorBody {
-                code: Some("IMG.0001".into()),
-                message: Some("m".into()),
-                request_id: None
-            }
+            ErrorBody { code: Some("IMG.0001".into()), message: Some("m".into()), request_id: None }
         );
         assert_eq!(parse_error_body(b"not json"), ErrorBody::default());
         assert_eq!(parse_error_body(br#"{"error":"flat string"}"#), ErrorBody::default());

@@ -141,7 +141,8 @@ pub(crate) mod testing {
         } else {
             inner.ims_calls.fetch_add(1, Ordering::SeqCst);
             *inner.last_ims.lock().unwrap() = Some(seen.clone());
-            let default: Handler = Arc::new(|_| Reply::json(404, r#"{"error":{"code":"IMG.0404","message":"no job"}}"#));
+            let default: Handler =
+                Arc::new(|_| Reply::json(404, r#"{"error":{"code":"IMG.0404","message":"no job"}}"#));
             (*inner.ims_delay.lock().unwrap(), inner.ims.lock().unwrap().clone().unwrap_or(default))
         };
         tokio::time::sleep(delay).await;

@@ -113,8 +113,7 @@ impl Job {
     /// Parses a response body. The status is required and must be one of
     /// the four documented values; everything else is optional.
     pub fn parse(body: &[u8]) -> Result<Self, ParseError> {
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
+        let value: Value = serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
         Self::from_value(&value)
     }
 
@@ -202,10 +201,7 @@ fn strings(obj: &Map<String, Value>, key: &str) -> Vec<String> {
         .collect()
 }
 
-fn objects<'a>(
-    obj: &'a Map<String, Value>,
-    key: &str,
-) -> impl Iterator<Item = &'a Map<String, Value>> {
+fn objects<'a>(obj: &'a Map<String, Value>, key: &str) -> impl Iterator<Item = &'a Map<String, Value>> {
     obj.get(key).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_object)
 }
 
@@ -344,7 +340,8 @@ mod tests {
         let job = Job::parse(br#"{"status":"INIT","entities":null}"#).unwrap();
         assert_eq!(job.status, Some(JobStatus::Init));
         assert_eq!(job.progress, None);
-        let job = Job::parse(br#"{"status":"SUCCESS","entities":{"image_name":"x","image_id":"y"},"results":7}"#).unwrap();
+        let job =
+            Job::parse(br#"{"status":"SUCCESS","entities":{"image_name":"x","image_id":"y"},"results":7}"#).unwrap();
         assert_eq!(job.image_id.as_deref(), Some("y"));
     }
 
@@ -353,10 +350,7 @@ mod tests {
         assert!(matches!(Job::parse(b"<html>502</html>"), Err(ParseError::NotJson(_))));
         assert_eq!(Job::parse(b"[1,2]"), Err(ParseError::NotAnObject));
         assert_eq!(Job::parse(b"{}"), Err(ParseError::MissingStatus));
-        assert_eq!(
-            Job::parse(br#"{"status":"PAUSED"}"#),
-            Err(ParseError::UnknownStatus("PAUSED".into()))
-        );
+        assert_eq!(Job::parse(br#"{"status":"PAUSED"}"#), Err(ParseError::UnknownStatus("PAUSED".into())));
     }
 
     #[test]
@@ -427,12 +421,18 @@ mod tests {
                 proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
                 proptest::collection::btree_map(
                     prop_oneof![
-                        Just("status".to_string()), Just("entities".to_string()),
-                        Just("process_percent".to_string()), Just("sub_jobs_result".to_string()),
-                        Just("results".to_string()), Just("begin_time".to_string()), ".{0,8}".prop_map(String::from)
+                        Just("status".to_string()),
+                        Just("entities".to_string()),
+                        Just("process_percent".to_string()),
+                        Just("sub_jobs_result".to_string()),
+                        Just("results".to_string()),
+                        Just("begin_time".to_string()),
+                        ".{0,8}".prop_map(String::from)
                     ],
-                    inner, 0..6
-                ).prop_map(|m| Value::Object(m.into_iter().collect())),
+                    inner,
+                    0..6
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
     }

@@ -17,13 +17,7 @@ const DATE_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 /// `headers`: the headers to sign as (name, value); names any case. Must
 /// include `X-Sdk-Date`. `path` may be raw or percent-encoded; `query` is
 /// the raw query without `?`.
-pub fn canonical_request(
-    method: &str,
-    path: &str,
-    query: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> String {
+pub fn canonical_request(method: &str, path: &str, query: &str, headers: &[(&str, &str)], body: &[u8]) -> String {
     format!(
         "{}\n{}\n{}\n{}\n{}\n{}",
         method.to_ascii_uppercase(),
@@ -37,8 +31,7 @@ pub fn canonical_request(
 
 /// Lower-case, sorted, de-duplicated header names joined by `;`.
 pub fn signed_header_names(headers: &[(&str, &str)]) -> String {
-    let mut names: Vec<String> =
-        headers.iter().map(|(n, _)| n.trim().to_ascii_lowercase()).collect();
+    let mut names: Vec<String> = headers.iter().map(|(n, _)| n.trim().to_ascii_lowercase()).collect();
     names.sort();
     names.dedup();
     names.join(";")
@@ -47,22 +40,17 @@ pub fn signed_header_names(headers: &[(&str, &str)]) -> String {
 /// Hex HMAC-SHA256 of the string to sign, keyed with the secret key as is
 /// (this algorithm has no key derivation).
 pub fn signature(secret_key: &str, sdk_date: &str, canonical_request: &str) -> String {
-    let string_to_sign = format!(
-        "{ALGORITHM}\n{sdk_date}\n{}",
-        hex::encode(Sha256::digest(canonical_request.as_bytes()))
-    );
+    let string_to_sign =
+        format!("{ALGORITHM}\n{sdk_date}\n{}", hex::encode(Sha256::digest(canonical_request.as_bytes())));
     // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret_key.as_bytes()).expect("HMAC takes any key length");
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret_key.as_bytes()).expect("HMAC takes any key length");
     mac.update(string_to_sign.as_bytes());
     hex::encode(mac.finalize().into_bytes())
 }
 
 /// `SDK-HMAC-SHA256 Access=..., SignedHeaders=..., Signature=...`
 pub fn authorization_header(access_key: &str, signed_headers: &str, signature: &str) -> String {
-    format!(
-        "{ALGORITHM} Access={access_key}, SignedHeaders={signed_headers}, Signature={signature}"
-    )
+    format!("{ALGORITHM} Access={access_key}, SignedHeaders={signed_headers}, Signature={signature}")
 }
 
 /// Parses an Authorization header value back into (access, signed_headers,
@@ -217,10 +205,7 @@ mod tests {
 
     #[test]
     fn query_sorted_and_escaped() {
-        assert_eq!(
-            canonical_query("b=2&a=2&a=1&path=/tmp/123&empty"),
-            "a=1&a=2&b=2&empty=&path=%2Ftmp%2F123"
-        );
+        assert_eq!(canonical_query("b=2&a=2&a=1&path=/tmp/123&empty"), "a=1&a=2&b=2&empty=&path=%2Ftmp%2F123");
         assert_eq!(canonical_query("test=%E4%B8%80%20(%26)"), "test=%E4%B8%80%20%28%26%29");
         assert_eq!(canonical_query(""), "");
     }
@@ -234,14 +219,9 @@ mod tests {
     #[test]
     fn authorization_round_trip() {
         let value = authorization_header("AK", "x-project-id;x-sdk-date", "abc123");
+        assert_eq!(parse_authorization(&value), Some(("AK".into(), "x-project-id;x-sdk-date".into(), "abc123".into())));
         assert_eq!(
-            parse_authorization(&value),
-            Some(("AK".into(), "x-project-id;x-sdk-date".into(), "abc123".into()))
-        );
-        assert_eq!(
-            parse_authorization(
-                "SDK-HMAC-SHA256  Access=AK ,SignedHeaders=x-sdk-date,  Signature=ff"
-            ),
+            parse_authorization("SDK-HMAC-SHA256  Access=AK ,SignedHeaders=x-sdk-date,  Signature=ff"),
             Some(("AK".into(), "x-sdk-date".into(), "ff".into()))
         );
         for bad in [
@@ -264,9 +244,7 @@ mod tests {
         let ts: Timestamp = "2006-01-02T15:04:05.999Z".parse().unwrap();
         assert_eq!(sdk_date(ts), DATE);
         assert_eq!(parse_sdk_date(DATE), Some("2006-01-02T15:04:05Z".parse().unwrap()));
-        for bad in
-            ["", "20060102T150405", "2006-01-02T15:04:05Z", "20061302T150405Z", "20060102T150405Zx"]
-        {
+        for bad in ["", "20060102T150405", "2006-01-02T15:04:05Z", "20061302T150405Z", "20060102T150405Zx"] {
             assert_eq!(parse_sdk_date(bad), None, "{bad:?}");
         }
     }

@@ -52,9 +52,7 @@ impl AkskError {
             Self::UnknownKey => "ak not found",
             Self::Locked => "the access key is locked after too many signature failures",
             Self::MissingDate => "x-sdk-date not found",
-            Self::DateSkew => {
-                "the request time differs from the server time by more than 15 minutes"
-            }
+            Self::DateSkew => "the request time differs from the server time by more than 15 minutes",
             Self::BadSecurityToken => "security token invalid",
             Self::BadSignature => "verify aksk signature fail",
             Self::ProjectNotAllowed => "the project is not allowed for this access key",
@@ -100,17 +98,9 @@ pub struct AkskVerifier {
 
 impl AkskVerifier {
     pub fn new(scenario: &Scenario) -> Self {
-        let resolve = |p: &String| {
-            scenario
-                .resolve_project(p)
-                .map_or_else(|| p.clone(), |proj| proj.id.clone())
-        };
+        let resolve = |p: &String| scenario.resolve_project(p).map_or_else(|| p.clone(), |proj| proj.id.clone());
         Self {
-            keys: scenario
-                .access_keys
-                .iter()
-                .map(|k| (k.access.clone(), k.clone()))
-                .collect(),
+            keys: scenario.access_keys.iter().map(|k| (k.access.clone(), k.clone())).collect(),
             allowed_projects: scenario
                 .access_keys
                 .iter()
@@ -136,11 +126,7 @@ impl AkskVerifier {
         let (access, signed_headers, sig) =
             signer::parse_authorization(authorization).ok_or(AkskError::BadAuthorization)?;
         let key = self.keys.get(&access).ok_or(AkskError::UnknownKey)?;
-        if self
-            .failures
-            .get(&access)
-            .is_some_and(|f| f.is_locked(clock))
-        {
+        if self.failures.get(&access).is_some_and(|f| f.is_locked(clock)) {
             return Err(AkskError::Locked);
         }
         let date = req.header("x-sdk-date").ok_or(AkskError::MissingDate)?;
@@ -154,10 +140,7 @@ impl AkskVerifier {
             return Err(AkskError::BadSecurityToken);
         }
         if !signature_matches(req, &signed_headers, &sig, &key.secret, date) {
-            self.failures
-                .entry(access)
-                .or_default()
-                .failed(clock, self.lock_after, self.lock_for);
+            self.failures.entry(access).or_default().failed(clock, self.lock_after, self.lock_for);
             return Err(AkskError::BadSignature);
         }
         if let Some(mut f) = self.failures.get_mut(&access) {
@@ -168,16 +151,10 @@ impl AkskVerifier {
 
     /// `X-Project-Id`, when sent, must name the project of the path.
     fn check_project(&self, access: &str, req: &SignedRequest<'_>) -> Result<(), AkskError> {
-        if req
-            .header("x-project-id")
-            .is_some_and(|p| p != req.project_id)
-        {
+        if req.header("x-project-id").is_some_and(|p| p != req.project_id) {
             return Err(AkskError::ProjectNotAllowed);
         }
-        let allowed = self
-            .allowed_projects
-            .get(access)
-            .map_or(&[][..], Vec::as_slice);
+        let allowed = self.allowed_projects.get(access).map_or(&[][..], Vec::as_slice);
         if allowed.is_empty() || allowed.iter().any(|p| p == req.project_id) {
             Ok(())
         } else {
@@ -189,13 +166,7 @@ impl AkskVerifier {
 /// Recomputes the signature over the headers the client says it signed.
 /// A signed header missing from the request is signed as empty, which
 /// cannot match, as at the gateway.
-fn signature_matches(
-    req: &SignedRequest<'_>,
-    signed_headers: &str,
-    sig: &str,
-    secret: &str,
-    date: &str,
-) -> bool {
+fn signature_matches(req: &SignedRequest<'_>, signed_headers: &str, sig: &str, secret: &str, date: &str) -> bool {
     let headers: Vec<(&str, &str)> = signed_headers
         .split(';')
         .filter(|n| !n.is_empty())

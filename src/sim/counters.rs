@@ -24,14 +24,7 @@ impl StatusCounts {
             Some(i) => {
                 self.common[i].fetch_add(1, Relaxed);
             }
-            None => {
-                *self
-                    .rare
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry(status)
-                    .or_default() += 1
-            }
+            None => *self.rare.lock().unwrap_or_else(|e| e.into_inner()).entry(status).or_default() += 1,
         }
     }
 
@@ -59,10 +52,8 @@ impl StatusCounts {
     pub fn to_json(&self) -> Value {
         let by_status = self.by_status();
         let total: u64 = by_status.values().sum();
-        let by_status: serde_json::Map<String, Value> = by_status
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.into()))
-            .collect();
+        let by_status: serde_json::Map<String, Value> =
+            by_status.into_iter().map(|(k, v)| (k.to_string(), v.into())).collect();
         json!({"requests": total, "by_status": by_status})
     }
 }
@@ -144,10 +135,7 @@ mod tests {
         for s in [200, 200, 429, 418, 503] {
             c.record(s);
         }
-        assert_eq!(
-            c.to_json(),
-            json!({"requests": 5, "by_status": {"200": 2, "418": 1, "429": 1, "503": 1}})
-        );
+        assert_eq!(c.to_json(), json!({"requests": 5, "by_status": {"200": 2, "418": 1, "429": 1, "503": 1}}));
         c.reset();
         assert_eq!(c.to_json(), json!({"requests": 0, "by_status": {}}));
     }

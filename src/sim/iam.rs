@@ -38,9 +38,7 @@ pub fn parse_request(body: &[u8]) -> Result<PasswordAuth, IamRefusal> {
 /// Reads the documented request body; a domain may be given by name or id.
 pub fn parse_password_auth(body: &Value) -> Result<PasswordAuth, IamRefusal> {
     let identity = &body["auth"]["identity"];
-    let uses_password = identity["methods"]
-        .as_array()
-        .is_some_and(|m| m.iter().any(|v| v == "password"));
+    let uses_password = identity["methods"].as_array().is_some_and(|m| m.iter().any(|v| v == "password"));
     let user = &identity["password"]["user"];
     let text = |v: &Value| v.as_str().map(str::to_owned);
     let (Some(name), Some(password), Some(domain), true) = (
@@ -52,22 +50,12 @@ pub fn parse_password_auth(body: &Value) -> Result<PasswordAuth, IamRefusal> {
         return Err(BAD_BODY);
     };
     let scope = &body["auth"]["scope"]["project"];
-    let project = text(&scope["id"])
-        .or(text(&scope["name"]))
-        .ok_or(NO_PROJECT_SCOPE)?;
-    Ok(PasswordAuth {
-        user: name,
-        password,
-        domain,
-        project,
-    })
+    let project = text(&scope["id"]).or(text(&scope["name"])).ok_or(NO_PROJECT_SCOPE)?;
+    Ok(PasswordAuth { user: name, password, domain, project })
 }
 
 /// Checks the credentials and the scope against the scenario.
-pub fn login<'a>(
-    scenario: &'a Scenario,
-    auth: &PasswordAuth,
-) -> Result<(&'a User, Project), IamRefusal> {
+pub fn login<'a>(scenario: &'a Scenario, auth: &PasswordAuth) -> Result<(&'a User, Project), IamRefusal> {
     let user = scenario
         .users
         .iter()
@@ -78,23 +66,11 @@ pub fn login<'a>(
     let project = scenario
         .resolve_project(&auth.project)
         .cloned()
-        .or_else(|| {
-            (user.projects.is_empty()).then(|| Project {
-                id: auth.project.clone(),
-                name: None,
-            })
-        });
+        .or_else(|| (user.projects.is_empty()).then(|| Project { id: auth.project.clone(), name: None }));
     let project = project.ok_or(PROJECT_NOT_ALLOWED)?;
-    let allowed = user.projects.is_empty()
-        || user
-            .projects
-            .iter()
-            .any(|p| *p == project.id || Some(p) == project.name.as_ref());
-    if allowed {
-        Ok((user, project))
-    } else {
-        Err(PROJECT_NOT_ALLOWED)
-    }
+    let allowed =
+        user.projects.is_empty() || user.projects.iter().any(|p| *p == project.id || Some(p) == project.name.as_ref());
+    if allowed { Ok((user, project)) } else { Err(PROJECT_NOT_ALLOWED) }
 }
 
 #[derive(Clone, Debug)]
@@ -121,21 +97,10 @@ pub struct TokenStore {
 
 impl TokenStore {
     /// Issues a new token; returns it with its expiry.
-    pub fn issue(
-        &self,
-        user: &str,
-        project_id: &str,
-        now: Timestamp,
-        lifetime: Duration,
-    ) -> (String, Timestamp) {
+    pub fn issue(&self, user: &str, project_id: &str, now: Timestamp, lifetime: Duration) -> (String, Timestamp) {
         let token = new_token();
         let expires_at = now + SignedDuration::try_from(lifetime).unwrap_or(SignedDuration::MAX);
-        let issued = IssuedToken {
-            user: user.into(),
-            project_id: project_id.into(),
-            expires_at,
-            revoked: false,
-        };
+        let issued = IssuedToken { user: user.into(), project_id: project_id.into(), expires_at, revoked: false };
         self.tokens.insert(token.clone(), issued);
         (token, expires_at)
     }
@@ -168,20 +133,11 @@ impl TokenStore {
 
 /// Real tokens are long opaque strings starting with `MII`.
 fn new_token() -> String {
-    format!(
-        "MIIsim{:032x}{:032x}",
-        rand::random::<u128>(),
-        rand::random::<u128>()
-    )
+    format!("MIIsim{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>())
 }
 
 /// The 201 body, trimmed to what clients read (`expires_at`, `project`).
-pub fn token_body(
-    user: &User,
-    project: &Project,
-    issued_at: Timestamp,
-    expires_at: Timestamp,
-) -> Value {
+pub fn token_body(user: &User, project: &Project, issued_at: Timestamp, expires_at: Timestamp) -> Value {
     let domain = json!({"id": fake_id("domain", &user.domain), "name": user.domain});
     json!({"token": {
         "methods": ["password"],
@@ -206,9 +162,7 @@ fn fake_id(kind: &str, name: &str) -> String {
 }
 
 fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
 }
 
 #[cfg(test)]
@@ -225,11 +179,9 @@ mod tests {
     #[test]
     fn login_by_project_id_or_name() {
         let s = Scenario::demo();
-        let by_id = parse_password_auth(&request("demo-password", json!({"id": s.projects[0].id})))
-            .unwrap();
+        let by_id = parse_password_auth(&request("demo-password", json!({"id": s.projects[0].id}))).unwrap();
         assert_eq!(login(&s, &by_id).unwrap().1.id, s.projects[0].id);
-        let by_name =
-            parse_password_auth(&request("demo-password", json!({"name": "eu-de_demo"}))).unwrap();
+        let by_name = parse_password_auth(&request("demo-password", json!({"name": "eu-de_demo"}))).unwrap();
         assert_eq!(login(&s, &by_name).unwrap().1.id, s.projects[0].id);
     }
 
@@ -240,14 +192,8 @@ mod tests {
         assert_eq!(login(&s, &wrong).unwrap_err(), WRONG_PASSWORD);
         let other = parse_password_auth(&request("demo-password", json!({"id": "ffff"}))).unwrap();
         assert_eq!(login(&s, &other).unwrap_err(), PROJECT_NOT_ALLOWED);
-        assert_eq!(
-            parse_password_auth(&request("x", json!(null))).unwrap_err(),
-            NO_PROJECT_SCOPE
-        );
-        assert_eq!(
-            parse_password_auth(&json!({"auth": {}})).unwrap_err(),
-            BAD_BODY
-        );
+        assert_eq!(parse_password_auth(&request("x", json!(null))).unwrap_err(), NO_PROJECT_SCOPE);
+        assert_eq!(parse_password_auth(&json!({"auth": {}})).unwrap_err(), BAD_BODY);
     }
 
     #[test]
@@ -259,10 +205,7 @@ mod tests {
         assert_eq!(store.check(&t, "p1", now), Ok(()));
         assert_eq!(store.check(&t, "p2", now), Err(TokenProblem::OtherProject));
         assert_eq!(store.check(&t, "p1", exp), Err(TokenProblem::Expired));
-        assert_eq!(
-            store.check("MIIbogus", "p1", now),
-            Err(TokenProblem::Unknown)
-        );
+        assert_eq!(store.check("MIIbogus", "p1", now), Err(TokenProblem::Unknown));
         let (t2, _) = store.issue("other", "p1", now, Duration::from_secs(60));
         assert_eq!(store.revoke(Some("demo")), 1);
         assert_eq!(store.check(&t, "p1", now), Err(TokenProblem::Revoked));

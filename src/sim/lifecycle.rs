@@ -7,8 +7,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value, json};
 
 use super::scenario::{
-    ErrorPlacement, ErrorShape, FaultAction, FaultWhen, JobDef, Phase, Progress, SubJobDef,
-    TimeFormat,
+    ErrorPlacement, ErrorShape, FaultAction, FaultWhen, JobDef, Phase, Progress, SubJobDef, TimeFormat,
 };
 use crate::ims::model::JobStatus;
 
@@ -32,29 +31,17 @@ pub enum Reply {
     /// 200 with the job as JSON.
     Job(Value),
     /// 429 `APIG.0308`.
-    Throttled {
-        retry_after: Option<u64>,
-        limit: u32,
-    },
+    Throttled { retry_after: Option<u64>, limit: u32 },
     /// An error status with a body of the given shape.
-    Error {
-        status: u16,
-        shape: ErrorShape,
-        code: String,
-        message: String,
-    },
+    Error { status: u16, shape: ErrorShape, code: String, message: String },
     /// 200 whose body is not valid JSON.
     Malformed(String),
 }
 
 /// The answer to request number `request_no` (from 1) at `at`.
 pub fn answer(job: &JobDef, at: JobTime, request_no: u64, default_format: TimeFormat) -> Answer {
-    let active: Vec<&FaultAction> = job
-        .faults
-        .iter()
-        .filter(|f| fault_applies(&f.when, at.age, request_no))
-        .map(|f| &f.action)
-        .collect();
+    let active: Vec<&FaultAction> =
+        job.faults.iter().filter(|f| fault_applies(&f.when, at.age, request_no)).map(|f| &f.action).collect();
     let delay = active
         .iter()
         .map(|a| match a {
@@ -63,10 +50,7 @@ pub fn answer(job: &JobDef, at: JobTime, request_no: u64, default_format: TimeFo
         })
         .sum();
     let format = job.time_format.unwrap_or(default_format);
-    let reply = match active
-        .iter()
-        .find(|a| !matches!(a, FaultAction::Latency { .. }))
-    {
+    let reply = match active.iter().find(|a| !matches!(a, FaultAction::Latency { .. })) {
         Some(action) => fault_reply(action, job, at, format),
         None => Reply::Job(job_body(job, at, format)),
     };
@@ -81,16 +65,10 @@ fn fault_applies(when: &FaultWhen, age: Duration, request_no: u64) -> bool {
 
 fn fault_reply(action: &FaultAction, job: &JobDef, at: JobTime, format: TimeFormat) -> Reply {
     match action {
-        FaultAction::Throttle { retry_after, limit } => Reply::Throttled {
-            retry_after: *retry_after,
-            limit: limit.unwrap_or(DEFAULT_THROTTLE_LIMIT),
-        },
-        FaultAction::Error {
-            status,
-            body,
-            code,
-            message,
-        } => {
+        FaultAction::Throttle { retry_after, limit } => {
+            Reply::Throttled { retry_after: *retry_after, limit: limit.unwrap_or(DEFAULT_THROTTLE_LIMIT) }
+        }
+        FaultAction::Error { status, body, code, message } => {
             let (default_code, default_message) = default_error(*status);
             Reply::Error {
                 status: *status,
@@ -99,10 +77,9 @@ fn fault_reply(action: &FaultAction, job: &JobDef, at: JobTime, format: TimeForm
                 message: message.clone().unwrap_or_else(|| default_message.into()),
             }
         }
-        FaultAction::Malformed { body } => Reply::Malformed(
-            body.clone()
-                .unwrap_or_else(|| truncated(&job_body(job, at, format))),
-        ),
+        FaultAction::Malformed { body } => {
+            Reply::Malformed(body.clone().unwrap_or_else(|| truncated(&job_body(job, at, format))))
+        }
         FaultAction::Latency { .. } => unreachable!("latency faults only add delay"),
     }
 }
@@ -143,10 +120,7 @@ pub fn job_body(job: &JobDef, at: JobTime, format: TimeFormat) -> Value {
     if let Some(id) = sticky.image_id {
         entities.insert("image_id".into(), id.into());
     }
-    entities.insert(
-        "current_task".into(),
-        sticky.current_task.unwrap_or("").into(),
-    );
+    entities.insert("current_task".into(), sticky.current_task.unwrap_or("").into());
     if let Some(p) = progress(&job.phases, i, at.age) {
         entities.insert("process_percent".into(), p);
     }
@@ -154,11 +128,7 @@ pub fn job_body(job: &JobDef, at: JobTime, format: TimeFormat) -> Value {
         entities.insert("results".into(), json!(results));
     }
     if !job.sub_jobs.is_empty() {
-        let subs: Vec<Value> = job
-            .sub_jobs
-            .iter()
-            .filter_map(|s| sub_job_body(s, at, format))
-            .collect();
+        let subs: Vec<Value> = job.sub_jobs.iter().filter_map(|s| sub_job_body(s, at, format)).collect();
         entities.insert("sub_jobs_result".into(), subs.into());
     }
     if job.sub_jobs_list {
@@ -253,14 +223,8 @@ fn progress(phases: &[Phase], i: usize, age: Duration) -> Option<Value> {
 /// them on top); copies them into `entities` when the phase says so.
 fn place_error(phase: &Phase, entities: &mut Map<String, Value>) -> (Value, Value) {
     let code = phase.error_code.as_deref().map_or(Value::Null, Value::from);
-    let reason = phase
-        .fail_reason
-        .as_deref()
-        .map_or(Value::Null, Value::from);
-    if matches!(
-        phase.error_in,
-        ErrorPlacement::Entities | ErrorPlacement::Both
-    ) {
+    let reason = phase.fail_reason.as_deref().map_or(Value::Null, Value::from);
+    if matches!(phase.error_in, ErrorPlacement::Entities | ErrorPlacement::Both) {
         if !code.is_null() {
             entities.insert("error_code".into(), code.clone());
         }
@@ -282,11 +246,7 @@ fn merge_raw(entities: &mut Map<String, Value>, phase: &Phase) {
 
 /// `""` until the job has finished, as IMS does.
 fn end_time(phase: &Phase, created_at: Timestamp, format: TimeFormat) -> String {
-    if phase.status.is_finished() {
-        format_time(created_at + phase.after.0, format)
-    } else {
-        String::new()
-    }
+    if phase.status.is_finished() { format_time(created_at + phase.after.0, format) } else { String::new() }
 }
 
 /// Both time formats IMS is known to send, always UTC with milliseconds.
@@ -315,10 +275,7 @@ mod tests {
     }
 
     fn at(secs: f64) -> JobTime {
-        JobTime {
-            created_at: "2024-11-06T06:19:43.195Z".parse().unwrap(),
-            age: Duration::from_secs_f64(secs),
-        }
+        JobTime { created_at: "2024-11-06T06:19:43.195Z".parse().unwrap(), age: Duration::from_secs_f64(secs) }
     }
 
     const CREATE: &str = r#"
@@ -339,26 +296,19 @@ mod tests {
         assert_eq!(body["begin_time"], "2024-11-06T06:19:43.195Z");
         assert_eq!(body["end_time"], "");
         assert_eq!(body["error_code"], Value::Null);
-        assert_eq!(
-            body["entities"],
-            json!({"image_name": "web", "current_task": ""})
-        );
+        assert_eq!(body["entities"], json!({"image_name": "web", "current_task": ""}));
     }
 
     #[test]
     fn progress_rises_linearly_while_running() {
         let job = def(CREATE);
-        let percent =
-            |t| job_body(&job, at(t), TimeFormat::Rfc3339)["entities"]["process_percent"].clone();
+        let percent = |t| job_body(&job, at(t), TimeFormat::Rfc3339)["entities"]["process_percent"].clone();
         assert_eq!(percent(2.0), json!(0.1));
         assert_eq!(percent(7.0), json!(0.5));
         assert_eq!(percent(11.99), json!(0.9));
         let body = job_body(&job, at(7.0), TimeFormat::Rfc3339);
         assert_eq!(body["status"], "RUNNING");
-        assert_eq!(
-            body["entities"]["current_task"],
-            "CreateImageByInstanceTask"
-        );
+        assert_eq!(body["entities"]["current_task"], "CreateImageByInstanceTask");
         assert_eq!(body["entities"]["image_id"], "img-1");
     }
 
@@ -371,29 +321,14 @@ mod tests {
         assert_eq!(body["error_code"], Value::Null);
         assert_eq!(body["fail_reason"], Value::Null);
         assert_eq!(body["entities"]["process_percent"], json!(1));
-        assert!(
-            body["entities"]["process_percent"].is_u64(),
-            "an integer 1, as IMS sends"
-        );
-        assert_eq!(
-            body["entities"]["image_id"], "img-1",
-            "sticky from the RUNNING phase"
-        );
-        assert_eq!(
-            body["entities"]["current_task"],
-            "CreateImageByInstanceTask"
-        );
-        assert_eq!(
-            body["entities"]["results"],
-            json!([{"image_id": "img-1", "project_id": "p", "status": "success"}])
-        );
+        assert!(body["entities"]["process_percent"].is_u64(), "an integer 1, as IMS sends");
+        assert_eq!(body["entities"]["image_id"], "img-1", "sticky from the RUNNING phase");
+        assert_eq!(body["entities"]["current_task"], "CreateImageByInstanceTask");
+        assert_eq!(body["entities"]["results"], json!([{"image_id": "img-1", "project_id": "p", "status": "success"}]));
         // The operator's own parser reads it back.
         let parsed = Job::from_value(&body).unwrap();
         assert_eq!(parsed.progress, Some(100));
-        assert_eq!(
-            parsed.end_time.unwrap().to_string(),
-            "2024-11-06T06:19:55.195Z"
-        );
+        assert_eq!(parsed.end_time.unwrap().to_string(), "2024-11-06T06:19:55.195Z");
     }
 
     #[test]
@@ -405,10 +340,7 @@ mod tests {
             )
         };
         let top = job_body(&def(&yaml("top")), at(5.0), TimeFormat::Rfc3339);
-        assert_eq!(
-            (top["status"].as_str(), top["error_code"].as_str()),
-            (Some("FAIL"), Some("IMG.0014"))
-        );
+        assert_eq!((top["status"].as_str(), top["error_code"].as_str()), (Some("FAIL"), Some("IMG.0014")));
         assert_eq!(top["end_time"], "2024-11-06T06:19:44.195Z");
         assert!(top["entities"].get("error_code").is_none());
         let inside = job_body(&def(&yaml("entities")), at(5.0), TimeFormat::Rfc3339);
@@ -435,16 +367,12 @@ mod tests {
                 job_type: imsImportDataImageJob
                 phases: [{after: 3s, status: RUNNING}, {after: 8s, status: FAIL, error_code: IMG.1075, fail_reason: bad}]
         "#);
-        let subs =
-            |t| job_body(&job, at(t), TimeFormat::Rfc3339)["entities"]["sub_jobs_result"].clone();
+        let subs = |t| job_body(&job, at(t), TimeFormat::Rfc3339)["entities"]["sub_jobs_result"].clone();
         assert_eq!(subs(0.5), json!([]));
         assert_eq!(subs(2.0).as_array().unwrap().len(), 1);
         let late = subs(9.0);
         assert_eq!(late[0]["status"], "SUCCESS");
-        assert_eq!(
-            late[0]["entities"],
-            json!({"image_id": "i0", "image_name": "d0"})
-        );
+        assert_eq!(late[0]["entities"], json!({"image_id": "i0", "image_name": "d0"}));
         assert_eq!(late[0]["begin_time"], "2024-11-06T06:19:44.195Z");
         assert_eq!(late[0]["end_time"], "2024-11-06T06:19:48.195Z");
         assert_eq!(late[1]["status"], "FAIL");
@@ -469,13 +397,7 @@ mod tests {
               - {fault: latency, requests: 4, delay: 50ms}
         "#);
         let a = |n, t| answer(&job, at(t), n, TimeFormat::Rfc3339);
-        assert_eq!(
-            a(1, 0.0).reply,
-            Reply::Throttled {
-                retry_after: Some(3),
-                limit: DEFAULT_THROTTLE_LIMIT
-            }
-        );
+        assert_eq!(a(1, 0.0).reply, Reply::Throttled { retry_after: Some(3), limit: DEFAULT_THROTTLE_LIMIT });
         assert_eq!(a(1, 0.0).delay, Duration::from_millis(100));
         assert!(matches!(a(3, 0.0).reply, Reply::Job(_)));
         assert_eq!(
@@ -487,15 +409,10 @@ mod tests {
                 message: "The service is unavailable.".into()
             }
         );
-        assert!(
-            matches!(a(3, 6.0).reply, Reply::Job(_)),
-            "until is excluded"
-        );
+        assert!(matches!(a(3, 6.0).reply, Reply::Job(_)), "until is excluded");
         let malformed = a(4, 0.0);
         assert_eq!(malformed.delay, Duration::from_millis(150));
-        let Reply::Malformed(text) = malformed.reply else {
-            panic!("{malformed:?}")
-        };
+        let Reply::Malformed(text) = malformed.reply else { panic!("{malformed:?}") };
         assert!(serde_json::from_str::<Value>(&text).is_err());
         assert!(text.starts_with('{'));
     }
@@ -503,18 +420,9 @@ mod tests {
     #[test]
     fn time_formats() {
         let ts: Timestamp = "2015-06-04T18:11:06.586Z".parse().unwrap();
-        assert_eq!(
-            format_time(ts, TimeFormat::Legacy),
-            "04-Jun-2015 18:11:06:586"
-        );
-        assert_eq!(
-            format_time(ts, TimeFormat::Rfc3339),
-            "2015-06-04T18:11:06.586Z"
-        );
+        assert_eq!(format_time(ts, TimeFormat::Legacy), "04-Jun-2015 18:11:06:586");
+        assert_eq!(format_time(ts, TimeFormat::Rfc3339), "2015-06-04T18:11:06.586Z");
         let whole: Timestamp = "2015-06-04T18:11:06Z".parse().unwrap();
-        assert_eq!(
-            format_time(whole, TimeFormat::Rfc3339),
-            "2015-06-04T18:11:06.000Z"
-        );
+        assert_eq!(format_time(whole, TimeFormat::Rfc3339), "2015-06-04T18:11:06.000Z");
     }
 }

@@ -57,9 +57,7 @@ pub async fn serve_until(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(scenario))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router(scenario)).with_graceful_shutdown(shutdown).await
 }
 
 /// A simulator running in the background of the current tokio runtime;

@@ -18,12 +18,7 @@ const JSON: &str = "application/json;charset=UTF-8";
 
 impl SimResponse {
     pub fn json(status: u16, body: &serde_json::Value) -> Self {
-        Self {
-            status,
-            content_type: JSON,
-            retry_after: None,
-            body: body.to_string(),
-        }
+        Self { status, content_type: JSON, retry_after: None, body: body.to_string() }
     }
 }
 
@@ -32,88 +27,47 @@ pub fn reply(reply: &Reply, request_id: &str) -> SimResponse {
     match reply {
         Reply::Job(body) => SimResponse::json(200, body),
         Reply::Throttled { retry_after, limit } => throttled(*limit, *retry_after, request_id),
-        Reply::Error {
-            status,
-            shape,
-            code,
-            message,
-        } => error(*status, *shape, code, message, request_id),
-        Reply::Malformed(body) => SimResponse {
-            status: 200,
-            content_type: JSON,
-            retry_after: None,
-            body: body.clone(),
-        },
+        Reply::Error { status, shape, code, message } => error(*status, *shape, code, message, request_id),
+        Reply::Malformed(body) => {
+            SimResponse { status: 200, content_type: JSON, retry_after: None, body: body.clone() }
+        }
     }
 }
 
 /// The API gateway's 429 (IMS-FACTS: `APIG.0308`, `APIG` not `APIGW`).
 pub fn throttled(limit: u32, retry_after: Option<u64>, request_id: &str) -> SimResponse {
-    let message = format!(
-        "The throttling threshold has been reached: policy user over ratelimit,limit:{limit},time:1 minute"
-    );
+    let message =
+        format!("The throttling threshold has been reached: policy user over ratelimit,limit:{limit},time:1 minute");
     let body = json!({"error_code": "APIG.0308", "error_msg": message, "request_id": request_id});
-    SimResponse {
-        retry_after,
-        ..SimResponse::json(429, &body)
-    }
+    SimResponse { retry_after, ..SimResponse::json(429, &body) }
 }
 
-pub fn error(
-    status: u16,
-    shape: ErrorShape,
-    code: &str,
-    message: &str,
-    request_id: &str,
-) -> SimResponse {
+pub fn error(status: u16, shape: ErrorShape, code: &str, message: &str, request_id: &str) -> SimResponse {
     match shape {
-        ErrorShape::Nested => SimResponse::json(
-            status,
-            &json!({"error": {"code": code, "message": message}}),
-        ),
+        ErrorShape::Nested => SimResponse::json(status, &json!({"error": {"code": code, "message": message}})),
         ErrorShape::Flat => gateway(status, code, message, request_id),
-        ErrorShape::Text => SimResponse {
-            status,
-            content_type: "text/plain",
-            retry_after: None,
-            body: reason_phrase(status).into(),
-        },
-        ErrorShape::Html => SimResponse {
-            status,
-            content_type: "text/html",
-            retry_after: None,
-            body: html(status),
-        },
-        ErrorShape::Empty => SimResponse {
-            status,
-            content_type: "text/plain",
-            retry_after: None,
-            body: String::new(),
-        },
+        ErrorShape::Text => {
+            SimResponse { status, content_type: "text/plain", retry_after: None, body: reason_phrase(status).into() }
+        }
+        ErrorShape::Html => SimResponse { status, content_type: "text/html", retry_after: None, body: html(status) },
+        ErrorShape::Empty => SimResponse { status, content_type: "text/plain", retry_after: None, body: String::new() },
     }
 }
 
 /// The flat gateway shape, also used for its authentication failures.
 pub fn gateway(status: u16, code: &str, message: &str, request_id: &str) -> SimResponse {
-    SimResponse::json(
-        status,
-        &json!({"error_code": code, "error_msg": message, "request_id": request_id}),
-    )
+    SimResponse::json(status, &json!({"error_code": code, "error_msg": message, "request_id": request_id}))
 }
 
 /// IMS's own body for a job it does not know. IMS documents no code for
 /// this; IMG.0027 is our choice (the IMG codes near it are about jobs).
 pub fn job_not_found() -> SimResponse {
-    SimResponse::json(
-        404,
-        &json!({"error": {"code": "IMG.0027", "message": "The job does not exist."}}),
-    )
+    SimResponse::json(404, &json!({"error": {"code": "IMG.0027", "message": "The job does not exist."}}))
 }
 
 /// IAM's error body: a numeric code and a title.
 pub fn iam_error(status: u16, message: &str) -> SimResponse {
-    let body =
-        json!({"error": {"code": status, "message": message, "title": reason_phrase(status)}});
+    let body = json!({"error": {"code": status, "message": message, "title": reason_phrase(status)}});
     SimResponse::json(status, &body)
 }
 
@@ -127,10 +81,7 @@ fn html(status: u16) -> String {
 }
 
 fn reason_phrase(status: u16) -> &'static str {
-    axum::http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("Error")
+    axum::http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error")
 }
 
 #[cfg(test)]
@@ -158,20 +109,11 @@ mod tests {
     #[test]
     fn error_shapes() {
         let nested = error(500, ErrorShape::Nested, "IMG.0023", "m", "r");
-        assert_eq!(
-            body(&nested),
-            json!({"error": {"code": "IMG.0023", "message": "m"}})
-        );
+        assert_eq!(body(&nested), json!({"error": {"code": "IMG.0023", "message": "m"}}));
         let flat = error(503, ErrorShape::Flat, "APIGW.0201", "m", "r");
-        assert_eq!(
-            body(&flat),
-            json!({"error_code": "APIGW.0201", "error_msg": "m", "request_id": "r"})
-        );
+        assert_eq!(body(&flat), json!({"error_code": "APIGW.0201", "error_msg": "m", "request_id": "r"}));
         let text = error(503, ErrorShape::Text, "c", "m", "r");
-        assert_eq!(
-            (text.content_type, text.body.as_str()),
-            ("text/plain", "Service Unavailable")
-        );
+        assert_eq!((text.content_type, text.body.as_str()), ("text/plain", "Service Unavailable"));
         let page = error(502, ErrorShape::Html, "c", "m", "r");
         assert!(page.body.contains("<title>502 Bad Gateway</title>"));
         assert_eq!(error(500, ErrorShape::Empty, "c", "m", "r").body, "");

@@ -409,10 +409,7 @@ impl RequestRange {
         let raw = raw.trim();
         let Some((first, last)) = raw.split_once('-') else {
             let n = raw.parse().ok()?;
-            return Some(Self {
-                first: n,
-                last: Some(n),
-            });
+            return Some(Self { first: n, last: Some(n) });
         };
         let first = first.trim().parse().ok()?;
         let last = match last.trim() {
@@ -428,14 +425,10 @@ impl<'de> Deserialize<'de> for RequestRange {
         match Value::deserialize(d)? {
             Value::Number(n) => n
                 .as_u64()
-                .map(|n| Self {
-                    first: n,
-                    last: Some(n),
-                })
+                .map(|n| Self { first: n, last: Some(n) })
                 .ok_or_else(|| de::Error::custom("request number must be a positive integer")),
-            Value::String(s) => RequestRange::parse(&s).ok_or_else(|| {
-                de::Error::custom(format!("bad request range {s:?}: use 3, 2-4 or 5-"))
-            }),
+            Value::String(s) => RequestRange::parse(&s)
+                .ok_or_else(|| de::Error::custom(format!("bad request range {s:?}: use 3, 2-4 or 5-"))),
             other => Err(de::Error::custom(format!("bad request range {other}"))),
         }
     }
@@ -469,11 +462,8 @@ impl<'de> Deserialize<'de> for Dur {
 
 fn job_status<'de, D: Deserializer<'de>>(d: D) -> Result<JobStatus, D::Error> {
     let raw = String::deserialize(d)?;
-    JobStatus::parse(&raw).ok_or_else(|| {
-        de::Error::custom(format!(
-            "unknown status {raw:?}: use INIT, RUNNING, SUCCESS or FAIL"
-        ))
-    })
+    JobStatus::parse(&raw)
+        .ok_or_else(|| de::Error::custom(format!("unknown status {raw:?}: use INIT, RUNNING, SUCCESS or FAIL")))
 }
 
 /// A scenario that cannot be used, with the place of the problem.
@@ -509,9 +499,7 @@ impl Scenario {
         if let Some(t) = &self.settings.throttle
             && (t.rate.is_nan() || t.rate <= 0.0 || t.burst == 0)
         {
-            return Err(ScenarioError(
-                "settings.throttle: rate and burst must be positive".into(),
-            ));
+            return Err(ScenarioError("settings.throttle: rate and burst must be positive".into()));
         }
         for job in &self.jobs {
             job.validate()?;
@@ -521,32 +509,25 @@ impl Scenario {
 
     /// The project named by an id or a name.
     pub fn resolve_project(&self, id_or_name: &str) -> Option<&Project> {
-        self.projects
-            .iter()
-            .find(|p| p.id == id_or_name || p.name.as_deref() == Some(id_or_name))
+        self.projects.iter().find(|p| p.id == id_or_name || p.name.as_deref() == Some(id_or_name))
     }
 }
 
 impl JobDef {
     /// Reads one job definition (YAML or JSON), as the admin API receives it.
     pub fn parse(text: &str) -> Result<Self, ScenarioError> {
-        let job: JobDef =
-            serde_yaml_ng::from_str(text).map_err(|e| ScenarioError(format!("job: {e}")))?;
+        let job: JobDef = serde_yaml_ng::from_str(text).map_err(|e| ScenarioError(format!("job: {e}")))?;
         Ok(job)
     }
 
     pub fn validate(&self) -> Result<(), ScenarioError> {
         let name = format!("job {}/{}", self.project_id, self.job_id);
         if self.project_id.is_empty() || self.job_id.is_empty() {
-            return Err(ScenarioError(format!(
-                "{name}: project_id and job_id are required"
-            )));
+            return Err(ScenarioError(format!("{name}: project_id and job_id are required")));
         }
         validate_phases(&name, &self.phases)?;
         if self.phases[0].after.0 != Duration::ZERO {
-            return Err(ScenarioError(format!(
-                "{name}: the first phase must be at 0s"
-            )));
+            return Err(ScenarioError(format!("{name}: the first phase must be at 0s")));
         }
         for sub in &self.sub_jobs {
             validate_phases(&format!("{name} sub-job {}", sub.job_id), &sub.phases)?;
@@ -560,22 +541,13 @@ impl JobDef {
 
 fn validate_phases(name: &str, phases: &[Phase]) -> Result<(), ScenarioError> {
     if phases.is_empty() {
-        return Err(ScenarioError(format!(
-            "{name}: at least one phase is required"
-        )));
+        return Err(ScenarioError(format!("{name}: at least one phase is required")));
     }
     if phases.windows(2).any(|w| w[1].after <= w[0].after) {
-        return Err(ScenarioError(format!(
-            "{name}: phases must be in strictly increasing `after` order"
-        )));
+        return Err(ScenarioError(format!("{name}: phases must be in strictly increasing `after` order")));
     }
-    if let Some(i) = phases[..phases.len() - 1]
-        .iter()
-        .position(|p| p.status.is_finished())
-    {
-        return Err(ScenarioError(format!(
-            "{name}: phase {i} is final (SUCCESS/FAIL) but is not the last"
-        )));
+    if let Some(i) = phases[..phases.len() - 1].iter().position(|p| p.status.is_finished()) {
+        return Err(ScenarioError(format!("{name}: phase {i} is final (SUCCESS/FAIL) but is not the last")));
     }
     Ok(())
 }
@@ -584,16 +556,12 @@ fn validate_fault(name: &str, fault: &Fault) -> Result<(), ScenarioError> {
     if let (Some(from), Some(until)) = (fault.when.from, fault.when.until)
         && until <= from
     {
-        return Err(ScenarioError(format!(
-            "{name}: `until` must be after `from`"
-        )));
+        return Err(ScenarioError(format!("{name}: `until` must be after `from`")));
     }
     if let FaultAction::Error { status, .. } = fault.action
         && !(400..=599).contains(&status)
     {
-        return Err(ScenarioError(format!(
-            "{name}: error status {status} is not 4xx/5xx"
-        )));
+        return Err(ScenarioError(format!("{name}: error status {status} is not 4xx/5xx")));
     }
     Ok(())
 }
@@ -634,37 +602,14 @@ mod tests {
         assert_eq!(ages, [1, 3, 5, 7]);
         let too_many = "job_sets: [{count: 17, project_id: p, job_id_prefix: ff808081a0000000000000000000000,\
                         template: {job_type: t, phases: [{after: 0s, status: INIT}]}}]";
-        assert!(
-            Scenario::parse(too_many)
-                .unwrap_err()
-                .0
-                .contains("do not fit")
-        );
+        assert!(Scenario::parse(too_many).unwrap_err().0.contains("do not fit"));
     }
 
     #[test]
     fn request_ranges() {
-        assert_eq!(
-            RequestRange::parse("3"),
-            Some(RequestRange {
-                first: 3,
-                last: Some(3)
-            })
-        );
-        assert_eq!(
-            RequestRange::parse("2-4"),
-            Some(RequestRange {
-                first: 2,
-                last: Some(4)
-            })
-        );
-        assert_eq!(
-            RequestRange::parse("5-"),
-            Some(RequestRange {
-                first: 5,
-                last: None
-            })
-        );
+        assert_eq!(RequestRange::parse("3"), Some(RequestRange { first: 3, last: Some(3) }));
+        assert_eq!(RequestRange::parse("2-4"), Some(RequestRange { first: 2, last: Some(4) }));
+        assert_eq!(RequestRange::parse("5-"), Some(RequestRange { first: 5, last: None }));
         assert_eq!(RequestRange::parse("4-2"), None);
         assert_eq!(RequestRange::parse("x"), None);
         let r = RequestRange::parse("2-3").unwrap();
@@ -690,60 +635,27 @@ mod tests {
         job.validate().unwrap();
         assert_eq!(job.phases[1].after, Dur(Duration::from_millis(1500)));
         assert_eq!(job.phases[1].progress, Some(Progress::Rising([0.1, 0.9])));
-        assert!(matches!(
-            job.faults[0].action,
-            FaultAction::Throttle {
-                retry_after: Some(3),
-                ..
-            }
-        ));
-        assert!(matches!(
-            job.faults[1].action,
-            FaultAction::Error {
-                status: 503,
-                body: ErrorShape::Flat,
-                ..
-            }
-        ));
+        assert!(matches!(job.faults[0].action, FaultAction::Throttle { retry_after: Some(3), .. }));
+        assert!(matches!(job.faults[1].action, FaultAction::Error { status: 503, body: ErrorShape::Flat, .. }));
         assert_eq!(job.faults[1].when.until, Some(Dur::secs(2)));
         assert!(
             matches!(job.faults[2].action, FaultAction::Latency { delay } if delay.0 == Duration::from_millis(250))
         );
-        assert_eq!(
-            job.faults[3].when.requests,
-            Some(RequestRange {
-                first: 7,
-                last: None
-            })
-        );
+        assert_eq!(job.faults[3].when.requests, Some(RequestRange { first: 7, last: None }));
     }
 
     #[test]
     fn invalid_jobs_are_refused_with_a_reason() {
         let cases = [
             ("phases: []", "at least one phase"),
-            (
-                "phases: [{after: 1s, status: INIT}]",
-                "first phase must be at 0s",
-            ),
-            (
-                "phases: [{after: 0s, status: INIT}, {after: 0s, status: RUNNING}]",
-                "increasing",
-            ),
-            (
-                "phases: [{after: 0s, status: SUCCESS}, {after: 1s, status: RUNNING}]",
-                "is final",
-            ),
-            (
-                "phases: [{after: 0s, status: INIT}]\nfaults: [{fault: error, status: 200}]",
-                "not 4xx/5xx",
-            ),
+            ("phases: [{after: 1s, status: INIT}]", "first phase must be at 0s"),
+            ("phases: [{after: 0s, status: INIT}, {after: 0s, status: RUNNING}]", "increasing"),
+            ("phases: [{after: 0s, status: SUCCESS}, {after: 1s, status: RUNNING}]", "is final"),
+            ("phases: [{after: 0s, status: INIT}]\nfaults: [{fault: error, status: 200}]", "not 4xx/5xx"),
         ];
         for (body, want) in cases {
             let text = format!("project_id: p\njob_id: j\njob_type: t\n{body}");
-            let err = JobDef::parse(&text)
-                .and_then(|j| j.validate().map(|_| j))
-                .unwrap_err();
+            let err = JobDef::parse(&text).and_then(|j| j.validate().map(|_| j)).unwrap_err();
             assert!(err.0.contains(want), "{body}: {err}");
         }
         assert!(JobDef::parse("job_type: t\nphases: [{after: 0s, status: PAUSED}]").is_err());

@@ -24,14 +24,8 @@ pub fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/v3/auth/tokens", post(issue_token))
         .route("/v1/{project_id}/jobs/{job_id}", get(get_job))
-        .route(
-            "/admin/jobs/{project_id}/{job_id}",
-            put(put_job).delete(delete_job),
-        )
-        .route(
-            "/admin/jobs/{project_id}/{job_id}/requests",
-            get(job_requests),
-        )
+        .route("/admin/jobs/{project_id}/{job_id}", put(put_job).delete(delete_job))
+        .route("/admin/jobs/{project_id}/{job_id}/requests", get(job_requests))
         .route("/admin/requests", get(all_requests))
         .route("/admin/tokens/revoke", post(revoke_tokens))
         .route("/admin/reset-counters", post(reset_counters))
@@ -92,9 +86,7 @@ async fn get_job(
 fn project_throttled(sim: &Sim, request_id: &str) -> SimResponse {
     let cfg = sim.throttles.config();
     // The message's limit is per minute, as the gateway words it.
-    let limit = cfg.map_or(DEFAULT_THROTTLE_LIMIT, |c| {
-        (c.rate * 60.0).round().max(1.0) as u32
-    });
+    let limit = cfg.map_or(DEFAULT_THROTTLE_LIMIT, |c| (c.rate * 60.0).round().max(1.0) as u32);
     responses::throttled(limit, cfg.and_then(|c| c.retry_after), request_id)
 }
 
@@ -132,17 +124,9 @@ async fn issue_token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         }
     };
     let now = Timestamp::now();
-    let (token, expires_at) = sim.tokens.issue(
-        &user.name,
-        &project.id,
-        now,
-        sim.scenario.settings.token_lifetime.0,
-    );
+    let (token, expires_at) = sim.tokens.issue(&user.name, &project.id, now, sim.scenario.settings.token_lifetime.0);
     sim.counters.tokens_issued.inc();
-    let mut response = to_http(
-        SimResponse::json(201, &iam::token_body(user, &project, now, expires_at)),
-        &request_id,
-    );
+    let mut response = to_http(SimResponse::json(201, &iam::token_body(user, &project, now, expires_at)), &request_id);
     if let Ok(value) = HeaderValue::from_str(&token) {
         response.headers_mut().insert("x-subject-token", value);
     }
@@ -165,45 +149,22 @@ async fn put_job(
     match def {
         Ok(def) => {
             let replaced = sim.put_job(def);
-            let status = if replaced {
-                StatusCode::OK
-            } else {
-                StatusCode::CREATED
-            };
-            (
-                status,
-                axum::Json(
-                    json!({"project_id": project_id, "job_id": job_id, "replaced": replaced}),
-                ),
-            )
+            let status = if replaced { StatusCode::OK } else { StatusCode::CREATED };
+            (status, axum::Json(json!({"project_id": project_id, "job_id": job_id, "replaced": replaced})))
                 .into_response()
         }
         Err(e) => (StatusCode::BAD_REQUEST, axum::Json(json!({"error": e.0}))).into_response(),
     }
 }
 
-async fn delete_job(
-    State(sim): State<Arc<Sim>>,
-    Path((project_id, job_id)): Path<(String, String)>,
-) -> StatusCode {
-    if sim.remove_job(&project_id, &job_id) {
-        StatusCode::NO_CONTENT
-    } else {
-        StatusCode::NOT_FOUND
-    }
+async fn delete_job(State(sim): State<Arc<Sim>>, Path((project_id, job_id)): Path<(String, String)>) -> StatusCode {
+    if sim.remove_job(&project_id, &job_id) { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND }
 }
 
-async fn job_requests(
-    State(sim): State<Arc<Sim>>,
-    Path((project_id, job_id)): Path<(String, String)>,
-) -> Response {
+async fn job_requests(State(sim): State<Arc<Sim>>, Path((project_id, job_id)): Path<(String, String)>) -> Response {
     match sim.job(&project_id, &job_id) {
         Some(job) => axum::Json(job.counters.to_json()).into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({"error": "no such job"})),
-        )
-            .into_response(),
+        None => (StatusCode::NOT_FOUND, axum::Json(json!({"error": "no such job"}))).into_response(),
     }
 }
 
@@ -219,11 +180,7 @@ async fn revoke_tokens(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         match serde_json::from_slice::<Value>(&body) {
             Ok(v) => v.get("user").and_then(Value::as_str).map(str::to_owned),
             Err(e) => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    axum::Json(json!({"error": e.to_string()})),
-                )
-                    .into_response();
+                return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": e.to_string()}))).into_response();
             }
         }
     };
@@ -239,20 +196,14 @@ async fn reset_counters(State(sim): State<Arc<Sim>>) -> StatusCode {
 async fn unknown_api(State(sim): State<Arc<Sim>>) -> Response {
     let request_id = sim.next_request_id();
     let message = "The API does not exist or has not been published in the environment";
-    to_http(
-        responses::gateway(404, "APIGW.0101", message, &request_id),
-        &request_id,
-    )
+    to_http(responses::gateway(404, "APIGW.0101", message, &request_id), &request_id)
 }
 
 fn to_http(r: SimResponse, request_id: &str) -> Response {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, Body::from(r.body)).into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(r.content_type),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(r.content_type));
     if let Ok(id) = HeaderValue::from_str(request_id) {
         headers.insert("x-request-id", id);
     }

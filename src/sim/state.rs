@@ -50,12 +50,7 @@ impl LiveJob {
         if def.clock.unwrap_or(default_clock) == ClockStart::SimStart {
             let _ = clock.set(JobClock::start_now(&def));
         }
-        Self {
-            def,
-            clock,
-            counters: StatusCounts::default(),
-            authenticated: AtomicU64::new(0),
-        }
+        Self { def, clock, counters: StatusCounts::default(), authenticated: AtomicU64::new(0) }
     }
 
     /// Numbers this request and computes its answer; starts the clock of a
@@ -63,20 +58,14 @@ impl LiveJob {
     pub fn answer(&self, default_format: TimeFormat) -> Answer {
         let request_no = self.authenticated.fetch_add(1, Relaxed) + 1;
         let clock = self.clock.get_or_init(|| JobClock::start_now(&self.def));
-        let at = JobTime {
-            created_at: clock.created_at,
-            age: clock.started.elapsed() + self.def.age_at_start.0,
-        };
+        let at = JobTime { created_at: clock.created_at, age: clock.started.elapsed() + self.def.age_at_start.0 };
         lifecycle::answer(&self.def, at, request_no, default_format)
     }
 }
 
 impl JobClock {
     fn start_now(def: &JobDef) -> Self {
-        Self {
-            started: Instant::now(),
-            created_at: lifecycle::created_at(Timestamp::now(), def.age_at_start.0),
-        }
+        Self { started: Instant::now(), created_at: lifecycle::created_at(Timestamp::now(), def.age_at_start.0) }
     }
 }
 
@@ -116,17 +105,11 @@ impl Sim {
     /// 32 hex characters, like the gateway's request ids.
     pub fn next_request_id(&self) -> String {
         let n = self.request_seq.fetch_add(1, Relaxed);
-        format!(
-            "{:016x}{:016x}",
-            self.request_seed,
-            n.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        )
+        format!("{:016x}{:016x}", self.request_seed, n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
     }
 
     pub fn job(&self, project_id: &str, job_id: &str) -> Option<Arc<LiveJob>> {
-        self.jobs
-            .get(&job_key(project_id, job_id))
-            .map(|e| Arc::clone(e.value()))
+        self.jobs.get(&job_key(project_id, job_id)).map(|e| Arc::clone(e.value()))
     }
 
     /// Adds or replaces a job (already validated); its clock and counters
@@ -145,18 +128,11 @@ impl Sim {
     /// else the IAM token.
     pub fn authenticate(&self, req: &SignedRequest<'_>) -> Result<(), AuthFailure> {
         let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
-        if let Some(authorization) =
-            header("authorization").filter(|a| a.trim_start().starts_with("SDK-HMAC-SHA256"))
-        {
-            return self
-                .aksk
-                .verify(req, authorization, Timestamp::now(), Instant::now())
-                .map_err(AuthFailure::Aksk);
+        if let Some(authorization) = header("authorization").filter(|a| a.trim_start().starts_with("SDK-HMAC-SHA256")) {
+            return self.aksk.verify(req, authorization, Timestamp::now(), Instant::now()).map_err(AuthFailure::Aksk);
         }
         let token = header("x-auth-token").ok_or(AuthFailure::Missing)?;
-        self.tokens
-            .check(token, req.project_id, Timestamp::now())
-            .map_err(AuthFailure::Token)
+        self.tokens.check(token, req.project_id, Timestamp::now()).map_err(AuthFailure::Token)
     }
 
     pub fn count_auth_failure(&self, failure: AuthFailure) {
@@ -170,11 +146,8 @@ impl Sim {
     /// Everything `/admin/requests` shows.
     pub fn requests_json(&self) -> Value {
         let mut all = self.counters.to_json();
-        let jobs: Map<String, Value> = self
-            .jobs
-            .iter()
-            .map(|e| (e.key().clone(), e.value().counters.to_json()))
-            .collect();
+        let jobs: Map<String, Value> =
+            self.jobs.iter().map(|e| (e.key().clone(), e.value().counters.to_json())).collect();
         all["jobs"] = Value::Object(jobs);
         all
     }

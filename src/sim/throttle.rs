@@ -15,10 +15,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     pub fn full(burst: u32, now: Instant) -> Self {
-        Self {
-            tokens: f64::from(burst),
-            last: now,
-        }
+        Self { tokens: f64::from(burst), last: now }
     }
 
     /// Takes a token if there is one.
@@ -43,10 +40,7 @@ pub struct Throttles {
 
 impl Throttles {
     pub fn new(config: Option<Throttle>) -> Self {
-        Self {
-            config,
-            buckets: DashMap::new(),
-        }
+        Self { config, buckets: DashMap::new() }
     }
 
     pub fn config(&self) -> Option<&Throttle> {
@@ -60,10 +54,7 @@ impl Throttles {
         if let Some(mut bucket) = self.buckets.get_mut(project_id) {
             return bucket.try_take(now, cfg.rate, cfg.burst);
         }
-        let mut bucket = self
-            .buckets
-            .entry(project_id.to_owned())
-            .or_insert(TokenBucket::full(cfg.burst, now));
+        let mut bucket = self.buckets.entry(project_id.to_owned()).or_insert(TokenBucket::full(cfg.burst, now));
         bucket.try_take(now, cfg.rate, cfg.burst)
     }
 }
@@ -77,10 +68,7 @@ mod tests {
     fn burst_then_refill_at_rate() {
         let t0 = Instant::now();
         let mut b = TokenBucket::full(3, t0);
-        assert_eq!(
-            (0..5).map(|_| b.try_take(t0, 10.0, 3)).collect::<Vec<_>>(),
-            [true, true, true, false, false]
-        );
+        assert_eq!((0..5).map(|_| b.try_take(t0, 10.0, 3)).collect::<Vec<_>>(), [true, true, true, false, false]);
         // 10 a second: one token back after 100 ms, never more than the burst.
         assert!(b.try_take(t0 + Duration::from_millis(100), 10.0, 3));
         assert!(!b.try_take(t0 + Duration::from_millis(150), 10.0, 3));
@@ -90,11 +78,7 @@ mod tests {
 
     #[test]
     fn projects_have_separate_buckets() {
-        let t = Throttles::new(Some(Throttle {
-            rate: 0.001,
-            burst: 1,
-            retry_after: None,
-        }));
+        let t = Throttles::new(Some(Throttle { rate: 0.001, burst: 1, retry_after: None }));
         let now = Instant::now();
         assert!(t.admit("a", now));
         assert!(!t.admit("a", now));

@@ -25,27 +25,88 @@ fn row(ready: (&str, &str), rec: (&str, &str), stalled: (&str, &str), failed: (&
 #[test]
 fn contract_condition_table() {
     let stalled = |reason| Outcome::Stalled { reason, message: "m".into() };
-    let cases: Vec<(&str, Outcome, Phase, [(String, String); 4])> = vec![
-        ("INIT", Outcome::Job(job(JobStatus::Init)), Phase::Pending,
-            row(("False", "Pending"), ("True", "Pending"), ("False", "Pending"), ("False", "Pending"))),
-        ("RUNNING", Outcome::Job(job(JobStatus::Running)), Phase::Running,
-            row(("False", "JobRunning"), ("True", "JobRunning"), ("False", "JobRunning"), ("False", "JobRunning"))),
-        ("SUCCESS", Outcome::Job(job(JobStatus::Success)), Phase::Succeeded,
-            row(("True", "Succeeded"), ("False", "Succeeded"), ("False", "Succeeded"), ("False", "Succeeded"))),
-        ("FAIL", Outcome::Job(job(JobStatus::Fail)), Phase::Failed,
-            row(("False", "JobFailed"), ("False", "JobFailed"), ("True", "JobFailed"), ("True", "JobFailed"))),
-        ("deadline", Outcome::DeadlineExceeded { seconds: 60 }, Phase::Failed,
-            row(("False", "DeadlineExceeded"), ("False", "DeadlineExceeded"), ("True", "DeadlineExceeded"), ("True", "DeadlineExceeded"))),
-        ("no secret", stalled(StallReason::CredentialsNotFound), Phase::Pending,
-            row(("False", "CredentialsNotFound"), ("False", "CredentialsNotFound"), ("True", "CredentialsNotFound"), ("False", "CredentialsNotFound"))),
-        ("401", stalled(StallReason::AuthenticationFailed), Phase::Pending,
-            row(("False", "AuthenticationFailed"), ("False", "AuthenticationFailed"), ("True", "AuthenticationFailed"), ("False", "AuthenticationFailed"))),
-        ("403", stalled(StallReason::Forbidden), Phase::Pending,
-            row(("False", "Forbidden"), ("False", "Forbidden"), ("True", "Forbidden"), ("False", "Forbidden"))),
-        ("404", stalled(StallReason::JobNotFound), Phase::Pending,
-            row(("False", "JobNotFound"), ("False", "JobNotFound"), ("True", "JobNotFound"), ("False", "JobNotFound"))),
-        ("first answer transient", Outcome::Transient { message: "HTTP 503".into() }, Phase::Pending,
-            row(("False", "Pending"), ("True", "RetryingAfterError"), ("False", "RetryingAfterError"), ("False", "RetryingAfterError"))),
+    type Row = [(String, String); 4];
+    let cases: Vec<(&str, Outcome, Phase, Row)> = vec![
+        (
+            "INIT",
+            Outcome::Job(job(JobStatus::Init)),
+            Phase::Pending,
+            row(("False", "Pending"), ("True", "Pending"), ("False", "Pending"), ("False", "Pending")),
+        ),
+        (
+            "RUNNING",
+            Outcome::Job(job(JobStatus::Running)),
+            Phase::Running,
+            row(("False", "JobRunning"), ("True", "JobRunning"), ("False", "JobRunning"), ("False", "JobRunning")),
+        ),
+        (
+            "SUCCESS",
+            Outcome::Job(job(JobStatus::Success)),
+            Phase::Succeeded,
+            row(("True", "Succeeded"), ("False", "Succeeded"), ("False", "Succeeded"), ("False", "Succeeded")),
+        ),
+        (
+            "FAIL",
+            Outcome::Job(job(JobStatus::Fail)),
+            Phase::Failed,
+            row(("False", "JobFailed"), ("False", "JobFailed"), ("True", "JobFailed"), ("True", "JobFailed")),
+        ),
+        (
+            "deadline",
+            Outcome::DeadlineExceeded { seconds: 60 },
+            Phase::Failed,
+            row(
+                ("False", "DeadlineExceeded"),
+                ("False", "DeadlineExceeded"),
+                ("True", "DeadlineExceeded"),
+                ("True", "DeadlineExceeded"),
+            ),
+        ),
+        (
+            "no secret",
+            stalled(StallReason::CredentialsNotFound),
+            Phase::Pending,
+            row(
+                ("False", "CredentialsNotFound"),
+                ("False", "CredentialsNotFound"),
+                ("True", "CredentialsNotFound"),
+                ("False", "CredentialsNotFound"),
+            ),
+        ),
+        (
+            "401",
+            stalled(StallReason::AuthenticationFailed),
+            Phase::Pending,
+            row(
+                ("False", "AuthenticationFailed"),
+                ("False", "AuthenticationFailed"),
+                ("True", "AuthenticationFailed"),
+                ("False", "AuthenticationFailed"),
+            ),
+        ),
+        (
+            "403",
+            stalled(StallReason::Forbidden),
+            Phase::Pending,
+            row(("False", "Forbidden"), ("False", "Forbidden"), ("True", "Forbidden"), ("False", "Forbidden")),
+        ),
+        (
+            "404",
+            stalled(StallReason::JobNotFound),
+            Phase::Pending,
+            row(("False", "JobNotFound"), ("False", "JobNotFound"), ("True", "JobNotFound"), ("False", "JobNotFound")),
+        ),
+        (
+            "first answer transient",
+            Outcome::Transient { message: "HTTP 503".into() },
+            Phase::Pending,
+            row(
+                ("False", "Pending"),
+                ("True", "RetryingAfterError"),
+                ("False", "RetryingAfterError"),
+                ("False", "RetryingAfterError"),
+            ),
+        ),
     ];
     for (name, outcome, phase, want) in cases {
         let s = next_status(None, &outcome, &ctx(100));

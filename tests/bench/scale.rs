@@ -155,7 +155,15 @@ struct CloudJob {
 }
 
 impl CloudJob {
-    fn new(project: String, job_id: String, duration: f64, interval: f64, fast: bool, fails: bool, group: Group) -> Self {
+    fn new(
+        project: String,
+        job_id: String,
+        duration: f64,
+        interval: f64,
+        fast: bool,
+        fails: bool,
+        group: Group,
+    ) -> Self {
         let end = duration;
         let run_at = (0.1 * duration).min(interval);
         let step = if fast { interval / 2.0 } else { interval * 2.0 };
@@ -321,7 +329,9 @@ fn spawn_watch(client: &Client, run: &str, tracker: Arc<Mutex<Tracker>>) -> toki
         while let Some(ev) = stream.next().await {
             let now = Instant::now();
             match ev {
-                Ok(watcher::Event::Apply(ij) | watcher::Event::InitApply(ij)) => tracker.lock().unwrap().observe(&ij, now),
+                Ok(watcher::Event::Apply(ij) | watcher::Event::InitApply(ij)) => {
+                    tracker.lock().unwrap().observe(&ij, now)
+                }
                 Ok(watcher::Event::InitDone) => tracker.lock().unwrap().relists += 1,
                 Ok(_) => {}
                 Err(e) => log(format!("bench watch error: {e}")),
@@ -465,7 +475,14 @@ struct OperatorProc {
 }
 
 impl OperatorProc {
-    fn start(dir: &std::path::Path, name: &str, sim: &SimProc, selector: &str, interval: Duration, extra: &[String]) -> anyhow::Result<Self> {
+    fn start(
+        dir: &std::path::Path,
+        name: &str,
+        sim: &SimProc,
+        selector: &str,
+        interval: Duration,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
         let port = common::e2e::free_port();
         let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
         let child = Command::new(env!("CARGO_BIN_EXE_imagejob-operator"))
@@ -483,7 +500,11 @@ impl OperatorProc {
             .stderr(log)
             .spawn()
             .context("start imagejob-operator")?;
-        Ok(OperatorProc { proc: Proc { child }, metrics_url: format!("http://127.0.0.1:{port}"), spawned: Instant::now() })
+        Ok(OperatorProc {
+            proc: Proc { child },
+            metrics_url: format!("http://127.0.0.1:{port}"),
+            spawned: Instant::now(),
+        })
     }
 
     async fn metrics(&self) -> String {
@@ -630,10 +651,25 @@ impl Bench {
     }
 
     /// Cloud jobs for `count` ImageJobs, `groups` of them shared by `k`.
-    fn plan(&self, group: Group, tag: u8, count: usize, projects: &[String], groups: usize, k: usize, op_label: &str) -> Vec<Unit> {
+    #[allow(clippy::too_many_arguments)]
+    fn plan(
+        &self,
+        group: Group,
+        tag: u8,
+        count: usize,
+        projects: &[String],
+        groups: usize,
+        k: usize,
+        op_label: &str,
+    ) -> Vec<Unit> {
         let interval = self.args.interval.as_secs_f64();
-        let lifetime = if matches!(group, Group::ThrottleOver | Group::ThrottleUnder) { 6.0 } else { self.args.lifetime };
-        let interval = if matches!(group, Group::ThrottleOver | Group::ThrottleUnder) { throttle_interval(&self.args).as_secs_f64() } else { interval };
+        let lifetime =
+            if matches!(group, Group::ThrottleOver | Group::ThrottleUnder) { 6.0 } else { self.args.lifetime };
+        let interval = if matches!(group, Group::ThrottleOver | Group::ThrottleUnder) {
+            throttle_interval(&self.args).as_secs_f64()
+        } else {
+            interval
+        };
         let mut units = Vec::new();
         let mut made = 0;
         let mut j = 0;
@@ -641,7 +677,8 @@ impl Bench {
             let sharers = if j < groups { k.min(count - made) } else { 1 };
             let duration = lifetime * interval * (0.8 + 0.4 * frac(j));
             let project = projects[j % projects.len()].clone();
-            let mut job = CloudJob::new(project, job_id(self.run_no, tag, j), duration, interval, j % 2 == 0, j % 10 == 9, group);
+            let mut job =
+                CloudJob::new(project, job_id(self.run_no, tag, j), duration, interval, j % 2 == 0, j % 10 == 9, group);
             job.sharers = sharers;
             let objects = (0..sharers)
                 .map(|c| {
@@ -698,7 +735,13 @@ struct Row {
 }
 
 impl Results {
-    fn row(&mut self, target: impl Into<String>, goal: impl Into<String>, measured: impl Into<String>, met: Option<bool>) {
+    fn row(
+        &mut self,
+        target: impl Into<String>,
+        goal: impl Into<String>,
+        measured: impl Into<String>,
+        met: Option<bool>,
+    ) {
         self.rows.push(Row { target: target.into(), goal: goal.into(), measured: measured.into(), met });
     }
     fn ctx(&mut self, k: impl Into<String>, v: impl Into<String>) {
@@ -742,10 +785,7 @@ struct CpuSample {
 }
 
 fn cpu_sample(procs: &[(String, Option<u32>)]) -> CpuSample {
-    CpuSample {
-        at: Instant::now(),
-        per_pid: procs.iter().map(|(n, p)| (n.clone(), p.and_then(cpu_seconds))).collect(),
-    }
+    CpuSample { at: Instant::now(), per_pid: procs.iter().map(|(n, p)| (n.clone(), p.and_then(cpu_seconds))).collect() }
 }
 
 fn cpu_usage(a: &CpuSample, b: &CpuSample) -> Vec<(String, Option<f64>)> {
@@ -810,7 +850,7 @@ async fn run(bench: &mut Bench, res: &mut Results) -> anyhow::Result<()> {
     let iv = interval.as_secs_f64();
     // One project per 100 ImageJobs, and at most 4 polls/s per project on
     // average (the default bucket allows 10/s).
-    let per_project = (4.0 * iv).min(100.0).max(1.0) as usize;
+    let per_project = (4.0 * iv).clamp(1.0, 100.0) as usize;
     let n_projects = args.projects.unwrap_or(args.jobs.div_ceil(per_project).max(1));
     let n_ns = args.namespaces.unwrap_or((args.jobs / 10).clamp(1, 20));
     let groups = args.shared_groups.unwrap_or(args.jobs / 100);
@@ -834,7 +874,14 @@ async fn run(bench: &mut Bench, res: &mut Results) -> anyhow::Result<()> {
     };
     let sim = SimProc::start(bench.dir.path(), "sim-main", scenario(None, &projects))?;
     let main_label = format!("{}-main", bench.run);
-    let mut op = OperatorProc::start(bench.dir.path(), "operator-main", &sim, &format!("scale-op={main_label}"), interval, &args.operator_arg)?;
+    let mut op = OperatorProc::start(
+        bench.dir.path(),
+        "operator-main",
+        &sim,
+        &format!("scale-op={main_label}"),
+        interval,
+        &args.operator_arg,
+    )?;
     let watch = spawn_watch(&bench.client, &bench.run, bench.tracker.clone());
     op.wait_ready(Duration::from_secs(60)).await.context("operator not ready")?;
     let others = |op: &OperatorProc, sim: &SimProc| {
@@ -857,7 +904,15 @@ async fn run(bench: &mut Bench, res: &mut Results) -> anyhow::Result<()> {
     let creation = bench.create_units(&sim, units, args.create_concurrency).await?;
     let create_end = Instant::now();
     log(format!("created in {:.1} s", creation.as_secs_f64()));
-    res.ctx("creating the main ImageJobs", format!("{:.1} s ({:.0}/s, {} in flight)", creation.as_secs_f64(), args.jobs as f64 / creation.as_secs_f64(), args.create_concurrency));
+    res.ctx(
+        "creating the main ImageJobs",
+        format!(
+            "{:.1} s ({:.0}/s, {} in flight)",
+            creation.as_secs_f64(),
+            args.jobs as f64 / creation.as_secs_f64(),
+            args.create_concurrency
+        ),
+    );
 
     // Steady state: one interval after the last create, while no job has finished.
     let win_start = create_end + interval;
@@ -878,13 +933,20 @@ async fn run(bench: &mut Bench, res: &mut Results) -> anyhow::Result<()> {
     };
     let phase_cpu_a = cpu_sample(&procs);
 
-    let last_end = main_jobs.iter().filter_map(|j| j.t0.get().map(|t| *t + Duration::from_secs_f64(j.duration))).max().unwrap_or(create_end);
+    let last_end = main_jobs
+        .iter()
+        .filter_map(|j| j.t0.get().map(|t| *t + Duration::from_secs_f64(j.duration)))
+        .max()
+        .unwrap_or(create_end);
     let timeout = last_end.saturating_duration_since(Instant::now()) + 4 * interval + Duration::from_secs(60);
     log("waiting until every main job is finished");
     let all_done = bench.wait_for("main jobs to finish", timeout, |t| t.unfinished(Group::Main)).await;
     let phase_cpu_b = cpu_sample(&procs);
     let settle_a = sim.requests().await?;
-    log(format!("all finished; {} of quiet to check that no request follows", humantime::format_duration(2 * interval)));
+    log(format!(
+        "all finished; {} of quiet to check that no request follows",
+        humantime::format_duration(2 * interval)
+    ));
     tokio::time::sleep(2 * interval).await;
     let settle_b = sim.requests().await?;
     let op_metrics = op.metrics().await;
@@ -933,7 +995,9 @@ async fn run(bench: &mut Bench, res: &mut Results) -> anyhow::Result<()> {
     res.row(
         "cloud requests per running job",
         "≤ 1.10 × (duration ÷ interval + 1)",
-        format!("{ratio:.3} × ({sum_r:.0} requests, minimum {sum_min:.0}); per job p50 {p50_ratio:.2}, max {max_ratio:.2}"),
+        format!(
+            "{ratio:.3} × ({sum_r:.0} requests, minimum {sum_min:.0}); per job p50 {p50_ratio:.2}, max {max_ratio:.2}"
+        ),
         Some(ratio <= 1.10),
     );
     res.check(format!("requests / minimum = {ratio:.3} ≤ 1.10"), ratio <= 1.10);
@@ -964,13 +1028,22 @@ async fn run(bench: &mut Bench, res: &mut Results) -> anyhow::Result<()> {
     // with other work the figure can only be an upper bound, so the check
     // allows 1 % (and is exact when the bench is alone, as in CI).
     let api_ok = api_patches >= changes as f64 - 0.5 && api_patches <= changes as f64 * 1.01 + 0.5;
-    res.check(format!("API server status patches {api_patches:.0} = changes {changes} (±1 % for other clients)"), api_ok);
-    res.check(format!("operator status patches {op_patches:.0} = changes {changes}"), (op_patches - changes as f64).abs() < 0.5);
+    res.check(
+        format!("API server status patches {api_patches:.0} = changes {changes} (±1 % for other clients)"),
+        api_ok,
+    );
+    res.check(
+        format!("operator status patches {op_patches:.0} = changes {changes}"),
+        (op_patches - changes as f64).abs() < 0.5,
+    );
     let unchanged_polls = polls - changes as f64;
     res.row(
         "patches on polls that changed nothing",
         "0",
-        format!("{:.0} ({unchanged_polls:.0} of {polls:.0} polls changed nothing)", (api_patches - changes as f64).max(0.0)),
+        format!(
+            "{:.0} ({unchanged_polls:.0} of {polls:.0} polls changed nothing)",
+            (api_patches - changes as f64).max(0.0)
+        ),
         Some(api_patches <= changes as f64),
     );
     res.row(
@@ -988,16 +1061,31 @@ async fn run(bench: &mut Bench, res: &mut Results) -> anyhow::Result<()> {
                 format!("{} over {:.0} s", fmt_pct(op_cpu), wall.as_secs_f64()),
                 op_cpu.map(|c| c <= 25.0),
             );
-            res.ctx("steady-state RSS of the operator", format!("{:.1} → {:.1} MiB", rss_a.unwrap_or(0.0) / 1024.0, rss_b.unwrap_or(0.0) / 1024.0));
-            res.ctx("steady-state CPU (% of one core)", cpu.iter().map(|(n, c)| format!("{n} {}", fmt_pct(*c))).collect::<Vec<_>>().join(", "));
+            res.ctx(
+                "steady-state RSS of the operator",
+                format!("{:.1} → {:.1} MiB", rss_a.unwrap_or(0.0) / 1024.0, rss_b.unwrap_or(0.0) / 1024.0),
+            );
+            res.ctx(
+                "steady-state CPU (% of one core)",
+                cpu.iter().map(|(n, c)| format!("{n} {}", fmt_pct(*c))).collect::<Vec<_>>().join(", "),
+            );
         }
         None => res.row("operator CPU (steady state)", "≤ 25 % of one core", "no window (raise --lifetime)", None),
     }
     let hwm = hwm_main.unwrap_or(f64::NAN) / 1024.0;
-    res.row(format!("{} ImageJobs: operator peak RSS (VmHWM)", args.jobs), "≤ 100 MiB", format!("{hwm:.1} MiB"), Some(hwm <= 100.0));
+    res.row(
+        format!("{} ImageJobs: operator peak RSS (VmHWM)", args.jobs),
+        "≤ 100 MiB",
+        format!("{hwm:.1} MiB"),
+        Some(hwm <= 100.0),
+    );
     res.ctx(
         "CPU over the rest of phase 1 (% of one core)",
-        cpu_usage(&phase_cpu_a, &phase_cpu_b).iter().map(|(n, c)| format!("{n} {}", fmt_pct(*c))).collect::<Vec<_>>().join(", "),
+        cpu_usage(&phase_cpu_a, &phase_cpu_b)
+            .iter()
+            .map(|(n, c)| format!("{n} {}", fmt_pct(*c)))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     res.ctx("operator polls", format!("{op_requests:.0} cloud requests + {coalesced:.0} served by a shared answer"));
     res.ctx("bench watch", {
@@ -1012,7 +1100,14 @@ async fn run(bench: &mut Bench, res: &mut Results) -> anyhow::Result<()> {
     log("phase 2: restarting the operator over the finished ImageJobs");
     op.proc.terminate()?;
     let before = sim.requests().await?;
-    let op2 = OperatorProc::start(bench.dir.path(), "operator-restarted", &sim, &format!("scale-op={main_label}"), interval, &args.operator_arg)?;
+    let op2 = OperatorProc::start(
+        bench.dir.path(),
+        "operator-restarted",
+        &sim,
+        &format!("scale-op={main_label}"),
+        interval,
+        &args.operator_arg,
+    )?;
     let ready = op2.wait_ready(Duration::from_secs(120)).await;
     tokio::time::sleep(2 * interval).await;
     let after = sim.requests().await?;
@@ -1029,21 +1124,31 @@ async fn run(bench: &mut Bench, res: &mut Results) -> anyhow::Result<()> {
     res.check(format!("requests after a restart = {restart_requests}"), restart_requests == 0 && op2_requests == 0.0);
     let ready_s = ready.map_or(f64::NAN, |d| d.as_secs_f64());
     res.row("restart: ready (/readyz)", "≤ 10 s", format!("{ready_s:.2} s after start"), Some(ready_s <= 10.0));
-    res.ctx("restarted operator VmHWM", format!("{:.1} MiB", proc_kib(op2.proc.pid(), "VmHWM").unwrap_or(f64::NAN) / 1024.0));
+    res.ctx(
+        "restarted operator VmHWM",
+        format!("{:.1} MiB", proc_kib(op2.proc.pid(), "VmHWM").unwrap_or(f64::NAN) / 1024.0),
+    );
 
     // ---- phase 3: bursts
     if burst > 0 {
         log(format!("phase 3: {burst} ImageJobs at once over {n_projects} projects"));
         let units = bench.plan(Group::BurstMulti, 2, burst, &projects, 0, 1, &main_label);
         let took = bench.create_units(&sim, units, args.create_concurrency * 2).await?;
-        bench.wait_for("first status of the burst", Duration::from_secs(120), |t| t.without_status(Group::BurstMulti)).await;
+        bench
+            .wait_for("first status of the burst", Duration::from_secs(120), |t| t.without_status(Group::BurstMulti))
+            .await;
         let (mut lat, missing) = first_status_latencies(&bench.tracker.lock().unwrap(), Group::BurstMulti);
         res.row(
             format!("{burst} ImageJobs created at once ({n_projects} projects): first status"),
             "report",
-            format!("p50 {:.2} s, p99 {:.2} s, max {:.2} s after the create call (creating took {:.1} s{})",
-                pct(&mut lat, 0.5), pct(&mut lat, 0.99), pct(&mut lat, 1.0), took.as_secs_f64(),
-                if missing > 0 { format!("; {missing} without status") } else { String::new() }),
+            format!(
+                "p50 {:.2} s, p99 {:.2} s, max {:.2} s after the create call (creating took {:.1} s{})",
+                pct(&mut lat, 0.5),
+                pct(&mut lat, 0.99),
+                pct(&mut lat, 1.0),
+                took.as_secs_f64(),
+                if missing > 0 { format!("; {missing} without status") } else { String::new() }
+            ),
             None,
         );
         if args.single_project_burst.unwrap_or(!args.ci) && n_projects > 1 {
@@ -1055,7 +1160,9 @@ async fn run(bench: &mut Bench, res: &mut Results) -> anyhow::Result<()> {
             let window_start = Instant::now();
             let took = bench.create_units(&sim, units, args.create_concurrency * 2).await?;
             let limit_wait = Duration::from_secs_f64(burst as f64 / 5.0 + 60.0);
-            bench.wait_for("first status of the one-project burst", limit_wait, |t| t.without_status(Group::BurstSingle)).await;
+            bench
+                .wait_for("first status of the one-project burst", limit_wait, |t| t.without_status(Group::BurstSingle))
+                .await;
             let window = (window_start, Instant::now());
             let (mut lat, missing) = first_status_latencies(&bench.tracker.lock().unwrap(), Group::BurstSingle);
             let mut neighbours = bench.tracker.lock().unwrap().late(Group::BurstMulti, Some(window));
@@ -1070,8 +1177,13 @@ async fn run(bench: &mut Bench, res: &mut Results) -> anyhow::Result<()> {
             res.row(
                 "meanwhile, lateness of the other projects' jobs",
                 format!("p99 ≤ {late_goal:.0} s"),
-                format!("p50 {:.1} s, p99 {:.1} s, max {:.1} s ({} changes of the {burst} jobs of phase 3)",
-                    pct(&mut neighbours, 0.5), pct(&mut neighbours, 0.99), pct(&mut neighbours, 1.0), neighbours.len()),
+                format!(
+                    "p50 {:.1} s, p99 {:.1} s, max {:.1} s ({} changes of the {burst} jobs of phase 3)",
+                    pct(&mut neighbours, 0.5),
+                    pct(&mut neighbours, 0.99),
+                    pct(&mut neighbours, 1.0),
+                    neighbours.len()
+                ),
                 Some(pct(&mut neighbours, 0.99) <= late_goal),
             );
         }
@@ -1099,7 +1211,11 @@ fn first_status_latencies(t: &Tracker, group: Group) -> (Vec<f64>, usize) {
     (lat, missing)
 }
 
-async fn throttle_phase(bench: &Bench, res: &mut Results, scenario: &dyn Fn(Option<Value>, &[String]) -> Value) -> anyhow::Result<()> {
+async fn throttle_phase(
+    bench: &Bench,
+    res: &mut Results,
+    scenario: &dyn Fn(Option<Value>, &[String]) -> Value,
+) -> anyhow::Result<()> {
     let args = bench.args.clone();
     let iv = throttle_interval(&args);
     // The simulated gateway allows 5 requests/s per project (burst 5). Each
@@ -1114,13 +1230,29 @@ async fn throttle_phase(bench: &Bench, res: &mut Results, scenario: &dyn Fn(Opti
         "sim-throttle",
         scenario(Some(json!({"rate": rate, "burst": sim_burst, "retry_after": 1})), &[over.clone(), under.clone()]),
     )?;
-    log(format!("phase 4: gateway throttling at {rate}/s per project; {per_project} jobs each for an operator above and one below that limit"));
+    log(format!(
+        "phase 4: gateway throttling at {rate}/s per project; {per_project} jobs each for an operator above and one below that limit"
+    ));
     let label_over = format!("{}-tover", bench.run);
     let label_under = format!("{}-tunder", bench.run);
-    let op_over = OperatorProc::start(bench.dir.path(), "operator-throttle-over", &sim, &format!("scale-op={label_over}"), iv, &args.operator_arg)?;
+    let op_over = OperatorProc::start(
+        bench.dir.path(),
+        "operator-throttle-over",
+        &sim,
+        &format!("scale-op={label_over}"),
+        iv,
+        &args.operator_arg,
+    )?;
     let mut under_args = args.operator_arg.clone();
     under_args.extend(["--ims-rate-limit".into(), "4.5".into(), "--ims-rate-burst".into(), "5".into()]);
-    let op_under = OperatorProc::start(bench.dir.path(), "operator-throttle-under", &sim, &format!("scale-op={label_under}"), iv, &under_args)?;
+    let op_under = OperatorProc::start(
+        bench.dir.path(),
+        "operator-throttle-under",
+        &sim,
+        &format!("scale-op={label_under}"),
+        iv,
+        &under_args,
+    )?;
     op_over.wait_ready(Duration::from_secs(60)).await.context("operator not ready")?;
     op_under.wait_ready(Duration::from_secs(60)).await.context("operator not ready")?;
     let mut units = bench.plan(Group::ThrottleOver, 4, per_project, &[over], 0, 1, &label_over);
@@ -1130,7 +1262,9 @@ async fn throttle_phase(bench: &Bench, res: &mut Results, scenario: &dyn Fn(Opti
     let longest = jobs.iter().map(|j| j.duration).fold(0.0, f64::max);
     let timeout = Duration::from_secs_f64(longest) + 10 * iv + Duration::from_secs(60);
     bench
-        .wait_for("throttled jobs to finish", timeout, |t| t.unfinished(Group::ThrottleOver) + t.unfinished(Group::ThrottleUnder))
+        .wait_for("throttled jobs to finish", timeout, |t| {
+            t.unfinished(Group::ThrottleOver) + t.unfinished(Group::ThrottleUnder)
+        })
         .await;
     let counts = sim.requests().await?;
     for (group, name, op, limit) in [
@@ -1143,7 +1277,11 @@ async fn throttle_phase(bench: &Bench, res: &mut Results, scenario: &dyn Fn(Opti
         let min: f64 = js.iter().map(|j| j.min_requests(iv.as_secs_f64())).sum();
         let (false_failures, unfinished, retrying) = {
             let t = bench.tracker.lock().unwrap();
-            (t.of(group).filter(|t| t.false_failure).count(), t.unfinished(group), t.of(group).filter(|t| t.retrying).count())
+            (
+                t.of(group).filter(|t| t.false_failure).count(),
+                t.unfinished(group),
+                t.of(group).filter(|t| t.retrying).count(),
+            )
         };
         let m = op.metrics().await;
         let transient = metric_with(&m, "imagejob_ims_requests_total", r#"outcome="transient""#);
@@ -1157,8 +1295,14 @@ async fn throttle_phase(bench: &Bench, res: &mut Results, scenario: &dyn Fn(Opti
             ),
             Some(false_failures == 0 && unfinished == 0),
         );
-        res.ctx(format!("operator bucket {name} the cloud's limit"), format!("--ims-rate-limit {limit}: {throttled} requests answered 429"));
-        res.check(format!("throttled ({name}): no job shown failed ({false_failures}), all finished ({unfinished} not)"), false_failures == 0 && unfinished == 0);
+        res.ctx(
+            format!("operator bucket {name} the cloud's limit"),
+            format!("--ims-rate-limit {limit}: {throttled} requests answered 429"),
+        );
+        res.check(
+            format!("throttled ({name}): no job shown failed ({false_failures}), all finished ({unfinished} not)"),
+            false_failures == 0 && unfinished == 0,
+        );
         if group == Group::ThrottleUnder {
             res.check(format!("bucket below the cloud's limit: no 429 ({throttled})"), throttled == 0);
         }

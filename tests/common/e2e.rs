@@ -192,10 +192,7 @@ pub async fn wait_status(
     what: &str,
     pred: impl Fn(&ImageJobStatus) -> bool,
 ) -> ImageJobStatus {
-    super::eventually(timeout, what, || async {
-        status(client, ns, name).await.filter(|s| pred(s))
-    })
-    .await
+    super::eventually(timeout, what, || async { status(client, ns, name).await.filter(|s| pred(s)) }).await
 }
 
 /// A scenario job: INIT (unless it starts running at once), then RUNNING

@@ -38,7 +38,10 @@ pub fn tool(name: &str) -> PathBuf {
     let path = cache.join("bin").join(name);
     if !path.exists() {
         let build = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cluster/build");
-        assert!(Command::new("bash").arg(build).status().expect("run tests/cluster/build").success(), "tests/cluster/build failed");
+        assert!(
+            Command::new("bash").arg(build).status().expect("run tests/cluster/build").success(),
+            "tests/cluster/build failed"
+        );
     }
     path
 }
