@@ -240,7 +240,6 @@ async fn poll<S: JobSource>(
 ) -> Result<Polled, Error> {
     let namespace = ij.namespace().ok_or(Error::NoNamespace)?;
     let secret_name = &ij.spec.credentials_ref.name;
-    ctx.secrets.register_user(&namespace, secret_name, key.clone());
     let loaded = match ctx.secrets.load(&namespace, secret_name).await {
         Ok(l) => l,
         Err(e @ (SecretError::NotFound { .. } | SecretError::Invalid { .. })) => {

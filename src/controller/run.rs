@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use super::coalesce::{Coalescer, quota};
 use super::schedule::Schedule;
-use super::secrets::SecretCache;
+use super::secrets::{self, SecretCache};
 use super::{Ctx, error_policy, reconcile};
 use crate::config::RunArgs;
 use crate::crd::ImageJob;
@@ -149,7 +149,7 @@ async fn run_controller(
         args,
     });
 
-    let secret_watch = watch_secrets(secrets, ctx.clone());
+    let secret_watch = watch_secrets(secrets, reader.clone(), ctx.clone());
     let housekeeping = housekeeping(reader.clone(), ctx.clone(), ready);
     let wake_stream = futures::stream::poll_fn(move |cx| wake_rx.poll_recv(cx));
     let controller = Controller::for_stream(imagejob_stream, reader)
@@ -204,14 +204,22 @@ where
 
 /// Metadata-only watch of Secrets: invalidates cached credentials and wakes
 /// the ImageJobs using a Secret that changed.
-async fn watch_secrets<S: crate::ims::JobSource>(api: Api<PartialObjectMeta<Secret>>, ctx: Arc<Ctx<S>>) {
+async fn watch_secrets<S: crate::ims::JobSource>(
+    api: Api<PartialObjectMeta<Secret>>,
+    imagejobs: Store<ImageJob>,
+    ctx: Arc<Ctx<S>>,
+) {
+    let users = |namespace: &str, name: &str| {
+        let all = imagejobs.state();
+        all.iter().filter(|ij| secrets::reads(ij, namespace, name)).map(|ij| super::key_of(ij)).collect()
+    };
     // The watcher retries with backoff by itself; an error (e.g. the API
     // server restarting) is reported and the watch goes on.
     let stream = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
     stream
         .for_each(|event| {
             match event {
-                Ok(event) => ctx.wake_all(ctx.secrets.observe(&event)),
+                Ok(event) => ctx.wake_all(ctx.secrets.observe(&event, users)),
                 Err(e) => warn!(error = %e, "Secret watch error; retrying"),
             }
             std::future::ready(())
@@ -233,6 +241,8 @@ async fn housekeeping<S: crate::ims::JobSource>(reader: Store<ImageJob>, ctx: Ar
         let alive = |o: &ObjectRef<ImageJob>| reader.get(o).is_some();
         ctx.schedule.retain(alive);
         ctx.coalescer.sweep(Duration::from_secs(2 * 3600), alive);
+        let all = reader.state();
+        ctx.secrets.retain(|namespace, name| all.iter().any(|ij| secrets::reads(ij, namespace, name)));
     }
 }
 

@@ -2,8 +2,13 @@
 //! namespace. Parsed credentials are cached per Secret and resourceVersion;
 //! a metadata-only watch of Secrets invalidates the cache and wakes the
 //! ImageJobs that use a Secret when it is created, changed or deleted.
+//!
+//! Which ImageJobs use a Secret is asked of the ImageJob cache when a
+//! Secret changes, not kept here: a map per ImageJob would cost memory at
+//! every ImageJob and grow with every one ever deleted. Only Secrets that
+//! ImageJobs use get an entry; the watch sees every Secret in scope.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -45,12 +50,20 @@ struct Entry {
 pub struct SecretCache {
     client: Client,
     entries: Mutex<HashMap<SecretKey, Entry>>,
-    users: Mutex<HashMap<SecretKey, HashSet<ObjectRef<ImageJob>>>>,
+}
+
+/// How a Secret event came: a live change, or one of the (re)list that
+/// shows every Secret in scope.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Changed,
+    Listed,
+    Deleted,
 }
 
 impl SecretCache {
     pub fn new(client: Client) -> Self {
-        Self { client, entries: Mutex::default(), users: Mutex::default() }
+        Self { client, entries: Mutex::default() }
     }
 
     /// The credentials in `namespace/name`; a GET only when the watch has
@@ -63,9 +76,16 @@ impl SecretCache {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         let secret = match api.get_opt(name).await {
             Ok(Some(s)) => s,
-            Ok(None) => return Err(SecretError::NotFound { namespace: key.0, name: key.1 }),
+            Ok(None) => {
+                // Keep an entry, so that its creation is noticed even when
+                // it comes with a relist.
+                self.entries.lock().unwrap().entry(key.clone()).or_default();
+                return Err(SecretError::NotFound { namespace: key.0, name: key.1 });
+            }
             Err(source) => return Err(SecretError::Kube { namespace: key.0, name: key.1, source }),
         };
+        let rv = secret.metadata.resource_version.unwrap_or_default();
+        self.entries.lock().unwrap().entry(key.clone()).or_default().watched_rv.get_or_insert_with(|| rv.clone());
         let data = secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
         let (credentials, project_id) = Credentials::from_secret_data(&data).map_err(|e| SecretError::Invalid {
             namespace: key.0.clone(),
@@ -73,11 +93,7 @@ impl SecretCache {
             reason: e.to_string(),
         })?;
         let loaded = Arc::new(Loaded { credentials, project_id });
-        let rv = secret.metadata.resource_version.unwrap_or_default();
-        let mut entries = self.entries.lock().unwrap();
-        let entry = entries.entry(key).or_default();
-        entry.watched_rv.get_or_insert_with(|| rv.clone());
-        entry.loaded = Some((rv, loaded.clone()));
+        self.entries.lock().unwrap().entry(key).or_default().loaded = Some((rv, loaded.clone()));
         Ok(loaded)
     }
 
@@ -88,48 +104,66 @@ impl SecretCache {
         (entry.watched_rv.as_ref() == Some(rv)).then(|| loaded.clone())
     }
 
-    /// Remembers that an ImageJob reads this Secret, so a change wakes it.
-    pub fn register_user(&self, namespace: &str, name: &str, user: ObjectRef<ImageJob>) {
-        let key = (namespace.to_owned(), name.to_owned());
-        self.users.lock().unwrap().entry(key).or_default().insert(user);
-    }
-
-    pub fn unregister_user(&self, namespace: &str, name: &str, user: &ObjectRef<ImageJob>) {
-        let key = (namespace.to_owned(), name.to_owned());
-        let mut users = self.users.lock().unwrap();
-        if let Some(set) = users.get_mut(&key) {
-            set.remove(user);
-            if set.is_empty() {
-                users.remove(&key);
-            }
-        }
-    }
-
-    /// Applies one event of the metadata watch; returns the ImageJobs to wake.
-    pub fn observe(&self, event: &watcher::Event<PartialObjectMeta<Secret>>) -> Vec<ObjectRef<ImageJob>> {
+    /// Applies one event of the metadata watch; returns the ImageJobs to
+    /// wake. `users` names the ImageJobs that read a Secret.
+    pub fn observe(
+        &self,
+        event: &watcher::Event<PartialObjectMeta<Secret>>,
+        users: impl Fn(&str, &str) -> Vec<ObjectRef<ImageJob>>,
+    ) -> Vec<ObjectRef<ImageJob>> {
         match event {
-            watcher::Event::Apply(meta) | watcher::Event::InitApply(meta) => self.changed(meta, false),
-            watcher::Event::Delete(meta) => self.changed(meta, true),
+            watcher::Event::Apply(meta) => self.changed(meta, Seen::Changed, users),
+            watcher::Event::InitApply(meta) => self.changed(meta, Seen::Listed, users),
+            watcher::Event::Delete(meta) => self.changed(meta, Seen::Deleted, users),
             watcher::Event::Init | watcher::Event::InitDone => Vec::new(),
         }
     }
 
-    fn changed(&self, meta: &PartialObjectMeta<Secret>, deleted: bool) -> Vec<ObjectRef<ImageJob>> {
+    fn changed(
+        &self,
+        meta: &PartialObjectMeta<Secret>,
+        seen: Seen,
+        users: impl Fn(&str, &str) -> Vec<ObjectRef<ImageJob>>,
+    ) -> Vec<ObjectRef<ImageJob>> {
         let key = (meta.namespace().unwrap_or_default(), meta.name_any());
-        let rv = meta.resource_version();
-        {
-            let mut entries = self.entries.lock().unwrap();
-            let entry = entries.entry(key.clone()).or_default();
-            if !deleted && entry.watched_rv == rv {
-                return Vec::new();
+        let rv = if seen == Seen::Deleted { None } else { meta.resource_version() };
+        match self.entries.lock().unwrap().get_mut(&key) {
+            Some(entry) if entry.watched_rv == rv && seen != Seen::Deleted => return Vec::new(),
+            Some(entry) => {
+                entry.watched_rv = rv.clone();
+                if seen == Seen::Deleted {
+                    entry.loaded = None;
+                }
             }
-            entry.watched_rv = if deleted { None } else { rv };
-            if deleted {
-                entry.loaded = None;
-            }
+            // Not read by any ImageJob so far: a (re)list shows every Secret
+            // in scope, and none of them is ours.
+            None if seen == Seen::Listed => return Vec::new(),
+            None => {}
         }
-        self.users.lock().unwrap().get(&key).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        let users = users(&key.0, &key.1);
+        if !users.is_empty() {
+            self.entries.lock().unwrap().entry(key).or_default().watched_rv = rv;
+        }
+        users
     }
+
+    /// Forgets the Secrets no ImageJob reads any more.
+    pub fn retain(&self, in_use: impl Fn(&str, &str) -> bool) {
+        self.entries.lock().unwrap().retain(|(namespace, name), _| in_use(namespace, name));
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// True when `ij` reads the Secret `namespace/name`.
+pub fn reads(ij: &ImageJob, namespace: &str, name: &str) -> bool {
+    ij.metadata.namespace.as_deref() == Some(namespace) && ij.spec.credentials_ref.name == name
 }
 
 #[cfg(test)]
@@ -162,32 +196,52 @@ mod tests {
         e.loaded = Some((rv.into(), Arc::new(Loaded { credentials: creds, project_id: None })));
     }
 
+    fn nobody(_: &str, _: &str) -> Vec<ObjectRef<ImageJob>> {
+        Vec::new()
+    }
+
     #[tokio::test]
     async fn cache_hits_until_the_watch_shows_a_change() {
         let c = cache();
         let key = ("ns".to_string(), "creds".to_string());
         insert(&c, "ns", "creds", "5");
         assert!(c.cached(&key).is_some());
-        c.observe(&watcher::Event::Apply(meta("ns", "creds", "5")));
+        c.observe(&watcher::Event::Apply(meta("ns", "creds", "5")), nobody);
         assert!(c.cached(&key).is_some(), "same resourceVersion keeps the entry");
-        c.observe(&watcher::Event::Apply(meta("ns", "creds", "6")));
+        c.observe(&watcher::Event::Apply(meta("ns", "creds", "6")), nobody);
         assert!(c.cached(&key).is_none(), "a new resourceVersion invalidates");
         insert(&c, "ns", "creds", "6");
         assert!(c.cached(&key).is_some());
-        c.observe(&watcher::Event::Delete(meta("ns", "creds", "6")));
+        c.observe(&watcher::Event::Delete(meta("ns", "creds", "6")), nobody);
         assert!(c.cached(&key).is_none(), "deletion invalidates");
     }
 
     #[tokio::test]
-    async fn a_change_wakes_only_the_users_in_that_namespace() {
+    async fn a_change_wakes_the_users_the_cache_names() {
         let c = cache();
         let a = ObjectRef::<ImageJob>::new("a").within("team-a");
-        let b = ObjectRef::<ImageJob>::new("b").within("team-b");
-        c.register_user("team-a", "creds", a.clone());
-        c.register_user("team-b", "creds", b.clone());
-        assert_eq!(c.observe(&watcher::Event::Apply(meta("team-a", "creds", "1"))), vec![a.clone()]);
-        assert!(c.observe(&watcher::Event::Apply(meta("team-a", "creds", "1"))).is_empty(), "no change");
-        c.unregister_user("team-b", "creds", &b);
-        assert!(c.observe(&watcher::Event::Apply(meta("team-b", "creds", "2"))).is_empty());
+        let users = |ns: &str, name: &str| {
+            if (ns, name) == ("team-a", "creds") { vec![a.clone()] } else { Vec::new() }
+        };
+        assert_eq!(c.observe(&watcher::Event::Apply(meta("team-a", "creds", "1")), users), vec![a.clone()]);
+        assert!(c.observe(&watcher::Event::Apply(meta("team-a", "creds", "1")), users).is_empty(), "no change");
+        assert_eq!(c.observe(&watcher::Event::Apply(meta("team-a", "creds", "2")), users), vec![a.clone()]);
+        assert!(c.observe(&watcher::Event::Apply(meta("team-b", "creds", "2")), users).is_empty());
+        assert_eq!(c.len(), 1, "only Secrets that ImageJobs read get an entry");
+    }
+
+    #[tokio::test]
+    async fn a_relist_skips_secrets_nobody_reads_but_shows_awaited_ones() {
+        let c = cache();
+        let a = ObjectRef::<ImageJob>::new("a").within("ns");
+        let users = |_: &str, _: &str| vec![a.clone()];
+        // Thousands of unrelated Secrets on a relist: no lookup, no entry.
+        assert!(c.observe(&watcher::Event::InitApply(meta("ns", "other", "1")), |_, _| panic!("looked up")).is_empty());
+        assert!(c.is_empty());
+        // An ImageJob found its Secret missing; a relist then shows it.
+        c.entries.lock().unwrap().entry(("ns".into(), "creds".into())).or_default();
+        assert_eq!(c.observe(&watcher::Event::InitApply(meta("ns", "creds", "7")), users), vec![a.clone()]);
+        c.retain(|_, name| name != "creds");
+        assert!(c.is_empty(), "Secrets nobody reads any more are forgotten");
     }
 }
