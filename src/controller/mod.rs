@@ -349,7 +349,7 @@ async fn write_status<S: JobSource>(
 }
 
 /// How long our own write may take to show in the watch cache.
-const WRITE_ECHO_WINDOW: Duration = Duration::from_secs(5);
+pub(crate) const WRITE_ECHO_WINDOW: Duration = Duration::from_secs(5);
 
 /// Identifies a status up to what `status::differs` ignores (condition
 /// transition times and order).

@@ -239,11 +239,16 @@ async fn housekeeping<S: crate::ims::JobSource>(reader: Store<ImageJob>, ctx: Ar
         tick.tick().await;
         count_phases(&reader, &ctx.metrics);
         let alive = |o: &ObjectRef<ImageJob>| reader.get(o).is_some();
-        ctx.schedule.retain(alive);
+        let finished = |o: &ObjectRef<ImageJob>| reader.get(o).map(|ij| is_finished(&ij));
+        ctx.schedule.retain(finished, super::WRITE_ECHO_WINDOW);
         ctx.coalescer.sweep(Duration::from_secs(2 * 3600), alive);
         let all = reader.state();
         ctx.secrets.retain(|namespace, name| all.iter().any(|ij| secrets::reads(ij, namespace, name)));
     }
+}
+
+fn is_finished(ij: &ImageJob) -> bool {
+    ij.status.as_ref().and_then(|s| s.phase).is_some_and(|p| p.is_finished())
 }
 
 fn count_phases(reader: &Store<ImageJob>, metrics: &Metrics) {

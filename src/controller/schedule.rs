@@ -143,9 +143,16 @@ impl Schedule {
         }
     }
 
-    /// Drops state of ImageJobs that no longer exist.
-    pub fn retain(&self, keep: impl Fn(&ObjectRef<ImageJob>) -> bool) {
-        self.entries.lock().unwrap().retain(|k, _| keep(k));
+    /// Drops the state of ImageJobs that are gone (`finished` is None) or
+    /// finished and not written within `window`: a finished ImageJob is
+    /// never polled, so after that nothing reads its entry. Most ImageJobs
+    /// in a long-lived cluster are finished; they cost nothing here.
+    pub fn retain(&self, finished: impl Fn(&ObjectRef<ImageJob>) -> Option<bool>, window: Duration) {
+        self.entries.lock().unwrap().retain(|k, e| match finished(k) {
+            None => false,
+            Some(false) => true,
+            Some(true) => e.written.is_some_and(|(_, at)| at.elapsed() < window),
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -220,7 +227,7 @@ mod tests {
         assert_eq!(s.record(&k, Some("u"), None, Duration::ZERO, true), 2);
         assert_eq!(s.failures(&k), 2);
         assert_eq!(s.record(&k, Some("u"), None, Duration::ZERO, false), 0);
-        s.retain(|_| false);
+        s.retain(|_| None, Duration::from_secs(5));
         assert!(s.is_empty());
     }
 
@@ -260,6 +267,27 @@ mod tests {
         assert!(!s.recently_written(&k, Some("u2"), 7, window), "another object");
         tokio::time::advance(window).await;
         assert!(!s.recently_written(&k, Some("u"), 7, window), "the cache has caught up by now");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gone_and_settled_finished_imagejobs_are_forgotten() {
+        let s = Schedule::default();
+        let window = Duration::from_secs(5);
+        for name in ["running", "finished", "gone"] {
+            s.record(&key(name), Some("u"), Some(1), Duration::from_secs(30), false);
+            s.written(&key(name), Some("u"), 7);
+        }
+        let state = |k: &ObjectRef<ImageJob>| match k.name.as_str() {
+            "running" => Some(false),
+            "finished" => Some(true),
+            _ => None,
+        };
+        s.retain(state, window);
+        assert_eq!(s.len(), 2, "a gone ImageJob is dropped at once");
+        tokio::time::advance(window).await;
+        s.retain(state, window);
+        assert_eq!(s.len(), 1, "a finished one once its last write has settled");
+        assert!(s.remaining(&key("running"), Some("u"), Some(1)).is_some());
     }
 
     #[test]
