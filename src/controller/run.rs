@@ -94,13 +94,15 @@ async fn leader_election(
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| client.default_namespace().to_owned());
     let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
-    // A 15 s Lease renewed 7 s before it ends: a slow API server does not
-    // cost the lease, and a standby takes over about 15 s after a crash.
+    // A 15 s Lease renewed from 12 s before it ends (every ~3 s, as
+    // client-go's 2 s retry against a 10 s deadline): one slow request on a
+    // loaded API server or node does not cost the Lease, and a standby
+    // still takes over about 15 s after a crash.
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &args.leader_election_lease)
         .with_namespace(namespace)
         .with_identity(identity)
         .with_duration(15)
-        .with_grace(7)
+        .with_grace(12)
         .with_field_manager(super::FIELD_MANAGER)
         .build()
         .await?;
