@@ -50,12 +50,18 @@ pub type Answer = Result<Job, Arc<ImsError>>;
 /// The result of one `fetch`.
 pub struct Fetched {
     pub answer: Answer,
-    /// True when this call sent the request (false: a shared answer).
-    pub sent: bool,
-    /// How old the answer is (zero when this call sent the request).
-    pub age: Duration,
+    /// The age of an answer another caller fetched; None when this call
+    /// sent the request.
+    pub shared_age: Option<Duration>,
     /// Other ImageJobs on the same job, to wake when the answer changed.
     pub wake: Vec<ObjectRef<ImageJob>>,
+}
+
+impl Fetched {
+    /// True when this call sent the request.
+    pub fn sent(&self) -> bool {
+        self.shared_age.is_none()
+    }
 }
 
 #[derive(Default)]
@@ -177,7 +183,7 @@ impl<S: JobSource> Coalescer<S> {
         if let Some((at, answer)) = &slot.fetched
             && at.elapsed() < max_age
         {
-            return Ok(Fetched { answer: answer.clone(), sent: false, age: at.elapsed(), wake: Vec::new() });
+            return Ok(Fetched { answer: answer.clone(), shared_age: Some(at.elapsed()), wake: Vec::new() });
         }
         let bucket = (key.ims_endpoint.clone(), key.project_id.clone());
         let now = Instant::now();
@@ -197,7 +203,7 @@ impl<S: JobSource> Coalescer<S> {
         let changed = slot.fetched.as_ref().is_none_or(|(_, old)| !same_answer(old, &answer));
         slot.fetched = Some((Instant::now(), answer.clone()));
         let wake = if changed { self.others(&key, me) } else { Vec::new() };
-        Ok(Fetched { answer, sent: true, age: Duration::ZERO, wake })
+        Ok(Fetched { answer, shared_age: None, wake })
     }
 
     fn others(&self, key: &FetchKey, me: &ObjectRef<ImageJob>) -> Vec<ObjectRef<ImageJob>> {
@@ -297,7 +303,7 @@ mod tests {
             .map(|i| {
                 let c = c.clone();
                 tokio::spawn(async move {
-                    c.fetch(&obj(&format!("ij{i}")), &target("j1"), &creds("u"), Duration::from_secs(10)).await.sent
+                    c.fetch(&obj(&format!("ij{i}")), &target("j1"), &creds("u"), Duration::from_secs(10)).await.sent()
                 })
             })
             .collect();
@@ -314,7 +320,7 @@ mod tests {
         let c = Coalescer::new(CountingSource::default(), quota(1000.0, 1000));
         c.fetch(&obj("a"), &target("j1"), &creds("tenant-a"), Duration::from_secs(10)).await;
         let b = c.fetch(&obj("b"), &target("j1"), &creds("tenant-b"), Duration::from_secs(10)).await;
-        assert!(b.sent);
+        assert!(b.sent());
         assert_eq!(c.source().calls.load(Ordering::SeqCst), 2);
     }
 
@@ -352,7 +358,7 @@ mod tests {
     async fn a_far_reservation_is_handed_back_and_kept_for_the_retry() {
         let c = Coalescer::new(CountingSource::default(), quota(1.0, 1));
         let first = c.fetch_or_defer(&obj("a"), &target("j1"), &creds("u"), Duration::ZERO).await;
-        assert!(first.is_ok_and(|f| f.sent));
+        assert!(first.is_ok_and(|f| f.sent()));
         // The bucket is empty for a second: the caller gets the wait back.
         let wait = c.fetch_or_defer(&obj("b"), &target("j2"), &creds("u"), Duration::ZERO).await.err().unwrap();
         assert!(wait > MAX_INLINE_WAIT && wait <= Duration::from_secs(1), "{wait:?}");
@@ -361,7 +367,7 @@ mod tests {
         assert!(again <= wait);
         tokio::time::advance(wait).await;
         let done = c.fetch_or_defer(&obj("b"), &target("j2"), &creds("u"), Duration::ZERO).await;
-        assert!(done.is_ok_and(|f| f.sent));
+        assert!(done.is_ok_and(|f| f.sent()));
         assert_eq!(c.source().calls.load(Ordering::SeqCst), 2);
         // The reservation was used: the next one is a full period later.
         let next = c.fetch_or_defer(&obj("d"), &target("j3"), &creds("u"), Duration::ZERO).await.err().unwrap();

@@ -263,7 +263,7 @@ async fn poll<S: JobSource>(
         Ok(fetched) => fetched,
         Err(wait) => return Ok(Polled::Deferred(wait)),
     };
-    if fetched.sent {
+    if fetched.sent() {
         ctx.metrics.ims_request_duration.observe(started.elapsed().as_secs_f64());
         let label = outcome_label(fetched.answer.as_ref().err().map(|e| e.as_ref()));
         ctx.metrics.ims_requests.get_or_create(&OutcomeLabels { outcome: label }).inc();
@@ -271,7 +271,6 @@ async fn poll<S: JobSource>(
         ctx.metrics.ims_coalesced.inc();
     }
     ctx.wake_sharers(fetched.wake);
-    let shared_age = (!fetched.sent).then_some(fetched.age);
     let (outcome, retry_after) = match fetched.answer {
         Ok(job) => {
             if job.status.is_some_and(|s| s.is_finished()) {
@@ -284,7 +283,7 @@ async fn poll<S: JobSource>(
             (outcome_of_error(&err), err.retry_after())
         }
     };
-    Ok(Polled::Done(Answered { outcome, retry_after, shared_age }))
+    Ok(Polled::Done(Answered { outcome, retry_after, shared_age: fetched.shared_age }))
 }
 
 /// The endpoints, project and job to query. Endpoints come only from the

@@ -239,12 +239,12 @@ async fn housekeeping<S: crate::ims::JobSource>(reader: Store<ImageJob>, ctx: Ar
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
-        count_phases(&reader, &ctx.metrics);
+        let all = reader.state();
+        count_phases(&all, &ctx.metrics);
         let alive = |o: &ObjectRef<ImageJob>| reader.get(o).is_some();
         let finished = |o: &ObjectRef<ImageJob>| reader.get(o).map(|ij| is_finished(&ij));
         ctx.schedule.retain(finished, super::WRITE_ECHO_WINDOW);
         ctx.coalescer.sweep(Duration::from_secs(2 * 3600), alive);
-        let all = reader.state();
         ctx.secrets.retain(|namespace, name| all.iter().any(|ij| secrets::reads(ij, namespace, name)));
     }
 }
@@ -253,9 +253,9 @@ fn is_finished(ij: &ImageJob) -> bool {
     ij.status.as_ref().and_then(|s| s.phase).is_some_and(|p| p.is_finished())
 }
 
-fn count_phases(reader: &Store<ImageJob>, metrics: &Metrics) {
+fn count_phases(imagejobs: &[Arc<ImageJob>], metrics: &Metrics) {
     let mut counts = [0i64; 4];
-    for ij in reader.state() {
+    for ij in imagejobs {
         let phase = ij.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
         counts[phase as usize] += 1;
     }

@@ -85,15 +85,15 @@ impl SecretCache {
             Err(source) => return Err(SecretError::Kube { namespace: key.0, name: key.1, source }),
         };
         let rv = secret.metadata.resource_version.unwrap_or_default();
-        self.entries.lock().unwrap().entry(key.clone()).or_default().watched_rv.get_or_insert_with(|| rv.clone());
         let data = secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-        let (credentials, project_id) = Credentials::from_secret_data(&data).map_err(|e| SecretError::Invalid {
-            namespace: key.0.clone(),
-            name: key.1.clone(),
-            reason: e.to_string(),
-        })?;
+        let parsed = Credentials::from_secret_data(&data);
+        let mut entries = self.entries.lock().unwrap();
+        let entry = entries.entry(key.clone()).or_default();
+        entry.watched_rv.get_or_insert_with(|| rv.clone());
+        let (credentials, project_id) =
+            parsed.map_err(|e| SecretError::Invalid { namespace: key.0, name: key.1, reason: e.to_string() })?;
         let loaded = Arc::new(Loaded { credentials, project_id });
-        self.entries.lock().unwrap().entry(key).or_default().loaded = Some((rv, loaded.clone()));
+        entry.loaded = Some((rv, loaded.clone()));
         Ok(loaded)
     }
 
