@@ -128,6 +128,12 @@ impl Fixture {
         self.api.create(&Default::default(), &ij).await.unwrap()
     }
 
+    /// Sets `ims.otc.io/requestedAt`: the next reconcile polls now.
+    async fn request_poll(&self, value: &str) {
+        let patch = json!({"metadata": {"annotations": {REQUESTED_AT_ANNOTATION: value}}});
+        self.api.patch("ij", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    }
+
     async fn reconcile(&self) -> (Action, ImageJob) {
         let current = self.api.get("ij").await.unwrap();
         let action = reconcile(Arc::new(current), self.ctx.clone()).await.expect("reconcile");
@@ -153,8 +159,7 @@ async fn polls_once_per_interval_and_never_after_success() {
     assert!(requeue_of(&action).unwrap() <= next);
 
     // requestedAt forces a poll now, and is recorded.
-    let patch = json!({"metadata": {"annotations": {REQUESTED_AT_ANNOTATION: "please"}}});
-    f.api.patch("ij", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    f.request_poll("please").await;
     f.ims.push(job(JobStatus::Success, 20));
     let (action, ij) = f.reconcile().await;
     assert_eq!(f.ims.calls(), 2);
@@ -179,8 +184,7 @@ async fn transient_errors_back_off_and_keep_the_status() {
 
     f.ims.push(unavailable());
     // Force the poll now instead of waiting 30 s.
-    let patch = json!({"metadata": {"annotations": {REQUESTED_AT_ANNOTATION: "1"}}});
-    f.api.patch("ij", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    f.request_poll("1").await;
     let (action, ij) = f.reconcile().await;
     let s = ij.status.unwrap();
     assert_eq!((s.phase, s.progress), (before.phase, before.progress), "nothing known is lost");
@@ -195,8 +199,7 @@ async fn transient_errors_back_off_and_keep_the_status() {
     let first = requeue_of(&action).unwrap();
     assert!(first >= Duration::from_secs(2) && first <= Duration::from_secs(4), "{first:?}");
 
-    let patch = json!({"metadata": {"annotations": {REQUESTED_AT_ANNOTATION: "2"}}});
-    f.api.patch("ij", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    f.request_poll("2").await;
     f.ims.push(unavailable());
     let (action, _) = f.reconcile().await;
     let second = requeue_of(&action).unwrap();
@@ -217,8 +220,7 @@ async fn a_failed_refresh_of_a_finished_job_keeps_it_ready_and_stops() {
     f.ims.push(job(JobStatus::Success, 100));
     f.reconcile().await;
 
-    let patch = json!({"metadata": {"annotations": {REQUESTED_AT_ANNOTATION: "refresh-1"}}});
-    f.api.patch("ij", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    f.request_poll("refresh-1").await;
     f.ims.push(unavailable());
     let (action, ij) = f.reconcile().await;
     assert_eq!(f.ims.calls(), 2);
