@@ -162,3 +162,178 @@ fn readme_snippet_matches_health_lua() {
     let expected: Vec<&str> = script.lines().collect();
     assert_eq!(snippet, expected, "README's argocd-cm snippet differs from argocd/health.lua");
 }
+
+// ---------------------------------------------------------------- actions
+
+fn actions_dir() -> PathBuf {
+    argocd_dir().join("actions")
+}
+
+/// Lua to JSON the way Argo CD reads a script's result back: a table with
+/// keys 1..n is an array, any other table an object.
+fn from_lua(v: Value) -> serde_json::Value {
+    match v {
+        Value::Nil => serde_json::Value::Null,
+        Value::Boolean(b) => serde_json::Value::Bool(b),
+        Value::Integer(i) => serde_json::json!(i),
+        Value::Number(n) if n.fract() == 0.0 && n.abs() < 1e15 => serde_json::json!(n as i64),
+        Value::Number(n) => serde_json::json!(n),
+        Value::String(s) => serde_json::Value::String(s.to_str().unwrap().to_owned()),
+        Value::Table(t) => {
+            let len = t.raw_len();
+            let pairs: Vec<(Value, Value)> = t.pairs().map(Result::unwrap).collect();
+            if len > 0 && pairs.len() == len {
+                (1..=len).map(|i| from_lua(t.raw_get(i).unwrap())).collect()
+            } else {
+                let map = pairs.into_iter().map(|(k, v)| (k.to_string().unwrap(), from_lua(v))).collect();
+                serde_json::Value::Object(map)
+            }
+        }
+        other => panic!("a script returned a {}", other.type_name()),
+    }
+}
+
+/// Runs an action or discovery script with `obj` set. Argo CD runs actions
+/// with the standard libraries open (the restart action of Deployments uses
+/// `os.date`), so they are open here too.
+fn run_action(script_path: &Path, obj: &serde_json::Value) -> serde_json::Value {
+    let lua = Lua::new_with(StdLib::ALL_SAFE, LuaOptions::default()).unwrap();
+    lua.globals().set("obj", to_lua(&lua, obj).unwrap()).unwrap();
+    let script = std::fs::read_to_string(script_path).unwrap();
+    let name = script_path.display().to_string();
+    from_lua(lua.load(&script).set_name(name.as_str()).eval().unwrap_or_else(|e| panic!("{name}: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ActionCases {
+    discovery_tests: Vec<DiscoveryCase>,
+    action_tests: Vec<ActionCase>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DiscoveryCase {
+    input_path: String,
+    result: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ActionCase {
+    action: String,
+    input_path: String,
+    expected_output_path: String,
+}
+
+fn action_cases() -> ActionCases {
+    let text = std::fs::read_to_string(actions_dir().join("action_test.yaml")).unwrap();
+    serde_yaml_ng::from_str(&text).unwrap()
+}
+
+/// discovery.lua offers refresh/suspend/resume, enabled as the object allows.
+#[test]
+fn discovery_offers_the_actions_the_object_allows() {
+    let cases = action_cases();
+    let mut failures = Vec::new();
+    for case in &cases.discovery_tests {
+        let got = run_action(&actions_dir().join("discovery.lua"), &load_yaml(&actions_dir().join(&case.input_path)));
+        // Argo CD turns the map of action name to settings into a list.
+        let mut listed: Vec<serde_json::Value> = got
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(name, settings)| {
+                let mut entry = settings.as_object().cloned().unwrap_or_default();
+                entry.insert("name".into(), name.clone().into());
+                serde_json::Value::Object(entry)
+            })
+            .collect();
+        let mut expected = case.result.clone();
+        let by_name = |a: &serde_json::Value, b: &serde_json::Value| a["name"].as_str().cmp(&b["name"].as_str());
+        listed.sort_by(by_name);
+        expected.sort_by(by_name);
+        if listed != expected {
+            failures.push(format!("{}: expected {expected:?}, got {listed:?}", case.input_path));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Each action turns its input into the expected object; refresh writes the
+/// current UTC time, which is checked and then normalised.
+#[test]
+fn every_action_gives_the_expected_object() {
+    let cases = action_cases();
+    let mut failures = Vec::new();
+    let mut seen_actions = std::collections::BTreeSet::new();
+    for case in &cases.action_tests {
+        seen_actions.insert(case.action.clone());
+        let script = actions_dir().join(&case.action).join("action.lua");
+        let mut got = run_action(&script, &load_yaml(&actions_dir().join(&case.input_path)));
+        if let Some(at) = got.pointer_mut("/metadata/annotations/ims.otc.io~1requestedAt") {
+            let written: jiff::Timestamp = at.as_str().unwrap().parse().expect("requestedAt is RFC 3339");
+            let age = jiff::Timestamp::now().duration_since(written);
+            assert!(
+                age.abs() < jiff::SignedDuration::from_secs(60),
+                "{}: requestedAt {written} is not now",
+                case.action
+            );
+            if case.action == "refresh" {
+                *at = "0001-01-01T00:00:00Z".into();
+            }
+        }
+        let expected = load_yaml(&actions_dir().join(&case.expected_output_path));
+        if got != expected {
+            failures.push(format!("{} on {}: expected\n{expected:#}\ngot\n{got:#}", case.action, case.input_path));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Every action directory is tested, and every fixture is used.
+    for entry in std::fs::read_dir(actions_dir()).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        if entry.path().join("action.lua").exists() {
+            assert!(seen_actions.contains(&name), "action {name} has no case in action_test.yaml");
+        }
+    }
+    let text = std::fs::read_to_string(actions_dir().join("action_test.yaml")).unwrap();
+    for entry in std::fs::read_dir(actions_dir().join("testdata")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(text.contains(&format!("testdata/{name}")), "testdata/{name} is not used by action_test.yaml");
+    }
+}
+
+/// Refresh, then the operator's echo: the value the action wrote is what
+/// `status.lastHandledReconcileAt` must reach, and it differs from an
+/// earlier honoured one (else the operator would not poll).
+#[test]
+fn refresh_asks_for_a_poll_the_operator_has_not_honoured() {
+    let input = load_yaml(&actions_dir().join("testdata/annotated.yaml"));
+    let out = run_action(&actions_dir().join("refresh/action.lua"), &input);
+    let ij: imagejob_operator::crd::ImageJob = serde_json::from_value(out).unwrap();
+    let pending = imagejob_operator::controller::pending_request(&ij);
+    assert!(pending.is_some_and(|v| v != "2026-11-27T14:20:00Z"), "{pending:?}");
+}
+
+/// The chart README documents the argocd-cm actions value; read as YAML
+/// (as Argo CD reads it), it carries exactly the scripts of the files.
+#[test]
+fn readme_actions_snippet_matches_the_scripts() {
+    let readme = std::fs::read_to_string(argocd_dir().join("../README.md")).unwrap();
+    let start = readme.find("resource.customizations.actions.ims.otc.io_ImageJob: |").expect("README has the key");
+    let fence = readme[..start].rfind("```yaml\n").expect("snippet starts with a code fence") + "```yaml\n".len();
+    let block = &readme[fence..start + readme[start..].find("```").expect("snippet ends with a code fence")];
+    let cm: serde_json::Value = serde_yaml_ng::from_str(block).unwrap();
+    let value = cm["data"]["resource.customizations.actions.ims.otc.io_ImageJob"].as_str().unwrap();
+    let actions: serde_json::Value = serde_yaml_ng::from_str(value).unwrap();
+    let read = |f: &str| std::fs::read_to_string(actions_dir().join(f)).unwrap();
+    assert_eq!(actions["discovery.lua"].as_str(), Some(read("discovery.lua").as_str()), "discovery.lua");
+    let definitions = actions["definitions"].as_array().unwrap();
+    let names: Vec<&str> = definitions.iter().map(|d| d["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["refresh", "suspend", "resume"]);
+    for d in definitions {
+        let file = format!("{}/action.lua", d["name"].as_str().unwrap());
+        assert_eq!(d["action.lua"].as_str(), Some(read(&file).as_str()), "{file}");
+    }
+}
