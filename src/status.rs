@@ -62,7 +62,7 @@ pub enum Outcome {
 
 /// Everything besides the outcome that shapes the new status.
 #[derive(Clone, Debug)]
-pub struct Context<'a> {
+pub struct Inputs<'a> {
     pub generation: Option<i64>,
     pub now: Timestamp,
     /// The `ims.otc.io/requestedAt` annotation being honoured, if any.
@@ -71,7 +71,7 @@ pub struct Context<'a> {
 
 /// The new status. Fields not touched by the outcome keep their previous
 /// values, so a transient error never loses what was known.
-pub fn next_status(prev: Option<&ImageJobStatus>, outcome: &Outcome, ctx: &Context) -> ImageJobStatus {
+pub fn next_status(prev: Option<&ImageJobStatus>, outcome: &Outcome, ctx: &Inputs) -> ImageJobStatus {
     let mut status = prev.cloned().unwrap_or_default();
     status.observed_generation = ctx.generation;
     if let Some(value) = ctx.requested_at {
@@ -102,7 +102,7 @@ const REFRESH_FAILED: &str = "RefreshFailed";
 
 /// The error of a forced poll (`requestedAt`) of a finished job.
 fn failed_refresh<'a>(prev: Option<&ImageJobStatus>, outcome: &'a Outcome) -> Option<&'a str> {
-    let finished = prev.and_then(|p| p.phase).is_some_and(|p| p.is_finished());
+    let finished = prev.is_some_and(ImageJobStatus::is_finished);
     match outcome {
         Outcome::Transient { message } | Outcome::Stalled { message, .. } if finished => Some(message),
         _ => None,
@@ -272,7 +272,7 @@ fn has_condition(status: &ImageJobStatus, type_: &str) -> bool {
 }
 
 /// Upserts a condition; `lastTransitionTime` moves only when the status flips.
-fn set_condition(conditions: &mut Vec<Condition>, new: Cond, ctx: &Context) {
+fn set_condition(conditions: &mut Vec<Condition>, new: Cond, ctx: &Inputs) {
     let status = if new.status { "True" } else { "False" }.to_owned();
     let existing = conditions.iter_mut().find(|c| c.type_ == new.type_);
     let transition = match &existing {
@@ -341,7 +341,7 @@ pub fn transition_events(prev: Option<&ImageJobStatus>, new: &ImageJobStatus) ->
             _ => {}
         }
     }
-    if !new.phase.unwrap_or_default().is_finished() {
+    if !new.is_finished() {
         push_if_flipped(&mut events, prev, new, STALLED);
     }
     if let Some(c) = condition(new, RECONCILING).filter(|c| c.reason == REFRESH_FAILED)

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::lifecycle::Reply;
+use super::lifecycle::ScriptedReply;
 use super::scenario::ErrorShape;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,12 +23,12 @@ impl SimResponse {
 }
 
 /// Turns a lifecycle reply into what goes on the wire.
-pub fn reply(reply: &Reply, request_id: &str) -> SimResponse {
+pub fn reply(reply: &ScriptedReply, request_id: &str) -> SimResponse {
     match reply {
-        Reply::Job(body) => SimResponse::json(200, body),
-        Reply::Throttled { retry_after, limit } => throttled(*limit, *retry_after, request_id),
-        Reply::Error { status, shape, code, message } => error(*status, *shape, code, message, request_id),
-        Reply::Malformed(body) => {
+        ScriptedReply::Job(body) => SimResponse::json(200, body),
+        ScriptedReply::Throttled { retry_after, limit } => throttled(*limit, *retry_after, request_id),
+        ScriptedReply::Error { status, shape, code, message } => error(*status, *shape, code, message, request_id),
+        ScriptedReply::Malformed(body) => {
             SimResponse { status: 200, content_type: JSON, retry_after: None, body: body.clone() }
         }
     }
