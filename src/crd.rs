@@ -93,10 +93,13 @@ pub struct ImageJobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_policy: Option<PollPolicy>,
 
-    /// On Succeeded, a ConfigMap of this name in the same namespace receives
-    /// the result (`imageId`, `imageName`, `jobId`, `jobType`, `projectId`,
-    /// `region`, `results.json`), owned by this ImageJob, for the next step
-    /// (e.g. Flux `postBuild.substituteFrom`).
+    /// On Succeeded (never Failed), a ConfigMap of this name in the same
+    /// namespace receives the result: `imageId`, `imageName`, `jobId`,
+    /// `jobType`, `projectId`, `region` in `data`, and `results.json` in
+    /// `binaryData`. Owned by this ImageJob (deleted with it) and kept as
+    /// written; a ConfigMap of that name that is not this ImageJob's is left
+    /// alone (condition `OutputReady`, reason `OutputConflict`). For the next
+    /// step, e.g. Flux `postBuild.substituteFrom`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_config_map_ref: Option<ConfigMapRef>,
 }
@@ -166,35 +169,52 @@ impl ImageJobStatus {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageJobStatus {
+    /// `Pending` (INIT, or not polled yet), `Running`, `Succeeded` or `Failed`.
+    /// Succeeded and Failed are final: the job is not polled again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// The raw cloud status: INIT, RUNNING, SUCCESS or FAIL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_status: Option<String>,
+    /// The IMS job type, e.g. `imsCreateImageByInstance`, `imsImportOvaImageJob`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_type: Option<String>,
+    /// The task IMS is running now (`entities.current_task`), e.g. `CreateImageByInstanceTask`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_task: Option<String>,
+    /// The ID of the image the job made, once IMS reports it (`entities.image_id`).
+    /// With `outputConfigMapRef` it is also exported as the ConfigMap key `imageId`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
+    /// The name of the image the job made (`entities.image_name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_name: Option<String>,
     /// Percent, 0 to 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub progress: Option<i32>,
+    /// When IMS started the job (RFC 3339, converted from whatever format IMS sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub begin_time: Option<Time>,
+    /// When IMS ended the job (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<Time>,
+    /// The IMS error code of a failed job, e.g. `IMG.0014` (from the job, or
+    /// from its first failed sub-job).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
+    /// Why IMS says the job failed, in its own words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_reason: Option<String>,
+    /// One entry per image the job made (`entities.results`); a cross-region copy
+    /// yields one per project. Cut to keep the object small (see `resultsTotal`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub results: Vec<JobResultStatus>,
+    /// The sub-jobs of a job made of several (e.g. one per disk of an OVA import),
+    /// with their own status and image. Cut to keep the object small (see `subJobsTotal`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sub_jobs: Vec<SubJobStatus>,
+    /// The IDs of the sub-jobs (`entities.sub_jobs_list`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sub_job_ids: Vec<String>,
     /// How many sub-jobs IMS reported; present only when `subJobs` was cut
@@ -209,11 +229,17 @@ pub struct ImageJobStatus {
     /// only while it runs and once progress has risen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimated_completion_time: Option<Time>,
+    /// The `metadata.generation` this status describes; behind it, the status is
+    /// older than the spec. 0 until the operator first writes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// The value of the `ims.otc.io/requestedAt` annotation last honoured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_handled_reconcile_at: Option<String>,
+    /// Kubernetes conditions (kstatus): `Ready` (the job succeeded), `Reconciling`
+    /// (being polled), `Stalled` (cannot go on until someone fixes something),
+    /// `Failed` (the job failed or ran past its deadline), and `OutputReady` (the
+    /// `outputConfigMapRef` ConfigMap holds the result). Each has a reason and message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -223,10 +249,13 @@ pub struct ImageJobStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobResultStatus {
+    /// The ID of an image the job made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
+    /// The project the image is in (for a cross-region copy, the target project).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project_id: Option<String>,
+    /// The result as IMS reports it, e.g. `SUCCESS`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
 }
@@ -235,22 +264,31 @@ pub struct JobResultStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SubJobStatus {
+    /// The sub-job's IMS job ID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
+    /// The sub-job's IMS job type, e.g. `imsImportDataImageJob`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_type: Option<String>,
+    /// The sub-job's raw IMS status: `INIT`, `RUNNING`, `SUCCESS` or `FAIL`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// When the sub-job started (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub begin_time: Option<Time>,
+    /// When the sub-job ended (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<Time>,
+    /// The IMS error code if the sub-job failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
+    /// Why the sub-job failed, as IMS says it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_reason: Option<String>,
+    /// The ID of the image the sub-job made (e.g. one disk of an OVA import).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
+    /// The name of the image the sub-job made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_name: Option<String>,
 }

@@ -272,7 +272,7 @@ fn has_condition(status: &ImageJobStatus, type_: &str) -> bool {
 }
 
 /// Upserts a condition; `lastTransitionTime` moves only when the status flips.
-fn set_condition(conditions: &mut Vec<Condition>, new: Cond, ctx: &Inputs) {
+pub fn set_condition(conditions: &mut Vec<Condition>, new: Cond, ctx: &Inputs) {
     let status = if new.status { "True" } else { "False" }.to_owned();
     let existing = conditions.iter_mut().find(|c| c.type_ == new.type_);
     let transition = match &existing {

@@ -45,7 +45,7 @@ fn template(release: &str, namespace: &str, sets: &[&str]) -> String {
 
 fn template_result(release: &str, namespace: &str, sets: &[&str]) -> Output {
     let mut cmd = Command::new(tool("helm"));
-    cmd.args(["template", release, CHART, "--namespace", namespace]);
+    cmd.args(["template", release, CHART, "--namespace", namespace, "--kube-version", &common::kube_version()]);
     for s in sets {
         cmd.args(["--set", s]);
     }
@@ -108,11 +108,16 @@ fn rules(role: &Value) -> BTreeSet<String> {
 }
 
 /// The operator's own rules: what src/controller uses, nothing more.
-const OPERATOR_RULES: [&str; 5] = [
+/// ConfigMaps (create, patch by server-side apply, get after a create that
+/// found one, list+watch of its own) and `imagejobs/finalizers: update` (for
+/// blockOwnerDeletion) are for `spec.outputConfigMapRef`.
+const OPERATOR_RULES: [&str; 7] = [
+    "/configmaps: create,get,list,patch,watch",
     "/events: create,patch",
     "/secrets: get,list,watch",
     "events.k8s.io/events: create,patch",
     "ims.otc.io/imagejobs: get,list,watch",
+    "ims.otc.io/imagejobs/finalizers: update",
     "ims.otc.io/imagejobs/status: patch",
 ];
 
@@ -163,6 +168,43 @@ fn deploy_manifests_are_the_rendered_chart() {
     }
 }
 
+/// Every property of the CRD's schema, nested ones included (sub-job and
+/// result items, conditions), has a description: that is what `kubectl
+/// explain imagejob.status.subJobs` shows.
+#[test]
+fn every_crd_field_has_a_description() {
+    fn walk(path: &str, schema: &Value, missing: &mut Vec<String>) {
+        if let Some(props) = schema["properties"].as_object() {
+            for (name, prop) in props {
+                let here = format!("{path}.{name}");
+                let described = prop["description"].as_str().is_some_and(|d| !d.trim().is_empty());
+                if !described {
+                    missing.push(here.clone());
+                }
+                walk(&here, prop, missing);
+            }
+        }
+        if schema["items"].is_object() {
+            walk(&format!("{path}[]"), &schema["items"], missing);
+        }
+    }
+    let crd: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(root().join("crds/imagejob.yaml")).unwrap()).unwrap();
+    let mut missing = Vec::new();
+    let mut seen = 0;
+    for version in crd["spec"]["versions"].as_array().unwrap() {
+        let schema = &version["schema"]["openAPIV3Schema"];
+        walk("imagejob", schema, &mut missing);
+        seen += 1;
+    }
+    assert!(seen > 0);
+    assert!(missing.is_empty(), "schema properties without a description:\n{}", missing.join("\n"));
+    // The walk reaches the nested fields (so an empty walk cannot pass).
+    let status = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
+    assert!(status["subJobs"]["items"]["properties"]["failReason"]["description"].is_string());
+    assert!(status["conditions"]["items"]["properties"]["reason"]["description"].is_string());
+}
+
 // ---------------------------------------------------------------- helm lint
 
 #[test]
@@ -176,9 +218,16 @@ fn helm_lint_is_clean_for_each_configuration() {
             "podDisruptionBudget.enabled=true",
             "replicas=2",
         ],
+        vec![
+            "networkPolicy.enabled=true",
+            "kubeStateMetrics.customResourceState.enabled=true",
+            "kubeStateMetrics.serviceAccount.name=kube-state-metrics",
+            "kubeStateMetrics.serviceAccount.namespace=monitoring",
+            "grafanaDashboard.enabled=true",
+        ],
     ] {
         let mut cmd = Command::new(tool("helm"));
-        cmd.args(["lint", "--strict", CHART]);
+        cmd.args(["lint", "--strict", CHART, "--kube-version", &common::kube_version()]);
         for s in &sets {
             cmd.args(["--set", s]);
         }
@@ -478,6 +527,91 @@ fn monitoring_objects_scrape_the_service_and_alert_on_real_metrics() {
     }
 }
 
+#[test]
+fn network_policy_allows_only_dns_the_api_server_the_cloud_and_metrics() {
+    let objs = docs(&template("imagejob-operator", "imagejob-system", &[]));
+    assert!(!objs.iter().any(|o| o["kind"] == "NetworkPolicy"), "off by default");
+    let objs = docs(&template(
+        "imagejob-operator",
+        "imagejob-system",
+        &[
+            "networkPolicy.enabled=true",
+            "networkPolicy.metrics.namespace=observability",
+            "networkPolicy.apiServer.cidrs[0]=10.0.0.1/32",
+            "iamEndpoint=https://iam.{region}.example.test:8443",
+        ],
+    ));
+    let np = find(&objs, "NetworkPolicy", "imagejob-operator");
+    let d = find(&objs, "Deployment", "imagejob-operator");
+    assert_eq!(np["spec"]["podSelector"]["matchLabels"], d["spec"]["selector"]["matchLabels"]);
+    assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    // Ingress: the metrics port, from the configured namespace only.
+    let ingress = np["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 1);
+    assert_eq!(ingress[0]["ports"], json!([{"port": "http", "protocol": "TCP"}]));
+    assert_eq!(
+        ingress[0]["from"],
+        json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}}])
+    );
+    // Egress: DNS, the API server (narrowed), IMS on 443 and IAM on its own port.
+    let egress = np["spec"]["egress"].as_array().unwrap();
+    let ports = |rule: &Value| -> Vec<(i64, String)> {
+        rule["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["port"].as_i64().unwrap(), p["protocol"].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    assert_eq!(egress.len(), 3, "{egress:?}");
+    assert_eq!(ports(&egress[0]), [(53, "UDP".into()), (53, "TCP".into())]);
+    assert_eq!(egress[0]["to"][0]["podSelector"]["matchLabels"]["k8s-app"], "kube-dns");
+    assert_eq!(ports(&egress[1]), [(443, "TCP".into()), (6443, "TCP".into())]);
+    assert_eq!(egress[1]["to"], json!([{"ipBlock": {"cidr": "10.0.0.1/32"}}]));
+    assert_eq!(ports(&egress[2]), [(443, "TCP".into()), (8443, "TCP".into())]);
+    assert!(egress[2].get("to").is_none(), "no cidrs configured: any address, those ports only");
+    // Plain http endpoints on loopback name their port.
+    let objs = docs(&template(
+        "x",
+        "ops",
+        &["networkPolicy.enabled=true", "imsEndpoint=http://127.0.0.1:18080", "iamEndpoint=http://127.0.0.1:18080"],
+    ));
+    let np = find(&objs, "NetworkPolicy", "x-imagejob-operator");
+    assert_eq!(ports(&np["spec"]["egress"][2]), [(18080, "TCP".into())]);
+}
+
+#[test]
+fn chart_metadata_serves_catalogues() {
+    let chart: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(Path::new(CHART).join("Chart.yaml")).unwrap()).unwrap();
+    for key in ["kubeVersion", "home"] {
+        assert!(chart[key].as_str().is_some_and(|v| !v.is_empty()), "Chart.yaml lacks {key}");
+    }
+    assert!(!chart["sources"].as_array().unwrap().is_empty());
+    assert!(chart["maintainers"][0]["name"].is_string());
+    let annotation = |key: &str| -> Value {
+        let text = chart["annotations"][key].as_str().unwrap_or_else(|| panic!("annotation {key} missing"));
+        serde_yaml_ng::from_str(text).unwrap_or_else(|e| panic!("{key}: {e}"))
+    };
+    assert_eq!(chart["annotations"]["artifacthub.io/license"], "Apache-2.0");
+    let images = annotation("artifacthub.io/images");
+    assert_eq!(images[0]["image"], format!("imagejob-operator:{}", chart_app_version()), "the image the chart deploys");
+    let crds = annotation("artifacthub.io/crds");
+    assert_eq!(crds[0]["name"], "imagejobs.ims.otc.io");
+    let changes = annotation("artifacthub.io/changes");
+    let kinds = ["added", "changed", "deprecated", "removed", "fixed", "security"];
+    for c in changes.as_array().unwrap() {
+        assert!(kinds.contains(&c["kind"].as_str().unwrap()) && c["description"].is_string(), "{c}");
+    }
+    // The example is a valid ImageJob (the API server also checks it below).
+    let examples = annotation("artifacthub.io/crdsExamples");
+    let example: imagejob_operator::crd::ImageJob = serde_json::from_value(examples[0].clone()).unwrap();
+    assert!(example.spec.output_config_map_ref.is_some());
+    // kubeVersion is enforced: a too-old cluster is refused at install.
+    let out = run(Command::new(tool("helm")).args(["template", "x", CHART, "--kube-version", "1.28.0"]), None);
+    assert!(!out.status.success() && text(&out).contains("kubeVersion"), "{}", text(&out));
+}
+
 // ---------------------------------------------------------------- API server
 
 fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
@@ -523,6 +657,13 @@ async fn api_server_accepts_the_rendered_chart() {
             "podDisruptionBudget.enabled=true".into(),
             "replicas=2".into(),
             "image.digest=sha256:".to_owned() + &"a".repeat(64),
+        ],
+        vec![
+            "networkPolicy.enabled=true".into(),
+            "networkPolicy.apiServer.cidrs[0]=10.0.0.1/32".into(),
+            "imsEndpoint=https://ims.{region}.example.test:8443".into(),
+            "kubeStateMetrics.customResourceState.enabled=true".into(),
+            "grafanaDashboard.enabled=true".into(),
         ],
     ] {
         let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
@@ -641,5 +782,24 @@ async fn examples_match_the_default_scenario_and_validate() {
     let ns = common::TestNamespace::new(&client, "chart-examples").await;
     let out = kubectl(&["apply", "--dry-run=server", "--validate=strict", "-n", &ns.name, "-f", "-"], Some(&all));
     assert!(out.status.success(), "the API server rejected deploy/examples:\n{}", text(&out));
+    ns.cleanup().await;
+}
+
+/// The Artifact Hub CRD example is accepted by the API server (schema and
+/// validation rules), in a namespace of its own.
+#[tokio::test]
+async fn artifacthub_crd_example_validates() {
+    let chart: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(Path::new(CHART).join("Chart.yaml")).unwrap()).unwrap();
+    let examples: Vec<Value> =
+        serde_yaml_ng::from_str(chart["annotations"]["artifacthub.io/crdsExamples"].as_str().unwrap()).unwrap();
+    let client = common::client().await;
+    common::e2e::install_imagejob_crd(&client).await;
+    let ns = common::TestNamespace::new(&client, "chart-ahub").await;
+    for mut example in examples {
+        example["metadata"]["namespace"] = ns.name.clone().into();
+        let out = kubectl(&["create", "--dry-run=server", "--validate=strict", "-f", "-"], Some(&example.to_string()));
+        assert!(out.status.success(), "the API server rejected the Artifact Hub example:\n{}", text(&out));
+    }
     ns.cleanup().await;
 }

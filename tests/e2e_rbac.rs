@@ -29,20 +29,6 @@ const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/imagejob-operat
 const JOB: &str = "ff8080814dbd65d7014dbe0d84db7001";
 const WAIT: Duration = Duration::from_secs(90);
 
-fn helm_template(release: &str, namespace: &str, sets: &[String]) -> Vec<Value> {
-    let mut cmd = Command::new(tool("helm"));
-    cmd.args(["template", release, CHART, "--namespace", namespace]);
-    for s in sets {
-        cmd.args(["--set", s]);
-    }
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
-    serde_yaml_ng::Deserializer::from_str(std::str::from_utf8(&out.stdout).unwrap())
-        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
 fn kubectl(args: &[&str], stdin: &str) {
     let mut child = Command::new(tool("kubectl"))
         .args(args)
@@ -71,7 +57,7 @@ impl Release {
     /// RBAC objects, as `helm install` would create them.
     fn install(namespace: &str, sets: &[String]) -> Self {
         let release = format!("r{}", unique_label());
-        let objects = helm_template(&release, namespace, sets);
+        let objects = common::helm_template(&release, namespace, sets);
         let rbac: Vec<&Value> = objects
             .iter()
             .filter(|o| {
@@ -249,7 +235,10 @@ async fn job_completes_as_the_service_account(release: &Release, jobs_ns: &str, 
     let admin = client().await;
     let kubeconfig = release.service_account_kubeconfig(&admin).await;
     create_aksk_secret(&admin, jobs_ns, "creds", SK).await;
-    create(&admin, jobs_ns, &imagejob("build", run, JOB, "creds")).await;
+    // With an output ConfigMap, so that its RBAC is exercised too.
+    let mut ij = imagejob("build", run, JOB, "creds");
+    ij.spec.output_config_map_ref = serde_json::from_value(json!({"name": "build-output"})).unwrap();
+    create(&admin, jobs_ns, &ij).await;
     let pod_name = format!("{}-7d4b9c-x2x4q", release.fullname);
     let mut op = release.start_operator(kubeconfig.path(), &pod_name);
     assert_eq!(op.env["LEADER_ELECT"], "true", "these tests run the chart's default, leader election on");
@@ -261,6 +250,23 @@ async fn job_completes_as_the_service_account(release: &Release, jobs_ns: &str, 
     assert_eq!(done.phase, Some(Phase::Succeeded), "{done:?}");
     assert_eq!(condition(&done, "Ready").map(|c| c.0), Some("True".into()));
     assert!(sim.requests(JOB).await >= 2, "the job was polled through ims-sim");
+    let cms = Api::<ConfigMap>::namespaced(admin.clone(), jobs_ns);
+    let cm = common::eventually(Duration::from_secs(20), "the output ConfigMap", || async {
+        cms.get_opt("build-output").await.unwrap()
+    })
+    .await;
+    assert_eq!(cm.data.unwrap()["jobId"], JOB);
+    // Deleted, it is restored through the ConfigMap watch (list/watch/create).
+    cms.delete("build-output", &DeleteParams::default()).await.unwrap();
+    common::eventually(Duration::from_secs(20), "the output ConfigMap restored", || async {
+        cms.get_opt("build-output").await.unwrap()
+    })
+    .await;
+    let done = wait_status(&admin, jobs_ns, "build", WAIT, "OutputReady", |s| {
+        s.conditions.iter().any(|c| c.type_ == "OutputReady")
+    })
+    .await;
+    assert_eq!(condition(&done, "OutputReady").map(|c| c.0), Some("True".into()), "{done:?}");
 
     // Leader election used only the Lease the Role names, in its namespace.
     let lease = Api::<Lease>::namespaced(admin.clone(), &release.namespace)
@@ -318,8 +324,9 @@ async fn cluster_role_lets_the_operator_complete_a_job() {
 }
 
 /// The same identity is refused what the operator never does: writing
-/// Secrets, reading ConfigMaps or Pods, editing or deleting ImageJobs,
-/// touching other Leases.
+/// Secrets, updating or deleting ConfigMaps, reading Pods, editing or
+/// deleting ImageJobs, touching other Leases. ConfigMaps: only what
+/// `spec.outputConfigMapRef` needs (get, list, watch, create, patch).
 #[tokio::test]
 async fn cluster_role_refuses_everything_else() {
     let admin = client().await;
@@ -340,6 +347,12 @@ async fn cluster_role_refuses_everything_else() {
         ("get", "", "secrets", o, Some("creds")),
         ("list", "", "secrets", None, None),
         ("create", "events.k8s.io", "events", o, None),
+        ("get", "", "configmaps", o, Some("build-output")),
+        ("list", "", "configmaps", None, None),
+        ("watch", "", "configmaps", None, None),
+        ("create", "", "configmaps", o, None),
+        ("patch", "", "configmaps", o, Some("build-output")),
+        ("update", "ims.otc.io", "imagejobs/finalizers", o, Some("x")),
         ("create", "coordination.k8s.io", "leases", opns, None),
         ("patch", "coordination.k8s.io", "leases", opns, Some(lease)),
     ] {
@@ -353,8 +366,9 @@ async fn cluster_role_refuses_everything_else() {
         ("create", "", "secrets", o, None),
         ("update", "", "secrets", o, Some("creds")),
         ("delete", "", "secrets", o, Some("creds")),
-        ("get", "", "configmaps", o, Some("kube-root-ca.crt")),
-        ("list", "", "configmaps", None, None),
+        ("update", "", "configmaps", o, Some("build-output")),
+        ("delete", "", "configmaps", o, Some("build-output")),
+        ("deletecollection", "", "configmaps", o, None),
         ("list", "", "pods", None, None),
         ("create", "", "pods", o, None),
         ("create", "ims.otc.io", "imagejobs", o, None),
@@ -382,7 +396,8 @@ async fn cluster_role_refuses_everything_else() {
     assert!(is_forbidden(
         Api::<Secret>::namespaced(sa.clone(), &other.name).create(&PostParams::default(), &secret).await
     ));
-    assert!(is_forbidden(Api::<ConfigMap>::namespaced(sa.clone(), &other.name).list(&ListParams::default()).await));
+    let ca = Api::<ConfigMap>::namespaced(sa.clone(), &other.name);
+    assert!(is_forbidden(ca.delete("kube-root-ca.crt", &DeleteParams::default()).await));
     create_aksk_secret(&admin, &other.name, "creds", SK).await;
     create(&admin, &other.name, &imagejob("victim", "none", JOB, "creds")).await;
     let ijs = Api::<ImageJob>::namespaced(sa.clone(), &other.name);
@@ -426,6 +441,9 @@ async fn namespaced_role_confines_the_operator_to_its_namespace() {
     assert!(!can(&sa, "get", "", "secrets", Some(&other.name), Some("creds")).await);
     assert!(!can(&sa, "list", "", "secrets", None, None).await, "cluster-wide Secret list");
     assert!(!can(&sa, "list", "ims.otc.io", "imagejobs", Some(&other.name), None).await);
+    assert!(can(&sa, "create", "", "configmaps", Some(&watched.name), None).await);
+    assert!(!can(&sa, "create", "", "configmaps", Some(&other.name), None).await);
+    assert!(!can(&sa, "list", "", "configmaps", None, None).await, "cluster-wide ConfigMap list");
     assert!(!can(&sa, "patch", "ims.otc.io", "imagejobs/status", Some(&other.name), Some("x")).await);
     assert!(is_forbidden(Api::<Secret>::namespaced(sa.clone(), &other.name).get("creds").await));
     assert!(is_forbidden(Api::<Secret>::all(sa.clone()).list(&ListParams::default()).await));

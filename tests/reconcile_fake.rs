@@ -113,6 +113,7 @@ async fn fixture() -> Fixture {
         schedule: Schedule::default(),
         reporter,
         metrics: Arc::new(Metrics::default()),
+        outputs: None,
         wake,
         args,
     });

@@ -10,6 +10,7 @@
 //! - `run`: wiring — watches, leader election, housekeeping, the HTTP server.
 
 pub mod coalesce;
+pub mod output;
 pub mod plan;
 pub mod reconcile;
 pub mod run;
@@ -52,6 +53,9 @@ pub struct Ctx<S> {
     /// each publish, which at thousands of ImageJobs costs memory and CPU.
     pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
+    /// The operator's own output ConfigMaps (`spec.outputConfigMapRef`), as
+    /// the ConfigMap watch caches them; without it each check is a GET.
+    pub outputs: Option<kube::runtime::reflector::Store<k8s_openapi::api::core::v1::ConfigMap>>,
     /// ImageJobs to reconcile now (Secret changed, shared answer changed).
     pub wake: mpsc::UnboundedSender<ObjectRef<ImageJob>>,
 }
@@ -62,6 +66,8 @@ pub enum Error {
     Patch(#[source] kube::Error),
     #[error(transparent)]
     Secret(#[from] SecretError),
+    #[error("writing the output ConfigMap: {0}")]
+    Output(#[source] kube::Error),
     #[error("ImageJob has no namespace")]
     NoNamespace,
 }

@@ -16,7 +16,7 @@ use super::plan::{
     outcome_label, outcome_of_error, pending_request, plan_next, target_of,
 };
 use super::secrets::SecretError;
-use super::{Ctx, Error, FIELD_MANAGER, key_of, schedule};
+use super::{Ctx, Error, FIELD_MANAGER, key_of, output, schedule};
 use crate::config::poll_interval;
 use crate::crd::{ImageJob, ImageJobStatus};
 use crate::ims::JobSource;
@@ -42,8 +42,11 @@ async fn reconcile_inner<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>) -> Result<Ac
     // A finished job never changes: no cloud call, also after a restart.
     // A later spec edit is acknowledged so GitOps tools do not wait on it.
     if finished && requested.is_none() {
-        if prev.and_then(|s| s.observed_generation) != ij.metadata.generation {
-            write_status(ij, ctx, &Outcome::Observed, None).await?;
+        // The output ConfigMap is checked (from the cache) and repaired here
+        // too: its watch wakes the ImageJob when it is deleted or edited.
+        if prev.and_then(|s| s.observed_generation) != ij.metadata.generation || output::involved(ij, prev) {
+            let written = write_status(ij, ctx, &Outcome::Observed, None).await?;
+            return Ok(output::recheck(&written).map_or_else(Action::await_change, Action::requeue));
         }
         return Ok(Action::await_change());
     }
@@ -72,7 +75,8 @@ async fn reconcile_inner<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>) -> Result<Ac
         }
     };
     let written = write_status(ij, ctx, &answered.outcome, requested).await?;
-    Ok(next_action(ij, ctx, &key, &answered, &written))
+    let next = next_action(ij, ctx, &key, &answered, &written);
+    Ok(output::recheck(&written).map_or(next, Action::requeue))
 }
 
 /// What `poll` learned, or when the rate limit lets it ask.
@@ -162,7 +166,23 @@ async fn write_status<S: JobSource>(
 ) -> Result<ImageJobStatus, Error> {
     let prev = ij.status.as_ref();
     let sctx = status::Inputs { generation: ij.metadata.generation, now: Timestamp::now(), requested_at: requested };
-    let new = as_stored(status::next_status(prev, outcome, &sctx));
+    let mut new = as_stored(status::next_status(prev, outcome, &sctx));
+    // The result ConfigMap first, then the status that reports it; a failed
+    // export is shown in the status and retried with backoff.
+    let exported = output::export(ij, ctx, &mut new, &sctx).await;
+    let new = write_if_changed(ij, ctx, prev, new).await?;
+    exported.map_err(Error::Output)?;
+    Ok(new)
+}
+
+/// Writes `new` unless it equals `prev` (ignoring timestamps) or was just
+/// written; publishes Events for transitions.
+async fn write_if_changed<S: JobSource>(
+    ij: &ImageJob,
+    ctx: &Ctx<S>,
+    prev: Option<&ImageJobStatus>,
+    new: ImageJobStatus,
+) -> Result<ImageJobStatus, Error> {
     if prev.is_some_and(|p| !status::differs(p, &new)) {
         return Ok(new);
     }
@@ -186,7 +206,7 @@ async fn write_status<S: JobSource>(
     ctx.schedule.written(&key, uid.as_deref(), print);
     ctx.metrics.status_patches.inc();
     info!(phase = ?new.phase, job_status = new.job_status.as_deref(), progress = new.progress, "status updated");
-    for event in status::transition_events(prev, &new) {
+    for event in status::transition_events(prev, &new).into_iter().chain(output::transition_events(prev, &new)) {
         publish(ij, ctx, event).await;
     }
     Ok(new)

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
 use kube::api::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
@@ -140,6 +140,7 @@ async fn run_controller(
         .applied_objects()
         .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default());
 
+    let (outputs, outputs_writer) = reflector::store();
     let (wake_tx, mut wake_rx) = mpsc::unbounded_channel::<ObjectRef<ImageJob>>();
     let reporter = Reporter { controller: "imagejob-operator".into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Ctx {
@@ -149,11 +150,13 @@ async fn run_controller(
         schedule: Schedule::default(),
         reporter,
         metrics: metrics.clone(),
+        outputs: Some(outputs),
         wake: wake_tx,
         args,
     });
 
     let secret_watch = watch_secrets(secrets, reader.clone(), ctx.clone());
+    let output_watch = watch_outputs(scoped(&client, &ctx.args), outputs_writer, reader.clone(), ctx.clone());
     let housekeeping = housekeeping(reader.clone(), ctx.clone(), ready);
     let wake_stream = futures::stream::poll_fn(move |cx| wake_rx.poll_recv(cx));
     let controller = Controller::for_stream(imagejob_stream, reader)
@@ -170,6 +173,7 @@ async fn run_controller(
         _ = controller => info!("controller stopped"),
         // Neither ends by itself; if one did, a restart is the honest answer.
         _ = secret_watch => anyhow::bail!("the Secret watch ended unexpectedly"),
+        _ = output_watch => anyhow::bail!("the ConfigMap watch ended unexpectedly"),
         _ = housekeeping => anyhow::bail!("housekeeping ended unexpectedly"),
     }
     Ok(())
@@ -225,6 +229,35 @@ async fn watch_secrets<S: crate::ims::JobSource>(
             match event {
                 Ok(event) => ctx.wake_all(ctx.secrets.observe(&event, users)),
                 Err(e) => warn!(error = %e, "Secret watch error; retrying"),
+            }
+            std::future::ready(())
+        })
+        .await;
+}
+
+/// Watches (and caches) the operator's own output ConfigMaps, by label: one
+/// deleted or edited by someone else wakes the ImageJob that controls it,
+/// which writes it again.
+async fn watch_outputs<S: crate::ims::JobSource>(
+    api: Api<ConfigMap>,
+    writer: reflector::store::Writer<ConfigMap>,
+    imagejobs: Store<ImageJob>,
+    ctx: Arc<Ctx<S>>,
+) {
+    let wc = watcher::Config::default().labels(&super::output::selector()).any_semantic();
+    watcher(api, wc)
+        .default_backoff()
+        .modify(|cm| cm.metadata.managed_fields = None)
+        .reflect(writer)
+        .touched_objects()
+        .for_each(|event| {
+            match event {
+                Ok(cm) => {
+                    if let Some(owner) = super::output::controller_of(&cm).filter(|o| imagejobs.get(o).is_some()) {
+                        let _ = ctx.wake.send(owner);
+                    }
+                }
+                Err(e) => warn!(error = %e, "ConfigMap watch error; retrying"),
             }
             std::future::ready(())
         })

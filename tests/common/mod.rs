@@ -112,3 +112,29 @@ where
 }
 pub mod e2e;
 pub mod sim_proc;
+
+/// The Kubernetes version of the local cluster (tests/cluster/versions.env),
+/// for `helm template/lint --kube-version`: a helm built from source defaults
+/// to v1.20, which the chart's kubeVersion refuses.
+pub fn kube_version() -> String {
+    let env = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cluster/versions.env")).unwrap();
+    let line = env.lines().find_map(|l| l.strip_prefix("KUBE_VERSION=")).expect("KUBE_VERSION in versions.env");
+    line.trim().to_owned()
+}
+
+/// The chart rendered by the pinned helm (`helm template RELEASE --namespace
+/// NS --set ...`) as one JSON value per object.
+pub fn helm_template<S: AsRef<str>>(release: &str, namespace: &str, sets: &[S]) -> Vec<serde_json::Value> {
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/imagejob-operator");
+    let mut cmd = Command::new(tool("helm"));
+    cmd.args(["template", release, chart, "--namespace", namespace, "--kube-version", &kube_version()]);
+    for s in sets {
+        cmd.args(["--set", s.as_ref()]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "helm template: {}", String::from_utf8_lossy(&out.stderr));
+    serde_yaml_ng::Deserializer::from_str(std::str::from_utf8(&out.stdout).unwrap())
+        .map(|d| <serde_json::Value as serde::Deserialize>::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}

@@ -1,0 +1,437 @@
+//! Hands a Succeeded ImageJob's result on to the next step: the ConfigMap
+//! named by `spec.outputConfigMapRef`, in the ImageJob's namespace, owned by
+//! it. The pure part builds the ConfigMap and decides what to do with the one
+//! that exists; `export` does the API calls. No cloud call is made here: the
+//! data comes from the status.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+
+use super::FIELD_MANAGER;
+use crate::crd::{ImageJob, ImageJobStatus, Phase};
+use crate::status::{self, Cond, EventSpec};
+
+/// The condition that reports the export (absent without `outputConfigMapRef`).
+pub const OUTPUT_READY: &str = "OutputReady";
+/// Reasons of `OutputReady`.
+pub const WRITTEN: &str = "OutputWritten";
+pub const CONFLICT: &str = "OutputConflict";
+pub const FAILED: &str = "OutputFailed";
+
+/// Labels on every exported ConfigMap: the operator watches (and caches)
+/// only ConfigMaps with the first; the second names the ImageJob.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "imagejob-operator";
+pub const IMAGEJOB_LABEL: &str = "ims.otc.io/imagejob";
+
+/// The label selector of the ConfigMap watch.
+pub fn selector() -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY}")
+}
+
+/// The ConfigMap's name when the ImageJob wants its result exported now:
+/// Succeeded (never Failed) and `spec.outputConfigMapRef` set.
+pub fn wanted<'a>(ij: &'a ImageJob, status: &ImageJobStatus) -> Option<&'a str> {
+    let name = ij.spec.output_config_map_ref.as_ref()?.name.as_str();
+    (status.phase == Some(Phase::Succeeded)).then_some(name)
+}
+
+/// True when a finished ImageJob's reconcile must look at its output: it
+/// names a ConfigMap, or still shows `OutputReady` for one it no longer names.
+pub fn involved(ij: &ImageJob, status: Option<&ImageJobStatus>) -> bool {
+    ij.spec.output_config_map_ref.is_some() || status.is_some_and(|s| status::condition(s, OUTPUT_READY).is_some())
+}
+
+/// How often a conflict is looked at again: the foreign ConfigMap is not
+/// watched (only the operator's own are), so its removal is noticed this way.
+pub const CONFLICT_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// When to look again at an ImageJob whose output is blocked, if it is.
+pub fn recheck(status: &ImageJobStatus) -> Option<std::time::Duration> {
+    let c = status::condition(status, OUTPUT_READY)?;
+    (c.status != "True" && c.reason == CONFLICT).then_some(CONFLICT_RECHECK)
+}
+
+/// The keys of the ConfigMap (CONTRACT.md) but `results.json`. Every key is
+/// present, empty when unknown, so that a consumer's `${imageId}` is never
+/// left unresolved. All are valid Flux variable names: Flux's
+/// `postBuild.substituteFrom` refuses a ConfigMap whose `data` has any key
+/// that is not one, which is why `results.json` goes to `binaryData`.
+pub fn output_data(ij: &ImageJob, status: &ImageJobStatus, region: &str, project_id: &str) -> BTreeMap<String, String> {
+    // A cross-region copy may report its images only in the results.
+    let image_id = status.image_id.clone().or_else(|| status.results.iter().find_map(|r| r.image_id.clone()));
+    BTreeMap::from([
+        ("imageId".to_owned(), image_id.unwrap_or_default()),
+        ("imageName".to_owned(), status.image_name.clone().unwrap_or_default()),
+        ("jobId".to_owned(), ij.spec.job_id.clone()),
+        ("jobType".to_owned(), status.job_type.clone().unwrap_or_default()),
+        ("projectId".to_owned(), project_id.to_owned()),
+        ("region".to_owned(), region.to_owned()),
+    ])
+}
+
+/// `results.json`: the results list (one image per project for cross-region
+/// copies), as JSON. In `binaryData`, which Flux ignores and a volume mount
+/// shows as the file `results.json`.
+pub fn results_json(status: &ImageJobStatus) -> BTreeMap<String, ByteString> {
+    let json = serde_json::to_vec(&status.results).expect("results always serialise");
+    BTreeMap::from([(RESULTS_KEY.to_owned(), ByteString(json))])
+}
+
+pub const RESULTS_KEY: &str = "results.json";
+
+/// The ConfigMap as the operator applies it.
+pub fn desired(ij: &ImageJob, name: &str, data: BTreeMap<String, String>, status: &ImageJobStatus) -> ConfigMap {
+    let mut labels = BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned())]);
+    // A label value holds at most 63 characters; longer names are found
+    // through the owner reference instead.
+    if ij.name_any().len() <= 63 {
+        labels.insert(IMAGEJOB_LABEL.to_owned(), ij.name_any());
+    }
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: ij.namespace(),
+            labels: Some(labels),
+            owner_references: Some(vec![owner_reference(ij)]),
+            ..ObjectMeta::default()
+        },
+        data: Some(data),
+        binary_data: Some(results_json(status)),
+        ..ConfigMap::default()
+    }
+}
+
+/// `controller: true` makes the ImageJob the one owner that acts on it;
+/// `blockOwnerDeletion` keeps a foreground deletion of the ImageJob waiting
+/// until the ConfigMap is gone.
+fn owner_reference(ij: &ImageJob) -> OwnerReference {
+    OwnerReference {
+        api_version: ImageJob::api_version(&()).into_owned(),
+        kind: ImageJob::kind(&()).into_owned(),
+        name: ij.name_any(),
+        uid: ij.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// The ImageJob (by namespace and name) that controls a ConfigMap, if any.
+pub fn controller_of(cm: &ConfigMap) -> Option<ObjectRef<ImageJob>> {
+    let owner = cm.owner_references().iter().find(|o| o.controller == Some(true))?;
+    let ours = owner.kind == ImageJob::kind(&()) && owner.api_version.starts_with("ims.otc.io/");
+    let namespace = cm.namespace()?;
+    ours.then(|| ObjectRef::new(&owner.name).within(&namespace))
+}
+
+/// What to do about the ConfigMap of that name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// None exists: create it (a create, not an apply, so that one made
+    /// meanwhile by someone else is never merged into).
+    Create,
+    /// Ours, but a key, label or the owner reference differs (changed by
+    /// someone else, or the result changed): apply ours again.
+    Apply,
+    UpToDate,
+    /// Someone else's: leave it alone and say so.
+    Conflict {
+        owner: String,
+    },
+}
+
+pub fn plan(existing: Option<&ConfigMap>, desired: &ConfigMap, uid: &str) -> Plan {
+    let Some(cm) = existing else { return Plan::Create };
+    let controller = cm.owner_references().iter().find(|o| o.controller == Some(true));
+    if controller.map(|o| o.uid.as_str()) != Some(uid) {
+        let owner = controller.map_or_else(|| "no controller".to_owned(), |o| format!("{} {}", o.kind, o.name));
+        return Plan::Conflict { owner };
+    }
+    // Keys or labels others added are theirs (server-side apply keeps them).
+    let same_owner = desired.owner_references().iter().all(|o| cm.owner_references().contains(o));
+    if contains(&cm.data, &desired.data)
+        && contains(&cm.binary_data, &desired.binary_data)
+        && contains(&cm.metadata.labels, &desired.metadata.labels)
+        && same_owner
+    {
+        Plan::UpToDate
+    } else {
+        Plan::Apply
+    }
+}
+
+/// Every entry of `want` is in `have`.
+fn contains<V: PartialEq>(have: &Option<BTreeMap<String, V>>, want: &Option<BTreeMap<String, V>>) -> bool {
+    let have = have.as_ref();
+    want.iter().flatten().all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
+}
+
+/// The `OutputReady` condition for what happened.
+pub fn condition(name: &str, result: &Result<Plan, String>) -> Cond {
+    let (ok, reason, message) = match result {
+        Ok(Plan::Conflict { owner }) => (
+            false,
+            CONFLICT,
+            format!("ConfigMap {name} exists and is not owned by this ImageJob ({owner}); it was left unchanged"),
+        ),
+        Ok(_) => (true, WRITTEN, format!("ConfigMap {name} holds the result")),
+        Err(e) => (false, FAILED, format!("writing ConfigMap {name} failed: {e}; retrying")),
+    };
+    Cond { type_: OUTPUT_READY, status: ok, reason: reason.to_owned(), message }
+}
+
+/// Events when `OutputReady` changes: a Warning on a conflict or failure, a
+/// Normal event when the ConfigMap is first written.
+pub fn transition_events(prev: Option<&ImageJobStatus>, new: &ImageJobStatus) -> Vec<EventSpec> {
+    let Some(c) = status::condition(new, OUTPUT_READY) else { return Vec::new() };
+    let old = prev.and_then(|p| status::condition(p, OUTPUT_READY));
+    if old.is_some_and(|o| o.status == c.status && o.reason == c.reason) {
+        return Vec::new();
+    }
+    vec![EventSpec { warning: c.status != "True", reason: c.reason.clone(), message: c.message.clone() }]
+}
+
+/// Exports the result when wanted and records it in `new`'s conditions
+/// (dropping `OutputReady` when `outputConfigMapRef` is gone). An API error
+/// is both shown in the condition and returned, so the reconcile retries.
+pub async fn export<S>(
+    ij: &ImageJob,
+    ctx: &super::Ctx<S>,
+    new: &mut ImageJobStatus,
+    inputs: &status::Inputs<'_>,
+) -> Result<(), kube::Error> {
+    if ij.spec.output_config_map_ref.is_none() {
+        new.conditions.retain(|c| c.type_ != OUTPUT_READY);
+        return Ok(());
+    }
+    let Some(name) = wanted(ij, new) else { return Ok(()) };
+    let result = write(ij, ctx, new, name).await;
+    let shown = result.as_ref().map(Clone::clone).map_err(ToString::to_string);
+    status::set_condition(&mut new.conditions, condition(name, &shown), inputs);
+    result.map(drop)
+}
+
+const CACHE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn write<S>(
+    ij: &ImageJob,
+    ctx: &super::Ctx<S>,
+    status: &ImageJobStatus,
+    name: &str,
+) -> Result<Plan, kube::Error> {
+    let namespace = ij.namespace().unwrap_or_default();
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    // Before its first list the cache would call every ConfigMap missing; a
+    // watch that cannot list (e.g. RBAC) must not hold the reconcile up.
+    let store = match &ctx.outputs {
+        Some(store) => tokio::time::timeout(CACHE_WAIT, store.wait_until_ready()).await.ok().map(|_| store),
+        None => None,
+    };
+    let cached = match store {
+        Some(store) => store.get(&ObjectRef::new(name).within(&namespace)).map(|cm| (*cm).clone()),
+        None => api.get_opt(name).await?,
+    };
+    let region = ij.spec.region.clone().unwrap_or_else(|| ctx.args.default_region.clone());
+    let project_id = project_id(ij, ctx, cached.as_ref()).await;
+    let want = desired(ij, name, output_data(ij, status, &region, &project_id), status);
+    let uid = ij.uid().unwrap_or_default();
+    let mut existing = cached;
+    loop {
+        let plan = plan(existing.as_ref(), &want, &uid);
+        match &plan {
+            Plan::Create => {
+                let pp = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
+                match api.create(&pp, &want).await {
+                    // Made by someone else since the cache saw none: look at it.
+                    Err(kube::Error::Api(e)) if e.code == 409 => {
+                        existing = Some(api.get(name).await?);
+                        continue;
+                    }
+                    other => other?,
+                };
+            }
+            Plan::Apply => {
+                // The resourceVersion we judged is a precondition: a ConfigMap
+                // replaced meanwhile by someone else's is not overwritten.
+                let mut cm = want.clone();
+                cm.metadata.resource_version = existing.as_ref().and_then(|e| e.resource_version());
+                let patch = serde_json::json!({
+                    "apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": cm.metadata, "data": cm.data, "binaryData": cm.binary_data,
+                });
+                api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+            }
+            Plan::UpToDate | Plan::Conflict { .. } => {}
+        }
+        return Ok(plan);
+    }
+}
+
+/// `spec.projectId`, else the one this ConfigMap already carries (it came
+/// from the Secret), else the credentials Secret's `projectId`: a Secret
+/// read only when there is nothing else to go by.
+async fn project_id<S>(ij: &ImageJob, ctx: &super::Ctx<S>, existing: Option<&ConfigMap>) -> String {
+    if let Some(p) = &ij.spec.project_id {
+        return p.clone();
+    }
+    let uid = ij.uid().unwrap_or_default();
+    let ours = existing.filter(|cm| cm.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true)));
+    if let Some(p) = ours.and_then(|cm| cm.data.as_ref()?.get("projectId").filter(|p| !p.is_empty()).cloned()) {
+        return p;
+    }
+    let namespace = ij.namespace().unwrap_or_default();
+    match ctx.secrets.load(&namespace, &ij.spec.credentials_ref.name).await {
+        Ok(loaded) => loaded.project_id.clone().unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::JobResultStatus;
+    use serde_json::json;
+
+    fn imagejob(output: Option<&str>) -> ImageJob {
+        let mut spec = json!({"jobId": "job-1", "projectId": "p1", "credentialsRef": {"name": "creds"}});
+        if let Some(name) = output {
+            spec["outputConfigMapRef"] = json!({"name": name});
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "ims.otc.io/v1alpha1", "kind": "ImageJob",
+            "metadata": {"name": "build", "namespace": "ns", "uid": "uid-1"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn succeeded() -> ImageJobStatus {
+        ImageJobStatus {
+            phase: Some(Phase::Succeeded),
+            image_id: Some("img-1".into()),
+            image_name: Some("my-image".into()),
+            job_type: Some("imsCreateImageByInstance".into()),
+            results: vec![JobResultStatus {
+                image_id: Some("img-1".into()),
+                project_id: Some("p1".into()),
+                status: Some("SUCCESS".into()),
+            }],
+            ..ImageJobStatus::default()
+        }
+    }
+
+    #[test]
+    fn only_a_succeeded_job_with_a_ref_is_exported() {
+        let ij = imagejob(Some("out"));
+        assert_eq!(wanted(&ij, &succeeded()), Some("out"));
+        for phase in [Phase::Pending, Phase::Running, Phase::Failed] {
+            assert_eq!(wanted(&ij, &ImageJobStatus { phase: Some(phase), ..succeeded() }), None, "{phase:?}");
+        }
+        assert_eq!(wanted(&imagejob(None), &succeeded()), None);
+    }
+
+    #[test]
+    fn data_has_every_contract_key() {
+        let data = output_data(&imagejob(Some("out")), &succeeded(), "eu-de", "p1");
+        let keys: Vec<&str> = data.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["imageId", "imageName", "jobId", "jobType", "projectId", "region"]);
+        // Flux's substituteFrom refuses the whole ConfigMap over one key that
+        // is not a variable name (^[_a-zA-Z][_a-zA-Z0-9]*$).
+        assert!(keys.iter().all(|k| k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')));
+        assert_eq!(data["imageId"], "img-1");
+        assert_eq!(data["jobId"], "job-1");
+        assert_eq!(data["region"], "eu-de");
+        let binary = results_json(&succeeded());
+        let results: serde_json::Value = serde_json::from_slice(&binary["results.json"].0).unwrap();
+        assert_eq!(results, json!([{"imageId": "img-1", "projectId": "p1", "status": "SUCCESS"}]));
+        // A copy that names its images only in the results still hands one on.
+        let copy = ImageJobStatus { image_id: None, ..succeeded() };
+        assert_eq!(output_data(&imagejob(Some("out")), &copy, "eu-de", "p1")["imageId"], "img-1");
+        let empty = ImageJobStatus { phase: Some(Phase::Succeeded), ..ImageJobStatus::default() };
+        assert_eq!(output_data(&imagejob(Some("out")), &empty, "eu-de", "")["imageId"], "");
+        assert_eq!(results_json(&empty)["results.json"].0, b"[]");
+    }
+
+    #[test]
+    fn desired_is_owned_and_labelled() {
+        let ij = imagejob(Some("out"));
+        let cm = desired(&ij, "out", BTreeMap::new(), &succeeded());
+        assert_eq!(cm.metadata.namespace.as_deref(), Some("ns"));
+        let owner = &cm.owner_references()[0];
+        assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()), ("ImageJob", "build", "uid-1"));
+        assert_eq!(owner.api_version, "ims.otc.io/v1alpha1");
+        assert_eq!((owner.controller, owner.block_owner_deletion), (Some(true), Some(true)));
+        assert_eq!(cm.labels()[MANAGED_BY_LABEL], "imagejob-operator");
+        assert_eq!(cm.labels()[IMAGEJOB_LABEL], "build");
+        assert_eq!(controller_of(&cm), Some(ObjectRef::new("build").within("ns")));
+        let mut long = ij.clone();
+        long.metadata.name = Some("x".repeat(64));
+        assert!(!desired(&long, "out", BTreeMap::new(), &succeeded()).labels().contains_key(IMAGEJOB_LABEL));
+    }
+
+    #[test]
+    fn plan_creates_repairs_and_never_takes_over() {
+        let ij = imagejob(Some("out"));
+        let want = desired(&ij, "out", output_data(&ij, &succeeded(), "eu-de", "p1"), &succeeded());
+        assert_eq!(plan(None, &want, "uid-1"), Plan::Create);
+        assert_eq!(plan(Some(&want), &want, "uid-1"), Plan::UpToDate);
+
+        // Someone else's keys and labels are theirs; ours are restored.
+        let mut added = want.clone();
+        added.data.as_mut().unwrap().insert("extra".into(), "x".into());
+        added.labels_mut().insert("team".into(), "a".into());
+        assert_eq!(plan(Some(&added), &want, "uid-1"), Plan::UpToDate);
+        let mut edited = want.clone();
+        edited.data.as_mut().unwrap().insert("imageId".into(), "tampered".into());
+        assert_eq!(plan(Some(&edited), &want, "uid-1"), Plan::Apply);
+        let mut stale = want.clone();
+        stale.binary_data = Some(results_json(&ImageJobStatus::default()));
+        assert_eq!(plan(Some(&stale), &want, "uid-1"), Plan::Apply);
+        let mut unlabelled = want.clone();
+        unlabelled.labels_mut().remove(MANAGED_BY_LABEL);
+        assert_eq!(plan(Some(&unlabelled), &want, "uid-1"), Plan::Apply);
+
+        // A ConfigMap without us as controller is never ours to write.
+        let mut foreign = want.clone();
+        foreign.metadata.owner_references = None;
+        assert_eq!(plan(Some(&foreign), &want, "uid-1"), Plan::Conflict { owner: "no controller".into() });
+        // Nor one of an earlier ImageJob of the same name (another uid).
+        assert_eq!(plan(Some(&want), &want, "uid-2"), Plan::Conflict { owner: "ImageJob build".into() });
+    }
+
+    #[test]
+    fn condition_and_events_follow_the_result() {
+        let written = condition("out", &Ok(Plan::Create));
+        assert_eq!((written.status, written.reason.as_str()), (true, WRITTEN));
+        let conflict = condition("out", &Ok(Plan::Conflict { owner: "no controller".into() }));
+        assert_eq!((conflict.status, conflict.reason.as_str()), (false, CONFLICT));
+        assert!(conflict.message.contains("not owned by this ImageJob"), "{}", conflict.message);
+        let failed = condition("out", &Err("forbidden".into()));
+        assert_eq!((failed.status, failed.reason.as_str()), (false, FAILED));
+
+        let inputs = status::Inputs { generation: Some(1), now: jiff::Timestamp::now(), requested_at: None };
+        let mut prev = succeeded();
+        status::set_condition(&mut prev.conditions, written.clone(), &inputs);
+        assert_eq!(transition_events(None, &prev).len(), 1);
+        assert!(!transition_events(None, &prev)[0].warning);
+        assert!(transition_events(Some(&prev), &prev).is_empty(), "no Event without a change");
+        let mut now = prev.clone();
+        status::set_condition(&mut now.conditions, conflict, &inputs);
+        let events = transition_events(Some(&prev), &now);
+        assert_eq!(events.len(), 1);
+        assert!(events[0].warning && events[0].reason == CONFLICT, "{events:?}");
+
+        // Only a conflict is looked at again by itself; a written one waits for its watch.
+        assert_eq!(recheck(&now), Some(CONFLICT_RECHECK));
+        assert_eq!(recheck(&prev), None);
+        assert!(involved(&imagejob(Some("out")), None));
+        assert!(involved(&imagejob(None), Some(&prev)), "a condition left from a removed ref");
+        assert!(!involved(&imagejob(None), Some(&succeeded())));
+    }
+}

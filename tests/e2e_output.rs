@@ -1,0 +1,257 @@
+//! `spec.outputConfigMapRef` end to end: the operator binary against the
+//! local kube-apiserver and `ims-sim`. The ConfigMap appears with the
+//! contract's keys once the job has Succeeded (not before, never for
+//! Failed), is owned by the ImageJob, comes back after a deletion or an
+//! edit without any cloud request, and a foreign ConfigMap of that name is
+//! left alone and reported. Also: `kubectl explain` teaches the API.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::e2e::*;
+use common::{TestNamespace, client, eventually, tool};
+use imagejob_operator::crd::{ImageJob, Phase};
+use k8s_openapi::api::core::v1::{ConfigMap, Event};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(60);
+const IMAGE: &str = "49e9447f-7dff-41e0-8036-f66fe5488c8b";
+
+async fn setup(prefix: &str) -> (kube::Client, TestNamespace, String) {
+    let client = client().await;
+    install_imagejob_crd(&client).await;
+    let ns = TestNamespace::new(&client, prefix).await;
+    (client, ns, unique_label())
+}
+
+fn with_output(mut ij: ImageJob, name: &str) -> ImageJob {
+    ij.spec.output_config_map_ref = serde_json::from_value(json!({"name": name})).unwrap();
+    ij
+}
+
+async fn events_for(client: &kube::Client, ns: &str, name: &str) -> Vec<Event> {
+    let lp = ListParams::default().fields(&format!("involvedObject.name={name}"));
+    Api::<Event>::namespaced(client.clone(), ns).list(&lp).await.unwrap().items
+}
+
+async fn wait_event(client: &kube::Client, ns: &str, name: &str, reason: &str) -> Event {
+    eventually(Duration::from_secs(15), &format!("Event {reason}"), || async {
+        events_for(client, ns, name).await.into_iter().find(|e| e.reason.as_deref() == Some(reason))
+    })
+    .await
+}
+
+/// Appears only after Succeeded, with every key, owned by the ImageJob.
+#[tokio::test]
+async fn configmap_appears_after_success_with_the_contract_keys() {
+    let (client, ns, run) = setup("out-success").await;
+    let job = "ff8080814dbd65d7014dbe0d84de0001";
+    let sim = Sim::start(json!([succeeding_job(job, "1s", "5s")]));
+    create_aksk_secret(&client, &ns.name, "creds", SK).await;
+    let _op = Operator::start(&sim, &run, &[]);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    create(&client, &ns.name, &with_output(imagejob("build", &run, job, "creds"), "build-output")).await;
+
+    // Not while the job runs.
+    let deadline = Instant::now() + WAIT;
+    let mut saw_running = false;
+    let done = loop {
+        assert!(Instant::now() < deadline, "not Succeeded in {WAIT:?}");
+        let s = status(&client, &ns.name, "build").await;
+        if s.as_ref().is_some_and(|s| s.phase == Some(Phase::Succeeded)) {
+            break s.unwrap();
+        }
+        saw_running |= s.as_ref().is_some_and(|s| s.phase == Some(Phase::Running));
+        assert!(cms.get_opt("build-output").await.unwrap().is_none(), "ConfigMap before Succeeded: {s:?}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    };
+    assert!(saw_running, "the job should have been seen running");
+
+    let cm = eventually(Duration::from_secs(10), "the output ConfigMap", || async {
+        cms.get_opt("build-output").await.unwrap()
+    })
+    .await;
+    let data = cm.data.clone().unwrap();
+    let keys: Vec<&str> = data.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["imageId", "imageName", "jobId", "jobType", "projectId", "region"]);
+    assert_eq!(data["imageId"], IMAGE);
+    assert_eq!(data["imageName"], "e2e-image");
+    assert_eq!(data["jobId"], job);
+    assert_eq!(data["jobType"], "imsCreateImageByInstance");
+    assert_eq!(data["projectId"], PROJECT);
+    assert_eq!(data["region"], "eu-de");
+    let results: Value = serde_json::from_slice(&cm.binary_data.as_ref().unwrap()["results.json"].0).unwrap();
+    assert_eq!(results, json!([{"imageId": IMAGE, "projectId": PROJECT, "status": "SUCCESS"}]));
+    assert_eq!(results, serde_json::to_value(&done.results).unwrap(), "results.json is status.results");
+
+    // Owned by the ImageJob: garbage-collected with it, found by its labels.
+    let ij = Api::<ImageJob>::namespaced(client.clone(), &ns.name).get("build").await.unwrap();
+    let owners = cm.owner_references();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    let o = &owners[0];
+    assert_eq!(
+        (o.api_version.as_str(), o.kind.as_str(), o.name.as_str()),
+        ("ims.otc.io/v1alpha1", "ImageJob", "build")
+    );
+    assert_eq!(Some(&o.uid), ij.metadata.uid.as_ref());
+    assert_eq!((o.controller, o.block_owner_deletion), (Some(true), Some(true)));
+    assert_eq!(cm.labels()["app.kubernetes.io/managed-by"], "imagejob-operator");
+    assert_eq!(cm.labels()["ims.otc.io/imagejob"], "build");
+    let found = cms.list(&ListParams::default().labels("ims.otc.io/imagejob=build")).await.unwrap();
+    assert_eq!(found.items.len(), 1);
+
+    let s =
+        wait_status(&client, &ns.name, "build", WAIT, "OutputReady", |s| condition(s, "OutputReady").is_some()).await;
+    let (st, reason, message) = condition(&s, "OutputReady").unwrap();
+    assert_eq!((st.as_str(), reason.as_str()), ("True", "OutputWritten"), "{message}");
+    assert_eq!(condition(&s, "Ready").map(|c| c.0), Some("True".into()));
+    let event = wait_event(&client, &ns.name, "build", "OutputWritten").await;
+    assert_eq!(event.type_.as_deref(), Some("Normal"));
+    ns.cleanup().await;
+}
+
+/// A Failed job never gets a ConfigMap, nor an OutputReady condition.
+#[tokio::test]
+async fn failed_job_gets_no_configmap() {
+    let (client, ns, run) = setup("out-failed").await;
+    let job = "ff8080814dbd65d7014dbe0d84de0002";
+    let sim = Sim::start(json!([{
+        "project_id": PROJECT, "job_id": job, "job_type": "imsCreateImageByInstance",
+        "phases": [{"after": "0s", "status": "RUNNING", "progress": 0.3},
+                   {"after": "2s", "status": "FAIL", "error_code": "IMG.0014", "fail_reason": "IaaS error"}]
+    }]));
+    create_aksk_secret(&client, &ns.name, "creds", SK).await;
+    let _op = Operator::start(&sim, &run, &[]);
+    create(&client, &ns.name, &with_output(imagejob("doomed", &run, job, "creds"), "doomed-output")).await;
+    let s = wait_status(&client, &ns.name, "doomed", WAIT, "Failed", |s| s.phase == Some(Phase::Failed)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    assert!(cms.get_opt("doomed-output").await.unwrap().is_none(), "a ConfigMap for a Failed job");
+    let s = status(&client, &ns.name, "doomed").await.unwrap_or(s);
+    assert_eq!(condition(&s, "OutputReady"), None, "{s:?}");
+    ns.cleanup().await;
+}
+
+/// Deleted or edited by someone else, it is written again, with no cloud
+/// request; keys others add are theirs and stay.
+#[tokio::test]
+async fn deleted_or_edited_configmap_is_restored_without_cloud_calls() {
+    let (client, ns, run) = setup("out-restore").await;
+    let job = "ff8080814dbd65d7014dbe0d84de0003";
+    let sim = Sim::start(json!([succeeding_job(job, "0s", "2s")]));
+    create_aksk_secret(&client, &ns.name, "creds", SK).await;
+    let op = Operator::start(&sim, &run, &[]);
+    create(&client, &ns.name, &with_output(imagejob("kept", &run, job, "creds"), "kept-output")).await;
+    wait_status(&client, &ns.name, "kept", WAIT, "Succeeded", |s| s.phase == Some(Phase::Succeeded)).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let first = eventually(WAIT, "the output ConfigMap", || async { cms.get_opt("kept-output").await.unwrap() }).await;
+    let requests = sim.requests(job).await;
+    let patches = op.metric("imagejob_status_patches_total").await;
+
+    // Deleted: back within seconds, same content, new object.
+    cms.delete("kept-output", &DeleteParams::default()).await.unwrap();
+    let deleted = Instant::now();
+    let back = eventually(Duration::from_secs(20), "the ConfigMap restored", || async {
+        cms.get_opt("kept-output").await.unwrap().filter(|cm| cm.metadata.uid != first.metadata.uid)
+    })
+    .await;
+    println!("E2E-NUMBERS output-restore: deleted ConfigMap back after {:?}", deleted.elapsed());
+    assert_eq!(back.data, first.data);
+    assert_eq!(back.binary_data, first.binary_data);
+    assert_eq!(back.owner_references(), first.owner_references());
+
+    // Edited: our key restored, someone else's extra key kept.
+    let edit = json!({"data": {"imageId": "tampered", "note": "added by hand"}});
+    cms.patch("kept-output", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
+    let fixed = eventually(Duration::from_secs(20), "the edited key restored", || async {
+        cms.get_opt("kept-output").await.unwrap().filter(|cm| cm.data.as_ref().unwrap()["imageId"] == IMAGE)
+    })
+    .await;
+    assert_eq!(fixed.data.as_ref().unwrap()["note"], "added by hand");
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sim.requests(job).await, requests, "restoring the ConfigMap asked the cloud");
+    assert_eq!(op.metric("imagejob_status_patches_total").await, patches, "restoring rewrote the status");
+    ns.cleanup().await;
+}
+
+/// A ConfigMap of that name that the ImageJob does not control is left
+/// exactly as it was; the ImageJob says so in OutputReady and an Event.
+#[tokio::test]
+async fn foreign_configmap_is_left_alone_and_reported() {
+    let (client, ns, run) = setup("out-foreign").await;
+    let job = "ff8080814dbd65d7014dbe0d84de0004";
+    let sim = Sim::start(json!([succeeding_job(job, "0s", "2s")]));
+    create_aksk_secret(&client, &ns.name, "creds", SK).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    // Even carrying the operator's label, it is not the ImageJob's.
+    let foreign: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "taken", "labels": {"app.kubernetes.io/managed-by": "imagejob-operator"}},
+        "data": {"imageId": "someone-elses-image", "owner": "team-b"}
+    }))
+    .unwrap();
+    let before = cms.create(&PostParams::default(), &foreign).await.unwrap();
+    let _op = Operator::start(&sim, &run, &[]);
+    create(&client, &ns.name, &with_output(imagejob("claimer", &run, job, "creds"), "taken")).await;
+
+    let s = wait_status(&client, &ns.name, "claimer", WAIT, "OutputConflict", |s| {
+        condition(s, "OutputReady").is_some_and(|c| c.1 == "OutputConflict")
+    })
+    .await;
+    let (st, _, message) = condition(&s, "OutputReady").unwrap();
+    assert_eq!(st, "False");
+    assert!(message.contains("taken") && message.contains("not owned by this ImageJob"), "{message}");
+    assert_eq!(s.phase, Some(Phase::Succeeded), "the job itself succeeded");
+    assert_eq!(condition(&s, "Ready").map(|c| c.0), Some("True".into()));
+    let event = wait_event(&client, &ns.name, "claimer", "OutputConflict").await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = cms.get("taken").await.unwrap();
+    assert_eq!(after.metadata.resource_version, before.metadata.resource_version, "the foreign ConfigMap was written");
+    assert_eq!(after.data, before.data);
+    assert!(after.owner_references().is_empty());
+    ns.cleanup().await;
+}
+
+/// `kubectl explain` teaches the API: the status' nested fields carry
+/// descriptions.
+#[tokio::test]
+async fn kubectl_explain_describes_nested_status_fields() {
+    let (client, ns, _) = setup("out-explain").await;
+    let explain = |path: &str| {
+        let out = std::process::Command::new(tool("kubectl"))
+            .args(["explain", path])
+            .env("KUBECONFIG", common::kubeconfig_path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kubectl explain {path}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The API server publishes a new CRD's schema to OpenAPI after a moment.
+    let sub_jobs = eventually(Duration::from_secs(30), "explain to know the status fields", || async {
+        let out = explain("imagejob.status.subJobs");
+        out.contains("failReason").then_some(out)
+    })
+    .await;
+    for field in ["jobId", "jobType", "status", "beginTime", "endTime", "errorCode", "failReason", "imageId"] {
+        let line = sub_jobs.lines().position(|l| l.trim_start().starts_with(&format!("{field}\t")));
+        let line = line.unwrap_or_else(|| panic!("{field} not listed:\n{sub_jobs}"));
+        // A described field is followed by its text; an undescribed one by the next field.
+        let next = sub_jobs.lines().nth(line + 1).unwrap_or_default();
+        assert!(!next.trim().is_empty() && !next.contains('\t'), "{field} has no description:\n{sub_jobs}");
+    }
+    let status = explain("imagejob.status");
+    for field in ["imageId", "errorCode", "failReason", "conditions", "results", "observedGeneration"] {
+        let line = status.lines().position(|l| l.trim_start().starts_with(&format!("{field}\t"))).unwrap();
+        let next = status.lines().nth(line + 1).unwrap_or_default();
+        assert!(!next.trim().is_empty() && !next.contains('\t'), "{field} has no description:\n{status}");
+    }
+    let conditions = explain("imagejob.status.conditions");
+    assert!(conditions.contains("Ready") && conditions.contains("OutputReady"), "{conditions}");
+    ns.cleanup().await;
+    drop(client);
+}
