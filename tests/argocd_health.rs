@@ -170,7 +170,7 @@ fn readme_snippet_matches_health_lua() {
 #[test]
 fn fixtures_match_what_the_operator_writes() {
     use imagejob_operator::crd::{ImageJob, ImageJobStatus};
-    use imagejob_operator::status::{Context, Outcome, StallReason, differs, next_status};
+    use imagejob_operator::status::{Inputs, Outcome, StallReason, differs, next_status};
 
     let dir = argocd_dir().join("testdata");
     fn ready_message(s: &ImageJobStatus, type_: &str) -> String {
@@ -205,7 +205,7 @@ fn fixtures_match_what_the_operator_writes() {
     for (file, outcomes) in cases {
         let ij: ImageJob = serde_json::from_value(load_yaml(&dir.join(file))).unwrap();
         let fixture = ij.status.clone().unwrap_or_else(|| panic!("{file} has a status"));
-        let ctx = Context { generation: fixture.observed_generation, now: jiff::Timestamp::now(), requested_at: None };
+        let ctx = Inputs { generation: fixture.observed_generation, now: jiff::Timestamp::now(), requested_at: None };
         let mut written: Option<ImageJobStatus> = None;
         for outcome in outcomes(&ij, &fixture) {
             written = Some(next_status(written.as_ref(), &outcome, &ctx));
