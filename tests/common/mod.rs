@@ -111,6 +111,7 @@ where
     }
 }
 pub mod e2e;
+pub mod operator;
 pub mod sim_proc;
 
 /// The Kubernetes version of the local cluster (tests/cluster/versions.env),
