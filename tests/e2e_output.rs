@@ -232,7 +232,7 @@ async fn kubectl_explain_describes_nested_status_fields() {
         String::from_utf8(out.stdout).unwrap()
     };
     // The API server publishes a new CRD's schema to OpenAPI after a moment.
-    let sub_jobs = eventually(Duration::from_secs(30), "explain to know the status fields", || async {
+    let sub_jobs = eventually(Duration::from_secs(60), "explain to know the status fields", || async {
         let out = explain("imagejob.status.subJobs");
         out.contains("failReason").then_some(out)
     })
