@@ -1,5 +1,6 @@
 //! The `ImageJob` custom resource: spec, status, printer columns and the
-//! validation the API server enforces (see CONTRACT.md).
+//! validation the API server enforces. The field names are a promise to
+//! users, dashboards and GitOps tools: add, never rename.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
@@ -71,10 +72,10 @@ pub struct ImageJobSpec {
     /// How often to poll while the job is INIT or RUNNING, e.g. `30s` or `2m`
     /// (1s to 1h). Defaults to the operator's `--poll-interval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new(
-        "!self.matches('^([0-9]+(ms|s|m|h))+$') || (duration(self) >= duration('1s') && duration(self) <= duration('1h'))"
-    ).message("pollInterval must be between 1s and 1h"))]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
+    #[x_kube(validation = Rule::new(format!(
+        "!self.matches('{DURATION_PATTERN}') || (duration(self) >= duration('1s') && duration(self) <= duration('1h'))"
+    )).message("pollInterval must be between 1s and 1h"))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
     pub poll_interval: Option<String>,
 
     /// Marks the job failed (`DeadlineExceeded`) when it has been running

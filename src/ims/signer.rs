@@ -1,5 +1,5 @@
 //! `SDK-HMAC-SHA256` AK/SK request signing, as huaweicloud-sdk-go-v3
-//! `core/auth/signer` does it (see IMS-FACTS.md). Used by the client to sign
+//! `core/auth/signer` does it (see the `ims` module doc). Used by the client to sign
 //! and by the simulator to verify, so both sides share one implementation.
 
 use hmac::{Hmac, Mac};
@@ -198,7 +198,7 @@ fn canonical_uri(path: &str) -> String {
     uri
 }
 
-/// Sorted by key then value; keys keep their case (IMS-FACTS.md; no query
+/// Sorted by key then value; keys keep their case (huaweicloud-sdk-go-v3; no query
 /// is sent by this client anyway). `+` is kept literally, not a space.
 fn canonical_query(query: &str) -> String {
     let mut pairs: Vec<(String, String)> = query
@@ -327,7 +327,7 @@ mod tests {
         }
     }
 
-    /// Captured from gophertelekomcloud's signer (IMS-FACTS.md).
+    /// Captured from gophertelekomcloud's signer.
     #[test]
     fn scoped_form_matches_the_otc_go_sdk_vector() {
         let value = "SDK-HMAC-SHA256 Credential=DEMOACCESSKEY/20261129///sdk_request, \

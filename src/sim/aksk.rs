@@ -49,7 +49,7 @@ pub enum AkskError {
 
 impl AkskError {
     /// The gateway's message after `Incorrect IAM authentication information: `.
-    /// Only the signature failure's wording is documented (IMS-FACTS.md).
+    /// Only the signature failure's wording is documented.
     pub fn detail(self) -> &'static str {
         match self {
             Self::BadAuthorization => "Authorization format incorrect",

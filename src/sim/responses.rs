@@ -34,7 +34,7 @@ pub fn reply(reply: &ScriptedReply, request_id: &str) -> SimResponse {
     }
 }
 
-/// The API gateway's 429 (IMS-FACTS: `APIG.0308`, `APIG` not `APIGW`).
+/// The API gateway's 429 (`APIG.0308`, `APIG` not `APIGW`).
 pub fn throttled(limit: u32, retry_after: Option<u64>, request_id: &str) -> SimResponse {
     let message =
         format!("The throttling threshold has been reached: policy user over ratelimit,limit:{limit},time:1 minute");
