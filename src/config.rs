@@ -1,4 +1,5 @@
-//! Configuration of `imagejob-operator run` (flags, then environment; see CONTRACT.md).
+//! Configuration of `imagejob-operator run` (flags, then environment;
+//! the README's Configuration section lists them).
 
 use std::net::SocketAddr;
 use std::time::Duration;

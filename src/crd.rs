@@ -1,5 +1,6 @@
 //! The `ImageJob` custom resource: spec, status, printer columns and the
-//! validation the API server enforces (see CONTRACT.md).
+//! validation the API server enforces. The field names are a promise to
+//! users, dashboards and GitOps tools: add, never rename.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
@@ -38,7 +39,9 @@ pub const DURATION_PATTERN: &str = "^([0-9]+(ms|s|m|h))+$";
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
         priority = 1
-    )
+    ),
+    // A string, not a date: kubectl shows a future date as "<invalid>".
+    printcolumn(name = "ETA", type_ = "string", json_path = ".status.estimatedCompletionTime", priority = 1)
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ImageJobSpec {
@@ -69,10 +72,10 @@ pub struct ImageJobSpec {
     /// How often to poll while the job is INIT or RUNNING, e.g. `30s` or `2m`
     /// (1s to 1h). Defaults to the operator's `--poll-interval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new(
-        "!self.matches('^([0-9]+(ms|s|m|h))+$') || (duration(self) >= duration('1s') && duration(self) <= duration('1h'))"
-    ).message("pollInterval must be between 1s and 1h"))]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
+    #[x_kube(validation = Rule::new(format!(
+        "!self.matches('{DURATION_PATTERN}') || (duration(self) >= duration('1s') && duration(self) <= duration('1h'))"
+    )).message("pollInterval must be between 1s and 1h"))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
     pub poll_interval: Option<String>,
 
     /// Marks the job failed (`DeadlineExceeded`) when it has been running
@@ -84,6 +87,37 @@ pub struct ImageJobSpec {
     /// Stops polling while true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
+
+    /// `Fixed` polls every `pollInterval`; `Adaptive` polls from the job's
+    /// progress: at least every 2× `pollInterval`, at most every ¼ of it, and
+    /// more often near the predicted end. Default: `Fixed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_policy: Option<PollPolicy>,
+
+    /// On Succeeded, a ConfigMap of this name in the same namespace receives
+    /// the result (`imageId`, `imageName`, `jobId`, `jobType`, `projectId`,
+    /// `region`, `results.json`), owned by this ImageJob, for the next step
+    /// (e.g. Flux `postBuild.substituteFrom`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_config_map_ref: Option<ConfigMapRef>,
+}
+
+/// How often to poll a running job.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+pub enum PollPolicy {
+    /// Every `pollInterval`.
+    #[default]
+    Fixed,
+    /// From the job's progress rate: seldom while the end is far, often near it.
+    Adaptive,
+}
+
+/// Reference to a ConfigMap in the ImageJob's own namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct ConfigMapRef {
+    /// Name of the ConfigMap.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub name: String,
 }
 
 /// Reference to a Secret in the ImageJob's own namespace.
@@ -95,7 +129,7 @@ pub struct CredentialsRef {
 }
 
 /// The phase shown in `kubectl get imagejobs`.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, schemars::JsonSchema)]
 pub enum Phase {
     #[default]
     Pending,
@@ -105,9 +139,27 @@ pub enum Phase {
 }
 
 impl Phase {
+    pub const ALL: [Phase; 4] = [Self::Pending, Self::Running, Self::Succeeded, Self::Failed];
+
     /// Succeeded and Failed never change: no more cloud calls.
     pub fn is_finished(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Running => "Running",
+            Self::Succeeded => "Succeeded",
+            Self::Failed => "Failed",
+        }
+    }
+}
+
+impl ImageJobStatus {
+    /// A Succeeded or Failed job never changes: it is not polled again.
+    pub fn is_finished(&self) -> bool {
+        self.phase.is_some_and(Phase::is_finished)
     }
 }
 
@@ -146,6 +198,18 @@ pub struct ImageJobStatus {
     pub sub_jobs: Vec<SubJobStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sub_job_ids: Vec<String>,
+    /// How many sub-jobs IMS reported; present only when `subJobs` was cut
+    /// to keep the object small.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_jobs_total: Option<i32>,
+    /// How many results IMS reported; present only when `results` was cut
+    /// to keep the object small.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results_total: Option<i32>,
+    /// When the job is expected to end, from the progress observed so far;
+    /// only while it runs and once progress has risen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_completion_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// The value of the `ims.otc.io/requestedAt` annotation last honoured.

@@ -1,11 +1,15 @@
 //! Prometheus metrics (names follow the `_total` / `_seconds` conventions).
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use std::fmt::Write;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::crd::Phase;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -17,17 +21,15 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum PhaseLabel {
-    Pending,
-    Running,
-    Succeeded,
-    Failed,
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
-    pub phase: PhaseLabel,
+    pub phase: Phase,
+}
+
+impl EncodeLabelValue for Phase {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -41,8 +43,8 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     pub ims_requests: Family<OutcomeLabels, Counter>,
     pub ims_request_duration: Histogram,
-    pub ims_coalesced: Counter,
-    pub ims_deferred: Counter,
+    pub ims_coalesced_reads: Counter,
+    pub ims_rate_limited: Counter,
     pub status_patches: Counter,
     pub events: Family<ReasonLabels, Counter>,
     pub imagejobs: Family<PhaseLabels, Gauge>,
@@ -64,17 +66,17 @@ impl Default for Metrics {
         );
         let ims_request_duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         registry.register("ims_request_duration_seconds", "Latency of IMS job queries", ims_request_duration.clone());
-        let ims_coalesced = Counter::default();
+        let ims_coalesced_reads = Counter::default();
         registry.register(
             "ims_coalesced_reads",
             "Reconciles served by a fresh answer fetched for another ImageJob naming the same job",
-            ims_coalesced.clone(),
+            ims_coalesced_reads.clone(),
         );
-        let ims_deferred = Counter::default();
+        let ims_rate_limited = Counter::default();
         registry.register(
             "ims_rate_limited",
             "Polls postponed because the outbound token bucket of their endpoint and project (--ims-rate-limit) was empty",
-            ims_deferred.clone(),
+            ims_rate_limited.clone(),
         );
         let status_patches = Counter::default();
         registry.register("status_patches", "Status subresource patches written", status_patches.clone());
@@ -94,8 +96,8 @@ impl Default for Metrics {
             reconcile_duration,
             ims_requests,
             ims_request_duration,
-            ims_coalesced,
-            ims_deferred,
+            ims_coalesced_reads,
+            ims_rate_limited,
             status_patches,
             events,
             imagejobs,

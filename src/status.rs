@@ -1,5 +1,21 @@
 //! Pure status logic: (what we learned, previous status, generation, now) →
 //! new status. No I/O here; the controller does the talking.
+//!
+//! The conditions (metav1.Condition, kstatus-compatible) for each state:
+//!
+//! | state | Ready | Reconciling | Stalled | Failed |
+//! |---|---|---|---|---|
+//! | first seen / INIT / RUNNING | False (`Pending`/`JobRunning`) | True | — | — |
+//! | SUCCESS | True (`Succeeded`) | — | — | — |
+//! | FAIL | False (`JobFailed`) | — | True (`JobFailed`) | True (`JobFailed`) |
+//! | deadline passed | False (`DeadlineExceeded`) | — | True | True (`DeadlineExceeded`) |
+//! | credentials missing/rejected, 403, job not found, bad spec, 400 | False | — | True (the [`StallReason`]) | — |
+//! | transient cloud error (5xx, 429, timeout, bad body) | unchanged | True (`RetryingAfterError`) | — | — |
+//! | forced poll of a finished job failed | unchanged | False (`RefreshFailed`) | unchanged | unchanged |
+//!
+//! (— is False.) On FAIL the message is `errorCode: failReason`. A stall
+//! caused by configuration clears once it is fixed. A cloud error never
+//! marks a job failed: only IMS saying FAIL, or the deadline, does.
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -13,7 +29,7 @@ pub const STALLED: &str = "Stalled";
 pub const FAILED: &str = "Failed";
 
 /// Why polling cannot go on until someone fixes something. Each variant's
-/// name is the condition reason (see CONTRACT.md).
+/// name is the condition reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StallReason {
     CredentialsNotFound,
@@ -62,7 +78,7 @@ pub enum Outcome {
 
 /// Everything besides the outcome that shapes the new status.
 #[derive(Clone, Debug)]
-pub struct Context<'a> {
+pub struct Inputs<'a> {
     pub generation: Option<i64>,
     pub now: Timestamp,
     /// The `ims.otc.io/requestedAt` annotation being honoured, if any.
@@ -71,7 +87,7 @@ pub struct Context<'a> {
 
 /// The new status. Fields not touched by the outcome keep their previous
 /// values, so a transient error never loses what was known.
-pub fn next_status(prev: Option<&ImageJobStatus>, outcome: &Outcome, ctx: &Context) -> ImageJobStatus {
+pub fn next_status(prev: Option<&ImageJobStatus>, outcome: &Outcome, ctx: &Inputs) -> ImageJobStatus {
     let mut status = prev.cloned().unwrap_or_default();
     status.observed_generation = ctx.generation;
     if let Some(value) = ctx.requested_at {
@@ -102,7 +118,7 @@ const REFRESH_FAILED: &str = "RefreshFailed";
 
 /// The error of a forced poll (`requestedAt`) of a finished job.
 fn failed_refresh<'a>(prev: Option<&ImageJobStatus>, outcome: &'a Outcome) -> Option<&'a str> {
-    let finished = prev.and_then(|p| p.phase).is_some_and(|p| p.is_finished());
+    let finished = prev.is_some_and(ImageJobStatus::is_finished);
     match outcome {
         Outcome::Transient { message } | Outcome::Stalled { message, .. } if finished => Some(message),
         _ => None,
@@ -181,7 +197,7 @@ fn cond(type_: &'static str, status: bool, reason: &str, message: impl Into<Stri
     Cond { type_, status, reason: reason.to_owned(), message: message.into() }
 }
 
-/// The four conditions for a status and outcome: the table in CONTRACT.md.
+/// The four conditions for a status and outcome: the table in the module doc.
 fn conditions_for(status: &ImageJobStatus, outcome: &Outcome) -> Vec<Cond> {
     match outcome {
         Outcome::Job(_) => job_conditions(status),
@@ -257,7 +273,7 @@ fn terminal_failure(reason: &str, msg: &str) -> Vec<Cond> {
     ]
 }
 
-/// `errorCode: failReason`, as CONTRACT.md promises for FAIL.
+/// `errorCode: failReason`, as the module doc promises for FAIL.
 pub fn failure_message(status: &ImageJobStatus) -> String {
     match (status.error_code.as_deref(), status.fail_reason.as_deref()) {
         (Some(code), Some(reason)) => format!("{code}: {reason}"),
@@ -272,7 +288,7 @@ fn has_condition(status: &ImageJobStatus, type_: &str) -> bool {
 }
 
 /// Upserts a condition; `lastTransitionTime` moves only when the status flips.
-fn set_condition(conditions: &mut Vec<Condition>, new: Cond, ctx: &Context) {
+fn set_condition(conditions: &mut Vec<Condition>, new: Cond, ctx: &Inputs) {
     let status = if new.status { "True" } else { "False" }.to_owned();
     let existing = conditions.iter_mut().find(|c| c.type_ == new.type_);
     let transition = match &existing {
@@ -341,7 +357,7 @@ pub fn transition_events(prev: Option<&ImageJobStatus>, new: &ImageJobStatus) ->
             _ => {}
         }
     }
-    if !new.phase.unwrap_or_default().is_finished() {
+    if !new.is_finished() {
         push_if_flipped(&mut events, prev, new, STALLED);
     }
     if let Some(c) = condition(new, RECONCILING).filter(|c| c.reason == REFRESH_FAILED)

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use imagejob_operator::sim::{self, Scenario, scenario::DEFAULT_SCENARIO_YAML};
+use imagejob_operator::telemetry;
 
 #[derive(Parser)]
 #[command(name = "ims-sim", version, about = "Local Open Telekom Cloud IMS + IAM simulator")]
@@ -42,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(jobs = scenario.jobs.len(), users = scenario.users.len(), "scenario loaded");
     println!("ims-sim listening on http://{addr}");
     std::io::stdout().flush()?;
-    sim::serve_until(listener, scenario, shutdown_signal()).await?;
+    sim::serve_until(listener, scenario, telemetry::shutdown_signal()).await?;
     Ok(())
 }
 
@@ -52,20 +53,4 @@ fn load(path: Option<&std::path::Path>) -> anyhow::Result<Scenario> {
     };
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     Scenario::parse(&text).with_context(|| format!("invalid scenario {}", path.display()))
-}
-
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { () = ctrl_c => {}, () = term => {} }
 }

@@ -13,11 +13,9 @@
 //! controller's reconcile slots, and other projects are not held up by it.
 
 use std::collections::{HashMap, HashSet};
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::Quota;
 use kube::runtime::reflector::ObjectRef;
 use tokio::time::Instant;
 
@@ -45,11 +43,11 @@ impl FetchKey {
     }
 }
 
-pub type Answer = Result<Job, Arc<ImsError>>;
+pub type SharedAnswer = Result<Job, Arc<ImsError>>;
 
 /// The result of one `fetch`.
 pub struct Fetched {
-    pub answer: Answer,
+    pub answer: SharedAnswer,
     /// The age of an answer another caller fetched; None when this call
     /// sent the request.
     pub shared_age: Option<Duration>,
@@ -65,8 +63,8 @@ impl Fetched {
 }
 
 #[derive(Default)]
-struct Slot {
-    fetched: Option<(Instant, Answer)>,
+struct JobSlot {
+    fetched: Option<(Instant, SharedAnswer)>,
     /// A send time reserved in the bucket for the next request of this key.
     reserved: Option<Instant>,
 }
@@ -78,7 +76,7 @@ pub const MAX_INLINE_WAIT: Duration = Duration::from_millis(250);
 pub struct Coalescer<S> {
     source: S,
     limiter: Buckets,
-    slots: Mutex<HashMap<FetchKey, Arc<tokio::sync::Mutex<Slot>>>>,
+    slots: Mutex<HashMap<FetchKey, Arc<tokio::sync::Mutex<JobSlot>>>>,
     subscribers: Mutex<HashMap<FetchKey, HashSet<ObjectRef<ImageJob>>>>,
 }
 
@@ -92,9 +90,8 @@ struct Buckets {
 
 impl Buckets {
     fn new(quota: Quota) -> Self {
-        let period = quota.replenish_interval();
-        let tolerance = period * quota.burst_size().get().saturating_sub(1);
-        Self { period, tolerance, tat: Mutex::default() }
+        let tolerance = quota.period * quota.burst.saturating_sub(1);
+        Self { period: quota.period, tolerance, tat: Mutex::default() }
     }
 
     /// Takes the next token of `key`: the time the request may be sent
@@ -125,10 +122,17 @@ impl Buckets {
     }
 }
 
+/// A token bucket's size: one token every `period`, `burst` at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    pub period: Duration,
+    pub burst: u32,
+}
+
 /// A token bucket: `per_second` sustained (may be below 1), `burst` at once.
 pub fn quota(per_second: f64, burst: u32) -> Quota {
     let period = Duration::from_secs_f64(1.0 / per_second.clamp(0.001, 1_000_000.0));
-    Quota::with_period(period).expect("period is positive").allow_burst(NonZeroU32::new(burst.max(1)).unwrap())
+    Quota { period, burst: burst.max(1) }
 }
 
 impl<S: JobSource> Coalescer<S> {
@@ -247,7 +251,7 @@ impl<S: JobSource> Coalescer<S> {
     }
 }
 
-fn same_answer(a: &Answer, b: &Answer) -> bool {
+fn same_answer(a: &SharedAnswer, b: &SharedAnswer) -> bool {
     match (a, b) {
         (Ok(a), Ok(b)) => a == b,
         (Err(a), Err(b)) => a.kind() == b.kind() && a.status() == b.status(),
@@ -381,7 +385,7 @@ mod tests {
         for i in 0..5 {
             c.fetch(&obj("a"), &target(&format!("j{i}")), &creds("u"), Duration::ZERO).await;
         }
-        // One at once, then one every 0.25 s (governor runs on the real clock).
+        // One at once, then one every 0.25 s (the buckets run on the real clock).
         assert!(start.elapsed() >= Duration::from_millis(950), "{:?}", start.elapsed());
     }
 }

@@ -25,9 +25,10 @@ use super::secrets::{self, SecretCache};
 use super::{Ctx, error_policy, reconcile};
 use crate::config::RunArgs;
 use crate::crd::ImageJob;
+use crate::crd::Phase;
 use crate::http::{self, HttpState};
 use crate::ims::ImsClient;
-use crate::metrics::{Metrics, PhaseLabel, PhaseLabels};
+use crate::metrics::{Metrics, PhaseLabels};
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = Client::try_default().await.map_err(|e| anyhow::anyhow!("no Kubernetes configuration: {e}"))?;
@@ -40,7 +41,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     tokio::spawn({
         let token = shutdown.clone();
         async move {
-            shutdown_signal().await;
+            crate::telemetry::shutdown_signal().await;
+            info!("shutting down");
             token.cancel();
         }
     });
@@ -242,15 +244,12 @@ async fn housekeeping<S: crate::ims::JobSource>(reader: Store<ImageJob>, ctx: Ar
         let all = reader.state();
         count_phases(&all, &ctx.metrics);
         let alive = |o: &ObjectRef<ImageJob>| reader.get(o).is_some();
-        let finished = |o: &ObjectRef<ImageJob>| reader.get(o).map(|ij| is_finished(&ij));
+        let finished =
+            |o: &ObjectRef<ImageJob>| reader.get(o).map(|ij| ij.status.as_ref().is_some_and(|s| s.is_finished()));
         ctx.schedule.retain(finished, super::WRITE_ECHO_WINDOW);
         ctx.coalescer.sweep(Duration::from_secs(2 * 3600), alive);
         ctx.secrets.retain(|namespace, name| all.iter().any(|ij| secrets::reads(ij, namespace, name)));
     }
-}
-
-fn is_finished(ij: &ImageJob) -> bool {
-    ij.status.as_ref().and_then(|s| s.phase).is_some_and(|p| p.is_finished())
 }
 
 fn count_phases(imagejobs: &[Arc<ImageJob>], metrics: &Metrics) {
@@ -259,22 +258,7 @@ fn count_phases(imagejobs: &[Arc<ImageJob>], metrics: &Metrics) {
         let phase = ij.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
         counts[phase as usize] += 1;
     }
-    let labels = [PhaseLabel::Pending, PhaseLabel::Running, PhaseLabel::Succeeded, PhaseLabel::Failed];
-    for (label, count) in labels.into_iter().zip(counts) {
-        metrics.imagejobs.get_or_create(&PhaseLabels { phase: label }).set(count);
+    for (phase, count) in Phase::ALL.into_iter().zip(counts) {
+        metrics.imagejobs.get_or_create(&PhaseLabels { phase }).set(count);
     }
-}
-
-/// SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-    }
-    #[cfg(not(unix))]
-    ctrl_c.await.ok();
-    info!("shutting down");
 }

@@ -172,7 +172,8 @@ pub fn jittered(interval: Duration) -> Duration {
 }
 
 /// How long to wait after the `failures`-th consecutive failure: exponential
-/// with jitter between `min` and `max`, and never before `Retry-After`.
+/// with jitter between `min` and `max`, and never before `Retry-After`
+/// (which `ImsError::retry_after` already caps).
 pub fn backoff(failures: u32, min: Duration, max: Duration, retry_after: Option<Duration>) -> Duration {
     let delay = backon::ExponentialBuilder::default()
         .with_min_delay(min)
@@ -184,7 +185,7 @@ pub fn backoff(failures: u32, min: Duration, max: Duration, retry_after: Option<
         .nth(failures.saturating_sub(1).min(30) as usize)
         .unwrap_or(max)
         .min(max);
-    retry_after.map_or(delay, |ra| delay.max(ra.min(Duration::from_secs(3600))))
+    retry_after.map_or(delay, |ra| delay.max(ra))
 }
 
 #[cfg(test)]

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::Mutex as AsyncMutex;
 
-use super::client::{read_answer, url_with_path};
 use super::credentials::{CacheKey, Credentials, Secret};
 use super::error::{ImsError, Service};
+use super::transport::{send, url_with_path};
 
 /// Refresh this long before expiry at most (less for short-lived tokens).
 const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -54,7 +54,7 @@ struct CachedToken {
 }
 
 #[derive(Default)]
-struct Slot {
+struct TokenSlot {
     token: Option<CachedToken>,
     /// The last failed fetch, returned to callers that were already
     /// waiting when it happened.
@@ -64,7 +64,7 @@ struct Slot {
 /// The token cache shared by all callers of one [`super::ImsClient`].
 #[derive(Default)]
 pub struct TokenCache {
-    slots: Mutex<HashMap<TokenKey, Arc<AsyncMutex<Slot>>>>,
+    slots: Mutex<HashMap<TokenKey, Arc<AsyncMutex<TokenSlot>>>>,
 }
 
 impl TokenCache {
@@ -90,21 +90,13 @@ impl TokenCache {
         match fetch_token(http, key, password).await {
             Ok(token) => {
                 let value = token.value.clone();
-                *slot = Slot { token: Some(token), failure: None };
+                *slot = TokenSlot { token: Some(token), failure: None };
                 Ok(value)
             }
             Err(err) => {
-                *slot = Slot { token: None, failure: Some((err.clone(), Instant::now())) };
+                *slot = TokenSlot { token: None, failure: Some((err.clone(), Instant::now())) };
                 Err(err)
             }
-        }
-    }
-
-    /// Drops the cached token for `key`.
-    pub async fn invalidate(&self, key: &TokenKey) {
-        let slot = self.slots.lock().expect("token map lock").get(key).cloned();
-        if let Some(slot) = slot {
-            slot.lock().await.token = None;
         }
     }
 
@@ -129,7 +121,7 @@ impl TokenCache {
         self.len() == 0
     }
 
-    fn slot(&self, key: &TokenKey) -> Arc<AsyncMutex<Slot>> {
+    fn slot(&self, key: &TokenKey) -> Arc<AsyncMutex<TokenSlot>> {
         let mut slots = self.slots.lock().expect("token map lock");
         if let Some(slot) = slots.get(key) {
             return slot.clone();
@@ -157,7 +149,7 @@ async fn fetch_token(http: &reqwest::Client, key: &TokenKey, password: &Secret) 
     }});
     let fetched_at = Instant::now();
     let request = http.post(url.clone()).json(&body);
-    let answer = read_answer(Service::Iam, "POST", &url, request).await?;
+    let answer = send(Service::Iam, "POST", &url, request).await?;
     if !(200..300).contains(&answer.status) {
         return Err(ImsError::from_response(Service::Iam, answer.status, &answer.headers, &answer.body));
     }
@@ -192,7 +184,7 @@ fn lifetime(body: &[u8]) -> Option<Duration> {
 mod tests {
     use super::*;
     use crate::ims::ErrorKind;
-    use crate::ims::testing::{FakeCloud, Reply};
+    use crate::ims::testing::{FakeCloud, FakeReply};
 
     fn password_creds(pw: &str) -> Credentials {
         Credentials::Password { username: "bob".into(), password: pw.into(), domain_name: "dom".into() }
@@ -268,7 +260,7 @@ mod tests {
     async fn concurrent_callers_share_one_failure() {
         let cloud = FakeCloud::start().await;
         cloud.set_iam_delay(Duration::from_millis(100));
-        cloud.set_iam_reply(Reply::json(
+        cloud.set_iam_reply(FakeReply::json(
             401,
             r#"{"error":{"code":401,"message":"The username or password is wrong.","title":"Unauthorized"}}"#,
         ));
@@ -296,7 +288,7 @@ mod tests {
         let (cache, http) = (TokenCache::new(), reqwest::Client::new());
         let k = key(&cloud, "pw");
         let first = cache.token(&http, &k, &"pw".into()).await.unwrap();
-        cache.invalidate(&k).await;
+        cache.invalidate_if(&k, &first).await;
         let second = cache.token(&http, &k, &"pw".into()).await.unwrap();
         assert_eq!(cloud.iam_calls(), 2);
         cache.invalidate_if(&k, &first).await;
@@ -319,7 +311,7 @@ mod tests {
     #[tokio::test]
     async fn missing_subject_token_is_transient() {
         let cloud = FakeCloud::start().await;
-        cloud.set_iam_reply(Reply::json(201, r#"{"token":{}}"#));
+        cloud.set_iam_reply(FakeReply::json(201, r#"{"token":{}}"#));
         let (cache, http) = (TokenCache::new(), reqwest::Client::new());
         let err = cache.token(&http, &key(&cloud, "pw"), &"pw".into()).await.unwrap_err();
         assert!(err.is_transient(), "{err}");

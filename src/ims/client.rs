@@ -8,19 +8,17 @@
 //! failures in a row.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::Url;
-use reqwest::header::HeaderMap;
 
 use super::auth::{TokenCache, TokenKey};
 use super::credentials::{Credentials, Secret};
 use super::error::{ImsError, Service};
 use super::model::Job;
 use super::signer;
+use super::transport::{HttpResponse, MAX_BODY_BYTES, header_value, send, url_with_path};
 
-/// A job answer is small; anything bigger than this is not one.
-const MAX_BODY_BYTES: usize = 4 << 20;
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where one job lives. Endpoints are base URLs, already region-resolved.
@@ -90,7 +88,7 @@ impl ImsClient {
             Credentials::AkSk { access_key, secret_key, security_token } => {
                 let request =
                     self.signed_get(&url, &target.project_id, access_key, secret_key, security_token.as_ref())?;
-                read_answer(Service::Ims, "GET", &url, request).await?
+                send(Service::Ims, "GET", &url, request).await?
             }
             Credentials::Password { password, .. } => {
                 let key = TokenKey::new(&target.iam_endpoint, &target.project_id, creds)
@@ -103,16 +101,16 @@ impl ImsClient {
 
     /// A token may be revoked before it expires (password or permission
     /// change), so one 401 earns one fresh token; a second 401 is final.
-    async fn get_with_token(&self, url: &Url, key: &TokenKey, password: &Secret) -> Result<Answer, ImsError> {
+    async fn get_with_token(&self, url: &Url, key: &TokenKey, password: &Secret) -> Result<HttpResponse, ImsError> {
         let token = self.tokens.token(&self.http, key, password).await?;
-        let answer = read_answer(Service::Ims, "GET", url, self.token_get(url, &token)?).await?;
+        let answer = send(Service::Ims, "GET", url, self.token_get(url, &token)?).await?;
         if answer.status != 401 {
             return Ok(answer);
         }
         tracing::debug!(path = url.path(), "IMS rejected the cached token; fetching a new one once");
         self.tokens.invalidate_if(key, &token).await;
         let token = self.tokens.token(&self.http, key, password).await?;
-        read_answer(Service::Ims, "GET", url, self.token_get(url, &token)?).await
+        send(Service::Ims, "GET", url, self.token_get(url, &token)?).await
     }
 
     fn token_get(&self, url: &Url, token: &Secret) -> Result<reqwest::RequestBuilder, ImsError> {
@@ -133,7 +131,7 @@ impl ImsClient {
         security_token: Option<&Secret>,
     ) -> Result<reqwest::RequestBuilder, ImsError> {
         let date = signer::sdk_date(jiff::Timestamp::now());
-        let mut headers: Vec<(&str, &str)> = vec![("X-Sdk-Date", &date), ("X-Project-Id", project_id)];
+        let mut headers: Vec<(&str, &str)> = vec![(signer::HEADER_SDK_DATE, &date), ("X-Project-Id", project_id)];
         if let Some(token) = security_token {
             headers.push(("X-Security-Token", token.expose()));
         }
@@ -160,16 +158,7 @@ impl JobSource for ImsClient {
     }
 }
 
-/// The value is never put in the error: it may be a secret.
-fn header_value(value: &str, what: &str) -> Result<reqwest::header::HeaderValue, ImsError> {
-    let mut value = reqwest::header::HeaderValue::from_str(value).map_err(|_| ImsError::InvalidRequest {
-        detail: format!("the {what} contains characters not allowed in an HTTP header"),
-    })?;
-    value.set_sensitive(true);
-    Ok(value)
-}
-
-fn job_from(answer: Answer) -> Result<Job, ImsError> {
+fn job_from(answer: HttpResponse) -> Result<Job, ImsError> {
     if !(200..300).contains(&answer.status) {
         return Err(ImsError::from_response(Service::Ims, answer.status, &answer.headers, &answer.body));
     }
@@ -187,90 +176,12 @@ fn job_from(answer: Answer) -> Result<Job, ImsError> {
     })
 }
 
-/// `base` with `segments` appended, each percent-encoded; keeps a path
-/// prefix of `base` (e.g. a proxy's `/ims`).
-pub(crate) fn url_with_path(base: &str, segments: &[&str]) -> Result<Url, ImsError> {
-    // User info may hold a password: then the endpoint is not echoed.
-    let shown = if base.contains('@') { "with user info".to_owned() } else { format!("{base:?}") };
-    let invalid = |why: &str| ImsError::InvalidRequest { detail: format!("endpoint {shown} {why}") };
-    if base.contains(['{', '}']) {
-        return Err(invalid("has an unresolved placeholder such as {region}"));
-    }
-    let mut url = Url::parse(base.trim()).map_err(|e| invalid(&format!("is not a URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(invalid("must be an http:// or https:// URL with a host"));
-    }
-    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
-        return Err(invalid("must not carry user info or a query"));
-    }
-    url.set_fragment(None);
-    url.path_segments_mut().map_err(|()| invalid("cannot have a path"))?.pop_if_empty().extend(segments);
-    Ok(url)
-}
-
-/// A whole response, read into memory (bodies here are small).
-pub(crate) struct Answer {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub body: Vec<u8>,
-    /// The body was cut at `MAX_BODY_BYTES`.
-    pub truncated: bool,
-}
-
-impl Answer {
-    pub fn request_id(&self) -> Option<String> {
-        let id = self.headers.get("x-request-id")?.to_str().ok()?.trim();
-        (!id.is_empty()).then(|| id.to_owned())
-    }
-}
-
-/// Sends one request and reads its answer; logs method, path, status,
-/// latency and request ID at debug (never headers or bodies).
-pub(crate) async fn read_answer(
-    service: Service,
-    method: &str,
-    url: &Url,
-    request: reqwest::RequestBuilder,
-) -> Result<Answer, ImsError> {
-    let started = Instant::now();
-    let result = receive(service, request).await;
-    let latency_ms = started.elapsed().as_millis() as u64;
-    match &result {
-        Ok(a) => {
-            tracing::debug!(%service, method, path = url.path(), status = a.status, latency_ms,
-            request_id = a.request_id().as_deref().unwrap_or(""), "cloud request")
-        }
-        Err(e) => {
-            tracing::debug!(%service, method, path = url.path(), latency_ms, error = %e, "cloud request failed")
-        }
-    }
-    result
-}
-
-async fn receive(service: Service, request: reqwest::RequestBuilder) -> Result<Answer, ImsError> {
-    let mut response = request.send().await.map_err(|e| ImsError::from_reqwest(service, e))?;
-    let status = response.status().as_u16();
-    let headers = std::mem::take(response.headers_mut());
-    let mut body = Vec::new();
-    let mut truncated = false;
-    while let Some(chunk) = response.chunk().await.map_err(|e| ImsError::from_reqwest(service, e))? {
-        let room = MAX_BODY_BYTES - body.len();
-        if chunk.len() > room {
-            body.extend_from_slice(&chunk[..room]);
-            truncated = true;
-            break;
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Answer { status, headers, body, truncated })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ims::ErrorKind;
     use crate::ims::model::JobStatus;
-    use crate::ims::testing::{FakeCloud, Reply};
+    use crate::ims::testing::{FakeCloud, FakeReply};
 
     const RUNNING: &str =
         r#"{"status":"RUNNING","job_id":"job1","job_type":"imsImportImageJob","entities":{"process_percent":0.5}}"#;
@@ -315,7 +226,7 @@ mod tests {
     #[tokio::test]
     async fn aksk_request_is_signed_like_the_sdk() {
         let cloud = FakeCloud::start().await;
-        cloud.set_ims_reply(Reply::json(200, RUNNING));
+        cloud.set_ims_reply(FakeReply::json(200, RUNNING));
         let job = client().get_job(&target(&cloud), &aksk(Some("temp-token"))).await.unwrap();
         assert_eq!(job.status, Some(JobStatus::Running));
         assert_eq!(job.progress, Some(50));
@@ -326,7 +237,8 @@ mod tests {
         assert_eq!(h("x-security-token").as_deref(), Some("temp-token"));
         assert!(h("user-agent").unwrap().starts_with("imagejob-operator/"));
         assert_eq!(h("x-auth-token"), None);
-        let (access, signed, signature) = signer::parse_authorization(&h("authorization").unwrap()).unwrap();
+        let signer::Authorization { access, signed_headers: signed, signature, .. } =
+            signer::parse_authorization(&h("authorization").unwrap()).unwrap();
         assert_eq!(access, "AK");
         assert_eq!(signed, "x-project-id;x-sdk-date;x-security-token");
         let date = h("x-sdk-date").unwrap();
@@ -341,7 +253,7 @@ mod tests {
     #[tokio::test]
     async fn aksk_401_is_never_retried() {
         let cloud = FakeCloud::start().await;
-        cloud.set_ims_reply(Reply::json(401, r#"{"error_msg":"Incorrect IAM authentication information: verify aksk signature fail","error_code":"APIGW.0301","request_id":"r1"}"#));
+        cloud.set_ims_reply(FakeReply::json(401, r#"{"error_msg":"Incorrect IAM authentication information: verify aksk signature fail","error_code":"APIGW.0301","request_id":"r1"}"#));
         let err = client().get_job(&target(&cloud), &aksk(None)).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::AuthenticationFailed);
         assert_eq!(err.request_id(), Some("r1"));
@@ -353,7 +265,7 @@ mod tests {
     #[tokio::test]
     async fn password_uses_a_cached_token() {
         let cloud = FakeCloud::start().await;
-        cloud.set_ims_reply(Reply::json(200, RUNNING));
+        cloud.set_ims_reply(FakeReply::json(200, RUNNING));
         let client = client();
         for _ in 0..3 {
             client.get_job(&target(&cloud), &password()).await.unwrap();
@@ -371,9 +283,9 @@ mod tests {
         // The first token is "revoked"; the second works.
         cloud.set_ims_handler(|req| {
             if req.headers.get("x-auth-token").is_some_and(|t| t == "token-1") {
-                Reply::json(401, r#"{"error":{"code":"IMG.0030","message":"The project ID or token is invalid"}}"#)
+                FakeReply::json(401, r#"{"error":{"code":"IMG.0030","message":"The project ID or token is invalid"}}"#)
             } else {
-                Reply::json(200, RUNNING)
+                FakeReply::json(200, RUNNING)
             }
         });
         let job = client().get_job(&target(&cloud), &password()).await.unwrap();
@@ -384,7 +296,7 @@ mod tests {
     #[tokio::test]
     async fn password_second_401_is_authentication_failed() {
         let cloud = FakeCloud::start().await;
-        cloud.set_ims_reply(Reply::json(
+        cloud.set_ims_reply(FakeReply::json(
             401,
             r#"{"error":{"code":"IMG.0030","message":"The project ID or token is invalid"}}"#,
         ));
@@ -397,7 +309,7 @@ mod tests {
     #[tokio::test]
     async fn iam_rejection_is_authentication_failed_and_ims_is_not_called() {
         let cloud = FakeCloud::start().await;
-        cloud.set_iam_reply(Reply::json(
+        cloud.set_iam_reply(FakeReply::json(
             401,
             r#"{"error":{"code":401,"message":"The username or password is wrong.","title":"Unauthorized"}}"#,
         ));
@@ -412,7 +324,7 @@ mod tests {
     async fn malformed_200_is_transient() {
         let cloud = FakeCloud::start().await;
         for body in ["<html>oops</html>", r#"{"status":"PAUSED"}"#, ""] {
-            cloud.set_ims_reply(Reply::json(200, body).with_header("x-request-id", "rid"));
+            cloud.set_ims_reply(FakeReply::json(200, body).with_header("x-request-id", "rid"));
             let err = client().get_job(&target(&cloud), &aksk(None)).await.unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Transient, "{body:?}");
             assert_eq!(err.request_id(), Some("rid"));
@@ -424,7 +336,7 @@ mod tests {
     async fn throttled_429_with_retry_after_is_transient_and_not_retried() {
         let cloud = FakeCloud::start().await;
         cloud.set_ims_reply(
-            Reply::json(429, r#"{"error_code":"APIG.0308","error_msg":"The throttling threshold has been reached: policy user over ratelimit,limit:5,time:1 minute"}"#)
+            FakeReply::json(429, r#"{"error_code":"APIG.0308","error_msg":"The throttling threshold has been reached: policy user over ratelimit,limit:5,time:1 minute"}"#)
                 .with_header("retry-after", "3"),
         );
         let err = client().get_job(&target(&cloud), &aksk(None)).await.unwrap_err();
@@ -445,7 +357,7 @@ mod tests {
             (301, ErrorKind::BadRequest),
         ] {
             cloud.set_ims_reply(
-                Reply::json(status, r#"{"error":{"code":"IMG.0001","message":"m"}}"#)
+                FakeReply::json(status, r#"{"error":{"code":"IMG.0001","message":"m"}}"#)
                     .with_header("location", "http://elsewhere.invalid/"),
             );
             let err = client().get_job(&target(&cloud), &aksk(None)).await.unwrap_err();
@@ -487,7 +399,7 @@ mod tests {
             source.get_job(t, &aksk(None)).await
         }
         let cloud = FakeCloud::start().await;
-        cloud.set_ims_reply(Reply::json(200, RUNNING));
+        cloud.set_ims_reply(FakeReply::json(200, RUNNING));
         assert!(poll(&client(), &target(&cloud)).await.is_ok());
     }
 }

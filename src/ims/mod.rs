@@ -1,4 +1,29 @@
 //! The IMS cloud: wire model, errors, authentication and the HTTP client.
+//!
+//! What real IMS and IAM do, from public docs and SDKs, and what shaped this
+//! client (the simulator in `crate::sim` stands in for the same behaviour):
+//! - Job status: `GET {ims}/v1/{project_id}/jobs/{job_id}`; endpoints
+//!   `https://ims.{region}.otc.t-systems.com` and `https://iam.{region}…`.
+//! - Answers vary (`model`): times as RFC 3339 or the legacy
+//!   `04-Jun-2015 18:11:06:586`; `end_time` is `""` while running;
+//!   `process_percent` a 0–1 fraction (`1` when done); `error_code` and
+//!   `fail_reason` `null` on success, and on FAIL the reason may sit only in
+//!   `entities`; lower-case `results[].status`; job types beyond the
+//!   documented list; sub-jobs with or without `sub_jobs_list`.
+//! - Errors (`error`): bodies as `{"error":{"code","message"}}` or flat
+//!   `{"error_code","error_msg","request_id"}`; request ID also in
+//!   `X-Request-Id`. Throttling is HTTP 429 `APIG.0308`, no Retry-After
+//!   documented.
+//! - IAM password auth (`auth`): `POST /v3/auth/tokens` scoped to the
+//!   project; the token is the `X-Subject-Token` header, valid 24 h, revoked
+//!   early on password or permission changes, so a 401 gets one fresh token.
+//! - AK/SK (`signer`): `SDK-HMAC-SHA256` over a canonical request (URI
+//!   always ending in `/`, sorted query, signed headers incl. `x-sdk-date`
+//!   and `x-project-id`); the gateway also accepts the OTC Go SDK's
+//!   `Credential=AK/{day}///sdk_request` form with a derived key. It refuses
+//!   a date more than 15 minutes off and **locks an access key for 5 minutes
+//!   after 5 bad signatures in a row**: a rejected signature is never retried
+//!   in a loop (`APIGW.0301`).
 
 pub mod auth;
 pub mod client;
@@ -6,158 +31,13 @@ pub mod credentials;
 pub mod error;
 pub mod model;
 pub mod signer;
+mod transport;
 
 pub use client::{ImsClient, JobSource, JobTarget, resolve_endpoint};
 pub use credentials::{Credentials, CredentialsError, Secret};
 pub use error::{ErrorKind, ImsError};
 pub use model::Job;
 
-/// A local fake of IMS and IAM for unit tests: counts requests, records
-/// the last one, answers as each test says.
+/// A local fake of IMS and IAM for unit tests.
 #[cfg(test)]
-pub(crate) mod testing {
-    use std::net::SocketAddr;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
-
-    use axum::body::Bytes;
-    use axum::extract::State;
-    use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
-    use axum::response::{IntoResponse, Response};
-
-    #[derive(Clone, Debug)]
-    pub struct Reply {
-        status: u16,
-        headers: Vec<(String, String)>,
-        body: String,
-    }
-
-    impl Reply {
-        pub fn json(status: u16, body: &str) -> Self {
-            let headers = vec![("content-type".into(), "application/json".into())];
-            Reply { status, headers, body: body.into() }
-        }
-
-        pub fn with_header(mut self, name: &str, value: &str) -> Self {
-            self.headers.push((name.into(), value.into()));
-            self
-        }
-    }
-
-    #[derive(Clone, Debug)]
-    pub struct SeenRequest {
-        pub path: String,
-        pub headers: HeaderMap,
-        pub body: Bytes,
-    }
-
-    type Handler = Arc<dyn Fn(&SeenRequest) -> Reply + Send + Sync>;
-
-    #[derive(Default)]
-    struct Inner {
-        iam_calls: AtomicUsize,
-        ims_calls: AtomicUsize,
-        ims: Mutex<Option<Handler>>,
-        iam: Mutex<Option<Handler>>,
-        iam_delay: Mutex<Duration>,
-        ims_delay: Mutex<Duration>,
-        token_lifetime: Mutex<Option<Duration>>,
-        last_ims: Mutex<Option<SeenRequest>>,
-        last_iam: Mutex<Option<SeenRequest>>,
-    }
-
-    pub struct FakeCloud {
-        addr: SocketAddr,
-        inner: Arc<Inner>,
-    }
-
-    impl FakeCloud {
-        pub async fn start() -> Self {
-            let inner = Arc::new(Inner::default());
-            let app = axum::Router::new().fallback(handle).with_state(inner.clone());
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            tokio::spawn(async move { axum::serve(listener, app).await.ok() });
-            FakeCloud { addr, inner }
-        }
-
-        pub fn url(&self) -> String {
-            format!("http://{}", self.addr)
-        }
-
-        pub fn iam_calls(&self) -> usize {
-            self.inner.iam_calls.load(Ordering::SeqCst)
-        }
-
-        pub fn ims_calls(&self) -> usize {
-            self.inner.ims_calls.load(Ordering::SeqCst)
-        }
-
-        pub fn set_ims_reply(&self, reply: Reply) {
-            self.set_ims_handler(move |_| reply.clone());
-        }
-
-        pub fn set_ims_handler(&self, f: impl Fn(&SeenRequest) -> Reply + Send + Sync + 'static) {
-            *self.inner.ims.lock().unwrap() = Some(Arc::new(f));
-        }
-
-        pub fn set_iam_reply(&self, reply: Reply) {
-            *self.inner.iam.lock().unwrap() = Some(Arc::new(move |_| reply.clone()));
-        }
-
-        pub fn set_iam_delay(&self, d: Duration) {
-            *self.inner.iam_delay.lock().unwrap() = d;
-        }
-
-        pub fn set_ims_delay(&self, d: Duration) {
-            *self.inner.ims_delay.lock().unwrap() = d;
-        }
-
-        /// Lifetime of the tokens the default IAM issues (24 h otherwise).
-        pub fn set_token_lifetime(&self, d: Duration) {
-            *self.inner.token_lifetime.lock().unwrap() = Some(d);
-        }
-
-        pub fn last_ims_request(&self) -> SeenRequest {
-            self.inner.last_ims.lock().unwrap().clone().expect("no IMS request seen")
-        }
-
-        pub fn last_iam_body(&self) -> serde_json::Value {
-            let seen = self.inner.last_iam.lock().unwrap().clone().expect("no IAM request seen");
-            serde_json::from_slice(&seen.body).unwrap()
-        }
-    }
-
-    async fn handle(State(inner): State<Arc<Inner>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-        let seen = SeenRequest { path: uri.path().to_owned(), headers, body };
-        let is_iam = seen.path == "/v3/auth/tokens";
-        let (delay, handler) = if is_iam {
-            let n = inner.iam_calls.fetch_add(1, Ordering::SeqCst) + 1;
-            *inner.last_iam.lock().unwrap() = Some(seen.clone());
-            let lifetime = inner.token_lifetime.lock().unwrap().unwrap_or(Duration::from_secs(86400));
-            let default: Handler = Arc::new(move |_| default_token(n, lifetime));
-            (*inner.iam_delay.lock().unwrap(), inner.iam.lock().unwrap().clone().unwrap_or(default))
-        } else {
-            inner.ims_calls.fetch_add(1, Ordering::SeqCst);
-            *inner.last_ims.lock().unwrap() = Some(seen.clone());
-            let default: Handler =
-                Arc::new(|_| Reply::json(404, r#"{"error":{"code":"IMG.0404","message":"no job"}}"#));
-            (*inner.ims_delay.lock().unwrap(), inner.ims.lock().unwrap().clone().unwrap_or(default))
-        };
-        tokio::time::sleep(delay).await;
-        let reply = handler(&seen);
-        let mut headers = HeaderMap::new();
-        for (name, value) in &reply.headers {
-            headers.insert(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
-        }
-        (StatusCode::from_u16(reply.status).unwrap(), headers, reply.body).into_response()
-    }
-
-    fn default_token(n: usize, lifetime: Duration) -> Reply {
-        let issued = jiff::Timestamp::now();
-        let expires = issued + jiff::SignedDuration::try_from(lifetime).unwrap();
-        let body = serde_json::json!({"token": {"issued_at": issued.to_string(), "expires_at": expires.to_string()}});
-        Reply::json(201, &body.to_string()).with_header("x-subject-token", &format!("token-{n}"))
-    }
-}
+pub(crate) mod testing;

@@ -1,6 +1,6 @@
 //! The answer of `GET /v1/{project_id}/jobs/{job_id}`, parsed leniently.
 //!
-//! Real IMS answers vary (see IMS-FACTS.md): two time formats, `null` or
+//! Real IMS answers vary (see the `ims` module doc): two time formats, `null` or
 //! missing fields, numbers where strings are documented, unknown job types,
 //! lower-case statuses in `results`. Parsing goes through `serde_json::Value`
 //! so that no shape of input can make it panic; only a body that is not a

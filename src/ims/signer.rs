@@ -1,5 +1,5 @@
 //! `SDK-HMAC-SHA256` AK/SK request signing, as huaweicloud-sdk-go-v3
-//! `core/auth/signer` does it (see IMS-FACTS.md). Used by the client to sign
+//! `core/auth/signer` does it (see the `ims` module doc). Used by the client to sign
 //! and by the simulator to verify, so both sides share one implementation.
 
 use hmac::{Hmac, Mac};
@@ -38,14 +38,70 @@ pub fn signed_header_names(headers: &[(&str, &str)]) -> String {
 }
 
 /// Hex HMAC-SHA256 of the string to sign, keyed with the secret key as is
-/// (this algorithm has no key derivation).
+/// (the `Access=` form has no key derivation).
 pub fn signature(secret_key: &str, sdk_date: &str, canonical_request: &str) -> String {
-    let string_to_sign =
-        format!("{ALGORITHM}\n{sdk_date}\n{}", hex::encode(Sha256::digest(canonical_request.as_bytes())));
+    let string_to_sign = format!("{ALGORITHM}\n{sdk_date}\n{}", sha256_hex(canonical_request));
+    hmac_hex(secret_key.as_bytes(), &string_to_sign)
+}
+
+/// The `Credential=` form that the official OTC Go SDK (gophertelekomcloud)
+/// signs with, like AWS SigV4: a key derived per day, region and service,
+/// and the credential scope in the string to sign. The gateway accepts both.
+pub fn scoped_signature(secret_key: &str, sdk_date: &str, scope: &CredentialScope, canonical_request: &str) -> String {
+    let string_to_sign = format!("{ALGORITHM}\n{sdk_date}\n{}\n{}", scope.as_string(), sha256_hex(canonical_request));
+    let mut key = hmac(format!("SDK{secret_key}").as_bytes(), &scope.date);
+    for part in [&scope.region, &scope.service, SCOPE_TERMINATOR] {
+        key = hmac(&key, part);
+    }
+    hmac_hex(&key, &string_to_sign)
+}
+
+/// `{yyyymmdd}/{region}/{service}/sdk_request`; the SDK leaves region and
+/// service empty.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CredentialScope {
+    pub date: String,
+    pub region: String,
+    pub service: String,
+}
+
+const SCOPE_TERMINATOR: &str = "sdk_request";
+
+impl CredentialScope {
+    pub fn as_string(&self) -> String {
+        format!("{}/{}/{}/{SCOPE_TERMINATOR}", self.date, self.region, self.service)
+    }
+
+    /// The date part must be the day of `X-Sdk-Date`.
+    pub fn matches_date(&self, sdk_date: &str) -> bool {
+        sdk_date.get(..8) == Some(self.date.as_str())
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.split('/');
+        let (date, region, service, terminator) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let valid_date = date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit());
+        (valid_date && terminator == SCOPE_TERMINATOR && parts.next().is_none()).then(|| Self {
+            date: date.to_owned(),
+            region: region.to_owned(),
+            service: service.to_owned(),
+        })
+    }
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+fn hmac(key: &[u8], data: &str) -> Vec<u8> {
     // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret_key.as_bytes()).expect("HMAC takes any key length");
-    mac.update(string_to_sign.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(data.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+fn hmac_hex(key: &[u8], data: &str) -> String {
+    hex::encode(hmac(key, data))
 }
 
 /// `SDK-HMAC-SHA256 Access=..., SignedHeaders=..., Signature=...`
@@ -53,18 +109,29 @@ pub fn authorization_header(access_key: &str, signed_headers: &str, signature: &
     format!("{ALGORITHM} Access={access_key}, SignedHeaders={signed_headers}, Signature={signature}")
 }
 
-/// Parses an Authorization header value back into (access, signed_headers,
-/// signature); None if malformed. Tolerates extra spaces around parts.
-pub fn parse_authorization(value: &str) -> Option<(String, String, String)> {
+/// A parsed Authorization header of either form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authorization {
+    pub access: String,
+    /// Present for the `Credential=AK/scope` form.
+    pub scope: Option<CredentialScope>,
+    pub signed_headers: String,
+    pub signature: String,
+}
+
+/// Parses an Authorization header value of the `Access=` or the
+/// `Credential=` form; None if malformed. Tolerates extra spaces around parts.
+pub fn parse_authorization(value: &str) -> Option<Authorization> {
     let rest = value.trim().strip_prefix(ALGORITHM)?;
     if !rest.starts_with(' ') {
         return None;
     }
-    let (mut access, mut signed, mut sig) = (None, None, None);
+    let (mut access, mut credential, mut signed, mut sig) = (None, None, None, None);
     for part in rest.split(',') {
         let (key, val) = part.trim().split_once('=')?;
         let slot = match key.trim() {
             "Access" => &mut access,
+            "Credential" => &mut credential,
             "SignedHeaders" => &mut signed,
             "Signature" => &mut sig,
             _ => return None,
@@ -74,11 +141,19 @@ pub fn parse_authorization(value: &str) -> Option<(String, String, String)> {
         }
         *slot = Some(val.trim().to_owned());
     }
-    let (access, signed, sig) = (access?, signed?, sig?);
-    if access.is_empty() || signed.is_empty() || sig.is_empty() {
+    let (access, scope) = match (access, credential) {
+        (Some(access), None) => (access, None),
+        (None, Some(credential)) => {
+            let (access, scope) = credential.split_once('/')?;
+            (access.to_owned(), Some(CredentialScope::parse(scope)?))
+        }
+        _ => return None,
+    };
+    let (signed_headers, signature) = (signed?, sig?);
+    if access.is_empty() || signed_headers.is_empty() || signature.is_empty() {
         return None;
     }
-    Some((access, signed, sig))
+    Some(Authorization { access, scope, signed_headers, signature })
 }
 
 /// `YYYYMMDDTHHMMSSZ` in UTC.
@@ -123,7 +198,7 @@ fn canonical_uri(path: &str) -> String {
     uri
 }
 
-/// Sorted by key then value; keys keep their case (IMS-FACTS.md; no query
+/// Sorted by key then value; keys keep their case (huaweicloud-sdk-go-v3; no query
 /// is sent by this client anyway). `+` is kept literally, not a space.
 fn canonical_query(query: &str) -> String {
     let mut pairs: Vec<(String, String)> = query
@@ -218,11 +293,17 @@ mod tests {
 
     #[test]
     fn authorization_round_trip() {
+        let plain = |access: &str, signed: &str, sig: &str| Authorization {
+            access: access.into(),
+            scope: None,
+            signed_headers: signed.into(),
+            signature: sig.into(),
+        };
         let value = authorization_header("AK", "x-project-id;x-sdk-date", "abc123");
-        assert_eq!(parse_authorization(&value), Some(("AK".into(), "x-project-id;x-sdk-date".into(), "abc123".into())));
+        assert_eq!(parse_authorization(&value), Some(plain("AK", "x-project-id;x-sdk-date", "abc123")));
         assert_eq!(
             parse_authorization("SDK-HMAC-SHA256  Access=AK ,SignedHeaders=x-sdk-date,  Signature=ff"),
-            Some(("AK".into(), "x-sdk-date".into(), "ff".into()))
+            Some(plain("AK", "x-sdk-date", "ff"))
         );
         for bad in [
             "",
@@ -234,9 +315,40 @@ mod tests {
             "SDK-HMAC-SHA256 Access=a, Access=a, SignedHeaders=b, Signature=c",
             "SDK-HMAC-SHA256 Access=a, SignedHeaders=b, Signature=c, Extra=d",
             "SDK-HMAC-SHA256 Access=a SignedHeaders=b Signature=c",
+            "SDK-HMAC-SHA256 Access=a, Credential=a/20261129///sdk_request, SignedHeaders=b, Signature=c",
+            "SDK-HMAC-SHA256 Credential=a, SignedHeaders=b, Signature=c",
+            "SDK-HMAC-SHA256 Credential=a/20261129//, SignedHeaders=b, Signature=c",
+            "SDK-HMAC-SHA256 Credential=a/2026112///sdk_request, SignedHeaders=b, Signature=c",
+            "SDK-HMAC-SHA256 Credential=a/20261129///other, SignedHeaders=b, Signature=c",
+            "SDK-HMAC-SHA256 Credential=a/20261129///sdk_request/x, SignedHeaders=b, Signature=c",
+            "SDK-HMAC-SHA256 Credential=/20261129///sdk_request, SignedHeaders=b, Signature=c",
         ] {
             assert_eq!(parse_authorization(bad), None, "{bad:?}");
         }
+    }
+
+    /// Captured from gophertelekomcloud's signer.
+    #[test]
+    fn scoped_form_matches_the_otc_go_sdk_vector() {
+        let value = "SDK-HMAC-SHA256 Credential=DEMOACCESSKEY/20261129///sdk_request, \
+                     SignedHeaders=accept;host;user-agent;x-sdk-date, \
+                     Signature=854a75b8dd7f5bbfda9e541c2ccbf25520667ee6665e3f83b2c250b7c606ddec";
+        let auth = parse_authorization(value).unwrap();
+        let scope = auth.scope.clone().unwrap();
+        assert_eq!((auth.access.as_str(), scope.as_string().as_str()), ("DEMOACCESSKEY", "20261129///sdk_request"));
+        let date = "20261129T155809Z";
+        assert!(scope.matches_date(date) && !scope.matches_date("20261130T000000Z"));
+        let headers = [
+            ("Accept", "application/json"),
+            ("Host", "127.0.0.1:18099"),
+            ("User-Agent", "golangsdk/2.0.0"),
+            ("X-Sdk-Date", date),
+        ];
+        assert_eq!(signed_header_names(&headers), auth.signed_headers);
+        let canonical = canonical_request("GET", "/v1/0b0a1e4b2c2d4e8f9a0b1c2d3e4f5a6b/jobs/J1", "", &headers, b"");
+        assert_eq!(scoped_signature("demo-secret-key", date, &scope, &canonical), auth.signature);
+        assert_ne!(scoped_signature("other-key", date, &scope, &canonical), auth.signature);
+        assert_ne!(signature("demo-secret-key", date, &canonical), auth.signature, "the forms differ");
     }
 
     #[test]

@@ -116,7 +116,7 @@ fn hint(kind: ErrorKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ims::testing::{FakeCloud, Reply};
+    use crate::ims::testing::{FakeCloud, FakeReply};
     use crate::job_cmd::render::tests::OVA;
     use clap::Parser;
 
@@ -148,7 +148,7 @@ mod tests {
     #[tokio::test]
     async fn queries_the_configured_endpoint() {
         let cloud = FakeCloud::start().await;
-        cloud.set_ims_reply(Reply::json(200, OVA));
+        cloud.set_ims_reply(FakeReply::json(200, OVA));
         let a = args(&["-o", "json", "--ims-endpoint", &cloud.url()]);
         let creds = Credentials::AkSk { access_key: "AK".into(), secret_key: "SK".into(), security_token: None };
         let client = ImsClient::new(Duration::from_secs(5));
@@ -161,7 +161,7 @@ mod tests {
     async fn errors_show_status_code_message_and_request_id() {
         let cloud = FakeCloud::start().await;
         cloud.set_ims_reply(
-            Reply::json(403, r#"{"error":{"code":"IMG.0030","message":"The project ID or token is invalid"}}"#)
+            FakeReply::json(403, r#"{"error":{"code":"IMG.0030","message":"The project ID or token is invalid"}}"#)
                 .with_header("x-request-id", "8f1c"),
         );
         let a = args(&["--ims-endpoint", &cloud.url()]);

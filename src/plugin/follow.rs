@@ -29,10 +29,10 @@ pub async fn status(cluster: &Cluster, name: &str) -> Result<Exit, PluginError> 
 /// Every change of one ImageJob, as the API server reports it.
 fn watch(cluster: &Cluster, name: &str) -> impl Stream<Item = Fetched> + Send + 'static {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    watcher(cluster.raw_api(), config).default_backoff().applied_objects().filter_map(|obj| async move {
-        let raw = serde_json::to_value(obj.ok()?).ok()?;
-        Fetched::from_raw(raw).ok()
-    })
+    watcher(cluster.api(), config)
+        .default_backoff()
+        .applied_objects()
+        .filter_map(|obj| async move { obj.ok().map(Fetched::from) })
 }
 
 fn phase(f: &Fetched) -> Option<Phase> {
@@ -211,11 +211,13 @@ mod tests {
     use serde_json::json;
 
     fn fetched(status: serde_json::Value) -> Fetched {
-        Fetched::from_raw(json!({
-            "apiVersion": "ims.otc.io/v1alpha1", "kind": "ImageJob", "metadata": {"name": "a"},
-            "spec": {"jobId": "j", "credentialsRef": {"name": "s"}}, "status": status
-        }))
-        .unwrap()
+        Fetched::from(
+            serde_json::from_value::<crate::crd::ImageJob>(json!({
+                "apiVersion": "ims.otc.io/v1alpha1", "kind": "ImageJob", "metadata": {"name": "a"},
+                "spec": {"jobId": "j", "credentialsRef": {"name": "s"}}, "status": status
+            }))
+            .unwrap(),
+        )
     }
 
     #[test]

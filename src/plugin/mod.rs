@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Event;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
@@ -117,27 +117,22 @@ impl KubeArgs {
     }
 }
 
-/// One ImageJob as read from the API server, with the fields its typed
-/// status may not have yet.
+/// One ImageJob as read from the API server, and its ETA.
 #[derive(Clone, Debug)]
 pub struct Fetched {
     pub imagejob: ImageJob,
-    /// `status.estimatedCompletionTime`, read from the raw object.
+    /// `status.estimatedCompletionTime`, the operator's estimate.
     pub eta: Option<Timestamp>,
 }
 
-impl Fetched {
-    pub fn from_raw(raw: serde_json::Value) -> Result<Self, serde_json::Error> {
-        let eta = raw.pointer("/status/estimatedCompletionTime").and_then(|v| v.as_str()?.parse().ok());
-        Ok(Fetched { imagejob: serde_json::from_value(raw)?, eta })
+impl From<ImageJob> for Fetched {
+    fn from(imagejob: ImageJob) -> Self {
+        let eta = imagejob.status.as_ref().and_then(|s| s.estimated_completion_time.as_ref()).map(|t| t.0);
+        Fetched { imagejob, eta }
     }
 }
 
 impl Cluster {
-    fn raw_api(&self) -> Api<DynamicObject> {
-        Api::namespaced_with(self.client.clone(), &self.namespace, &ApiResource::erase::<ImageJob>(&()))
-    }
-
     pub fn api(&self) -> Api<ImageJob> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
@@ -145,11 +140,8 @@ impl Cluster {
     /// The ImageJob, or an error that says whether the object, the CRD or
     /// the permission is missing.
     pub async fn fetch(&self, name: &str) -> Result<Fetched, PluginError> {
-        match self.raw_api().get(name).await {
-            Ok(obj) => {
-                let raw = serde_json::to_value(obj).map_err(kube::Error::SerdeError)?;
-                Ok(Fetched::from_raw(raw).map_err(kube::Error::SerdeError)?)
-            }
+        match self.api().get(name).await {
+            Ok(imagejob) => Ok(imagejob.into()),
             Err(err) => Err(self.explain(err, name).await),
         }
     }

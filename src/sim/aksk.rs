@@ -1,7 +1,11 @@
 //! Verifying `SDK-HMAC-SHA256` signatures the way the API gateway does:
-//! the signature itself (computed by the operator's own signer), the
+//! the signature itself in both forms the gateway accepts (`Access=` with
+//! the secret key as HMAC key, as huaweicloud-sdk-go-v3 signs, and
+//! `Credential=AK/scope` with a derived key, as the official OTC Go SDK
+//! gophertelekomcloud signs; computed by the operator's own signer), the
 //! `X-Sdk-Date` window, temporary keys' security token, and the lock of an
-//! access key after repeated signature failures.
+//! access key after repeated signature failures (5 in a row lock it for 5
+//! minutes, whichever form they used).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -45,7 +49,7 @@ pub enum AkskError {
 
 impl AkskError {
     /// The gateway's message after `Incorrect IAM authentication information: `.
-    /// Only the signature failure's wording is documented (IMS-FACTS.md).
+    /// Only the signature failure's wording is documented.
     pub fn detail(self) -> &'static str {
         match self {
             Self::BadAuthorization => "Authorization format incorrect",
@@ -123,8 +127,8 @@ impl AkskVerifier {
         now: Timestamp,
         clock: Instant,
     ) -> Result<(), AkskError> {
-        let (access, signed_headers, sig) =
-            signer::parse_authorization(authorization).ok_or(AkskError::BadAuthorization)?;
+        let auth = signer::parse_authorization(authorization).ok_or(AkskError::BadAuthorization)?;
+        let access = auth.access.clone();
         let key = self.keys.get(&access).ok_or(AkskError::UnknownKey)?;
         if self.failures.get(&access).is_some_and(|f| f.is_locked(clock)) {
             return Err(AkskError::Locked);
@@ -139,7 +143,7 @@ impl AkskVerifier {
         {
             return Err(AkskError::BadSecurityToken);
         }
-        if !signature_matches(req, &signed_headers, &sig, &key.secret, date) {
+        if !signature_matches(req, &auth, &key.secret, date) {
             self.failures.entry(access).or_default().failed(clock, self.lock_after, self.lock_for);
             return Err(AkskError::BadSignature);
         }
@@ -163,17 +167,24 @@ impl AkskVerifier {
     }
 }
 
-/// Recomputes the signature over the headers the client says it signed.
-/// A signed header missing from the request is signed as empty, which
-/// cannot match, as at the gateway.
-fn signature_matches(req: &SignedRequest<'_>, signed_headers: &str, sig: &str, secret: &str, date: &str) -> bool {
-    let headers: Vec<(&str, &str)> = signed_headers
+/// Recomputes the signature over the headers the client says it signed,
+/// in the form the client used. A signed header missing from the request is
+/// signed as empty, which cannot match, as at the gateway; so is a scope
+/// whose day is not the day of `X-Sdk-Date`.
+fn signature_matches(req: &SignedRequest<'_>, auth: &signer::Authorization, secret: &str, date: &str) -> bool {
+    let headers: Vec<(&str, &str)> = auth
+        .signed_headers
         .split(';')
         .filter(|n| !n.is_empty())
         .map(|name| (name, req.header(name).unwrap_or("")))
         .collect();
     let canonical = signer::canonical_request(req.method, req.path, req.query, &headers, req.body);
-    signer::signature(secret, date, &canonical).eq_ignore_ascii_case(sig)
+    let expected = match &auth.scope {
+        None => signer::signature(secret, date, &canonical),
+        Some(scope) if scope.matches_date(date) => signer::scoped_signature(secret, date, scope, &canonical),
+        Some(_) => return false,
+    };
+    expected.eq_ignore_ascii_case(&auth.signature)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::scenario::{Project, Scenario, User};
 
-/// What a password-auth request asks for (IMS-FACTS: IAM token).
+/// What a password-auth request asks for (as IAM does).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PasswordAuth {
     pub user: String,

@@ -20,14 +20,14 @@ pub struct JobTime {
 
 /// How the simulator answers one job query.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Answer {
+pub struct ScriptedAnswer {
     /// Added latency, from `latency` faults.
     pub delay: Duration,
-    pub reply: Reply,
+    pub reply: ScriptedReply,
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub enum Reply {
+pub enum ScriptedReply {
     /// 200 with the job as JSON.
     Job(Value),
     /// 429 `APIG.0308`.
@@ -39,7 +39,7 @@ pub enum Reply {
 }
 
 /// The answer to request number `request_no` (from 1) at `at`.
-pub fn answer(job: &JobDef, at: JobTime, request_no: u64, default_format: TimeFormat) -> Answer {
+pub fn answer(job: &JobDef, at: JobTime, request_no: u64, default_format: TimeFormat) -> ScriptedAnswer {
     let active: Vec<&FaultAction> =
         job.faults.iter().filter(|f| fault_applies(&f.when, at.age, request_no)).map(|f| &f.action).collect();
     let delay = active
@@ -52,9 +52,9 @@ pub fn answer(job: &JobDef, at: JobTime, request_no: u64, default_format: TimeFo
     let format = job.time_format.unwrap_or(default_format);
     let reply = match active.iter().find(|a| !matches!(a, FaultAction::Latency { .. })) {
         Some(action) => fault_reply(action, job, at, format),
-        None => Reply::Job(job_body(job, at, format)),
+        None => ScriptedReply::Job(job_body(job, at, format)),
     };
-    Answer { delay, reply }
+    ScriptedAnswer { delay, reply }
 }
 
 fn fault_applies(when: &FaultWhen, age: Duration, request_no: u64) -> bool {
@@ -63,14 +63,14 @@ fn fault_applies(when: &FaultWhen, age: Duration, request_no: u64) -> bool {
         && when.until.is_none_or(|until| age < until.0)
 }
 
-fn fault_reply(action: &FaultAction, job: &JobDef, at: JobTime, format: TimeFormat) -> Reply {
+fn fault_reply(action: &FaultAction, job: &JobDef, at: JobTime, format: TimeFormat) -> ScriptedReply {
     match action {
         FaultAction::Throttle { retry_after, limit } => {
-            Reply::Throttled { retry_after: *retry_after, limit: limit.unwrap_or(DEFAULT_THROTTLE_LIMIT) }
+            ScriptedReply::Throttled { retry_after: *retry_after, limit: limit.unwrap_or(DEFAULT_THROTTLE_LIMIT) }
         }
         FaultAction::Error { status, body, code, message } => {
             let (default_code, default_message) = default_error(*status);
-            Reply::Error {
+            ScriptedReply::Error {
                 status: *status,
                 shape: *body,
                 code: code.clone().unwrap_or_else(|| default_code.into()),
@@ -78,7 +78,7 @@ fn fault_reply(action: &FaultAction, job: &JobDef, at: JobTime, format: TimeForm
             }
         }
         FaultAction::Malformed { body } => {
-            Reply::Malformed(body.clone().unwrap_or_else(|| truncated(&job_body(job, at, format))))
+            ScriptedReply::Malformed(body.clone().unwrap_or_else(|| truncated(&job_body(job, at, format))))
         }
         FaultAction::Latency { .. } => unreachable!("latency faults only add delay"),
     }
@@ -397,22 +397,22 @@ mod tests {
               - {fault: latency, requests: 4, delay: 50ms}
         "#);
         let a = |n, t| answer(&job, at(t), n, TimeFormat::Rfc3339);
-        assert_eq!(a(1, 0.0).reply, Reply::Throttled { retry_after: Some(3), limit: DEFAULT_THROTTLE_LIMIT });
+        assert_eq!(a(1, 0.0).reply, ScriptedReply::Throttled { retry_after: Some(3), limit: DEFAULT_THROTTLE_LIMIT });
         assert_eq!(a(1, 0.0).delay, Duration::from_millis(100));
-        assert!(matches!(a(3, 0.0).reply, Reply::Job(_)));
+        assert!(matches!(a(3, 0.0).reply, ScriptedReply::Job(_)));
         assert_eq!(
             a(3, 5.5).reply,
-            Reply::Error {
+            ScriptedReply::Error {
                 status: 503,
                 shape: ErrorShape::Flat,
                 code: "APIGW.0201".into(),
                 message: "The service is unavailable.".into()
             }
         );
-        assert!(matches!(a(3, 6.0).reply, Reply::Job(_)), "until is excluded");
+        assert!(matches!(a(3, 6.0).reply, ScriptedReply::Job(_)), "until is excluded");
         let malformed = a(4, 0.0);
         assert_eq!(malformed.delay, Duration::from_millis(150));
-        let Reply::Malformed(text) = malformed.reply else { panic!("{malformed:?}") };
+        let ScriptedReply::Malformed(text) = malformed.reply else { panic!("{malformed:?}") };
         assert!(serde_json::from_str::<Value>(&text).is_err());
         assert!(text.starts_with('{'));
     }

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::lifecycle::Reply;
+use super::lifecycle::ScriptedReply;
 use super::scenario::ErrorShape;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,18 +23,18 @@ impl SimResponse {
 }
 
 /// Turns a lifecycle reply into what goes on the wire.
-pub fn reply(reply: &Reply, request_id: &str) -> SimResponse {
+pub fn reply(reply: &ScriptedReply, request_id: &str) -> SimResponse {
     match reply {
-        Reply::Job(body) => SimResponse::json(200, body),
-        Reply::Throttled { retry_after, limit } => throttled(*limit, *retry_after, request_id),
-        Reply::Error { status, shape, code, message } => error(*status, *shape, code, message, request_id),
-        Reply::Malformed(body) => {
+        ScriptedReply::Job(body) => SimResponse::json(200, body),
+        ScriptedReply::Throttled { retry_after, limit } => throttled(*limit, *retry_after, request_id),
+        ScriptedReply::Error { status, shape, code, message } => error(*status, *shape, code, message, request_id),
+        ScriptedReply::Malformed(body) => {
             SimResponse { status: 200, content_type: JSON, retry_after: None, body: body.clone() }
         }
     }
 }
 
-/// The API gateway's 429 (IMS-FACTS: `APIG.0308`, `APIG` not `APIGW`).
+/// The API gateway's 429 (`APIG.0308`, `APIG` not `APIGW`).
 pub fn throttled(limit: u32, retry_after: Option<u64>, request_id: &str) -> SimResponse {
     let message =
         format!("The throttling threshold has been reached: policy user over ratelimit,limit:{limit},time:1 minute");

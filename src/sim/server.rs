@@ -91,7 +91,7 @@ fn project_throttled(sim: &Sim, request_id: &str) -> SimResponse {
 }
 
 /// The gateway's 401s. Codes: `APIGW.0301` "Incorrect IAM authentication
-/// information" (documented, IMS-FACTS.md) for every refusal, except an
+/// information" (documented) for every refusal, except an
 /// expired token, which gets `APIGW.0307` "The token must be updated." as
 /// Huawei's API gateway documents. A token scoped to another project is
 /// also a 401 here; the real cloud may answer 403 from IMS instead.

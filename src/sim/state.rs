@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::aksk::{AkskError, AkskVerifier, SignedRequest};
 use super::counters::{GlobalCounters, StatusCounts};
 use super::iam::{TokenProblem, TokenStore};
-use super::lifecycle::{self, Answer, JobTime};
+use super::lifecycle::{self, JobTime, ScriptedAnswer};
 use super::scenario::{ClockStart, JobDef, Scenario, TimeFormat};
 use super::throttle::Throttles;
 
@@ -55,7 +55,7 @@ impl LiveJob {
 
     /// Numbers this request and computes its answer; starts the clock of a
     /// `first_query` job.
-    pub fn answer(&self, default_format: TimeFormat) -> Answer {
+    pub fn answer(&self, default_format: TimeFormat) -> ScriptedAnswer {
         let request_no = self.authenticated.fetch_add(1, Relaxed) + 1;
         let clock = self.clock.get_or_init(|| JobClock::start_now(&self.def));
         let at = JobTime { created_at: clock.created_at, age: clock.started.elapsed() + self.def.age_at_start.0 };

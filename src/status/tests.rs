@@ -1,8 +1,8 @@
 use super::*;
 use crate::ims::model::{Job, JobStatus, SubJob};
 
-fn ctx(now: i64) -> Context<'static> {
-    Context { generation: Some(3), now: Timestamp::from_second(now).unwrap(), requested_at: None }
+fn ctx(now: i64) -> Inputs<'static> {
+    Inputs { generation: Some(3), now: Timestamp::from_second(now).unwrap(), requested_at: None }
 }
 
 fn job(status: JobStatus) -> Job {
@@ -238,7 +238,7 @@ fn fail_reason_falls_back_to_the_failed_sub_job() {
 
 #[test]
 fn requested_at_is_recorded() {
-    let c = Context { requested_at: Some("2026-11-27T10:00:00Z"), ..ctx(100) };
+    let c = Inputs { requested_at: Some("2026-11-27T10:00:00Z"), ..ctx(100) };
     let s = next_status(None, &Outcome::Job(job(JobStatus::Running)), &c);
     assert_eq!(s.last_handled_reconcile_at.as_deref(), Some("2026-11-27T10:00:00Z"));
 }
@@ -280,7 +280,7 @@ fn events_on_transitions() {
 #[test]
 fn observed_only_moves_the_generation() {
     let done = next_status(None, &Outcome::Job(job(JobStatus::Success)), &ctx(100));
-    let later = Context { generation: Some(4), ..ctx(200) };
+    let later = Inputs { generation: Some(4), ..ctx(200) };
     let s = next_status(Some(&done), &Outcome::Observed, &later);
     assert_eq!(s.observed_generation, Some(4));
     assert!(s.conditions.iter().all(|c| c.observed_generation == Some(4)));
@@ -300,7 +300,7 @@ fn suspended_before_the_first_poll_is_not_ready() {
 #[test]
 fn a_failed_refresh_of_a_finished_job_keeps_its_result() {
     let done = next_status(None, &Outcome::Job(job(JobStatus::Success)), &ctx(1));
-    let forced = Context { requested_at: Some("2026-11-27T10:00:00Z"), ..ctx(2) };
+    let forced = Inputs { requested_at: Some("2026-11-27T10:00:00Z"), ..ctx(2) };
     let auth = Outcome::Stalled { reason: StallReason::AuthenticationFailed, message: "APIGW.0301".into() };
     for outcome in [Outcome::Transient { message: "HTTP 503".into() }, auth] {
         let s = next_status(Some(&done), &outcome, &forced);

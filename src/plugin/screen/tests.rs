@@ -5,14 +5,17 @@ fn at(s: &str) -> Timestamp {
     s.parse().unwrap()
 }
 
+fn parse(imagejob: serde_json::Value) -> Fetched {
+    Fetched::from(serde_json::from_value::<ImageJob>(imagejob).unwrap())
+}
+
 fn fetched(status: serde_json::Value) -> Fetched {
-    Fetched::from_raw(json!({
+    parse(json!({
         "apiVersion": "ims.otc.io/v1alpha1", "kind": "ImageJob",
         "metadata": {"name": "web", "namespace": "ci"},
         "spec": {"jobId": "ff80", "credentialsRef": {"name": "otc"}},
         "status": status
     }))
-    .unwrap()
 }
 
 fn event(reason: &str, type_: &str, message: &str, last: &str, count: i32) -> Event {
@@ -55,7 +58,7 @@ fn running_screen_with_eta_sub_jobs_conditions_and_events() {
         "conditions": [{"type": "Ready", "status": "False", "reason": "JobRunning",
                         "message": "the IMS job is running (45%)", "lastTransitionTime": "2026-11-29T16:50:02Z"}]
     }));
-    assert_eq!(f.eta, Some(at("2026-11-29T17:03:10Z")), "read from the raw object");
+    assert_eq!(f.eta, Some(at("2026-11-29T17:03:10Z")), "the typed status field");
     let events: Vec<Event> = (1..=7)
         .map(|i| event(&format!("R{i}"), "Normal", &format!("m{i}"), &format!("2026-11-29T16:5{i}:00Z"), 1))
         .chain([event("Throttled", "Warning", "IMS answered 429", "2026-11-29T16:59:30Z", 3)])
@@ -112,11 +115,10 @@ fn failed_screen_shows_the_error_and_no_eta() {
 
 #[test]
 fn never_polled() {
-    let f = Fetched::from_raw(json!({
+    let f = parse(json!({
         "apiVersion": "ims.otc.io/v1alpha1", "kind": "ImageJob", "metadata": {"name": "new"},
         "spec": {"jobId": "j", "credentialsRef": {"name": "s"}}
-    }))
-    .unwrap();
+    }));
     let text = status_screen(&f, &[], at("2026-11-29T17:00:00Z"));
     assert!(text.contains("Phase:        Pending (not polled yet)\nProgress:     -\n"), "{text}");
 }

@@ -1,5 +1,7 @@
 use super::*;
-use crate::crd::{CredentialsRef, ImageJobSpec};
+use crate::crd::CredentialsRef;
+use crate::crd::ImageJobSpec;
+use crate::status;
 use clap::Parser;
 
 fn args() -> RunArgs {
@@ -84,7 +86,7 @@ fn deadline_counts_from_the_cloud_begin_time_else_creation() {
 }
 
 mod plan_next_tests {
-    use super::super::*;
+    use super::*;
     use crate::ims::model::{Job, JobStatus};
 
     const MIN: Duration = Duration::from_secs(1);
@@ -163,7 +165,7 @@ fn a_poll_that_learned_nothing_new_writes_nothing_despite_millisecond_times() {
     // IMS sends milliseconds; the API server keeps whole seconds.
     let begin: Timestamp = "2026-11-27T10:00:00.123Z".parse().unwrap();
     let job = Job { status: Some(JobStatus::Running), progress: Some(40), begin_time: Some(begin), ..Job::default() };
-    let sctx = status::Context { generation: Some(1), now: Timestamp::now(), requested_at: None };
+    let sctx = status::Inputs { generation: Some(1), now: Timestamp::now(), requested_at: None };
     let written = as_stored(status::next_status(None, &Outcome::Job(job.clone()), &sctx));
     // What the watch brings back is the JSON the API server stored.
     let stored: ImageJobStatus = serde_json::from_value(serde_json::to_value(&written).unwrap()).unwrap();

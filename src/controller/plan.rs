@@ -1,0 +1,179 @@
+//! Pure decisions of the controller: no I/O, table-tested in `super::tests`.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::schedule;
+use crate::config::RunArgs;
+use crate::crd::{ImageJob, ImageJobStatus, REQUESTED_AT_ANNOTATION};
+use crate::ims::{ErrorKind, ImsError, JobTarget, resolve_endpoint};
+use crate::status::{Outcome, StallReason};
+
+/// Backoff bounds per kind of trouble.
+pub(super) const TRANSIENT_MIN: Duration = Duration::from_secs(2);
+pub(super) const TRANSIENT_MAX: Duration = Duration::from_secs(300);
+/// Authentication and permission failures retry slowly: the gateway locks an
+/// access key after 5 bad signatures, and a fixed Secret wakes us anyway.
+const STALLED_MIN: Duration = Duration::from_secs(300);
+const STALLED_MAX: Duration = Duration::from_secs(3600);
+/// Safety net for stalls that only a Secret or spec change can fix.
+const CONFIG_RECHECK: Duration = Duration::from_secs(600);
+
+/// The `ims.otc.io/requestedAt` value not yet honoured, if any.
+pub fn pending_request(ij: &ImageJob) -> Option<&str> {
+    let value = ij.annotations().get(REQUESTED_AT_ANNOTATION)?;
+    let handled = ij.status.as_ref().and_then(|s| s.last_handled_reconcile_at.as_deref());
+    (handled != Some(value.as_str())).then_some(value.as_str())
+}
+
+/// True when `activeDeadlineSeconds` has passed since the job began (as the
+/// cloud reports it) or, before the first answer, since the ImageJob was made.
+pub fn deadline_exceeded(ij: &ImageJob, now: Timestamp) -> Option<i64> {
+    let seconds = ij.spec.active_deadline_seconds?;
+    let status = ij.status.as_ref();
+    let begin = status.and_then(|s| s.begin_time.as_ref()).or(ij.metadata.creation_timestamp.as_ref())?;
+    (now.as_second() - begin.0.as_second() > seconds).then_some(seconds)
+}
+
+/// A region only of `[a-z0-9-]`: it is placed into a host name, and must
+/// not be able to point the operator's credentials at another host.
+pub fn valid_region(region: &str) -> bool {
+    !region.is_empty()
+        && region.len() <= 32
+        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Maps an IMS failure to what the status shows.
+pub fn outcome_of_error(err: &ImsError) -> Outcome {
+    let reason = match err.kind() {
+        ErrorKind::Transient => return Outcome::Transient { message: transient_message(err) },
+        ErrorKind::AuthenticationFailed => StallReason::AuthenticationFailed,
+        ErrorKind::Forbidden => StallReason::Forbidden,
+        ErrorKind::JobNotFound => StallReason::JobNotFound,
+        ErrorKind::BadRequest => StallReason::BadRequest,
+    };
+    Outcome::Stalled { reason, message: stable_message(err) }
+}
+
+/// Error text without the request ID, so that repeated identical failures
+/// leave the status unchanged (no write per retry).
+fn stable_message(err: &ImsError) -> String {
+    match (err.status(), err.code(), err.message()) {
+        (Some(status), Some(code), Some(msg)) => format!("IMS answered HTTP {status}: {code} {msg}"),
+        (Some(status), None, Some(msg)) => format!("IMS answered HTTP {status}: {msg}"),
+        (Some(status), Some(code), None) => format!("IMS answered HTTP {status}: {code}"),
+        _ => err.to_string(),
+    }
+}
+
+fn transient_message(err: &ImsError) -> String {
+    format!("{}; retrying with backoff", stable_message(err))
+}
+
+pub(super) fn outcome_label(err: Option<&ImsError>) -> &'static str {
+    match err.map(ImsError::kind) {
+        None => "success",
+        Some(ErrorKind::Transient) => "transient",
+        Some(ErrorKind::AuthenticationFailed) => "authentication_failed",
+        Some(ErrorKind::Forbidden) => "forbidden",
+        Some(ErrorKind::JobNotFound) => "job_not_found",
+        Some(ErrorKind::BadRequest) => "bad_request",
+    }
+}
+
+/// The endpoints, project and job to query. Endpoints come only from the
+/// operator's configuration; the ImageJob chooses at most the region.
+pub fn target_of(ij: &ImageJob, args: &RunArgs, secret_project: Option<&str>) -> Result<JobTarget, String> {
+    let region = ij.spec.region.as_deref().unwrap_or(&args.default_region);
+    if !valid_region(region) {
+        return Err(format!("region {region:?} may only contain a-z, 0-9 and '-'"));
+    }
+    let project_id = ij
+        .spec
+        .project_id
+        .as_deref()
+        .or(secret_project)
+        .ok_or_else(|| "no project ID: set spec.projectId or add projectId to the credentials Secret".to_owned())?;
+    Ok(JobTarget {
+        ims_endpoint: resolve_endpoint(&args.endpoints.ims_endpoint, region),
+        iam_endpoint: resolve_endpoint(&args.endpoints.iam_endpoint, region),
+        project_id: project_id.to_owned(),
+        job_id: ij.spec.job_id.clone(),
+    })
+}
+
+/// How long our own write may take to show in the watch cache.
+pub const WRITE_ECHO_WINDOW: Duration = Duration::from_secs(5);
+
+/// Identifies a status up to what `status::differs` ignores (condition
+/// transition times and order).
+pub fn fingerprint(status: &ImageJobStatus) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut conditions: Vec<_> =
+        status.conditions.iter().map(|c| (&c.type_, &c.status, &c.reason, &c.message, c.observed_generation)).collect();
+    conditions.sort();
+    let rest = ImageJobStatus { conditions: Vec::new(), ..status.clone() };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&rest).unwrap_or_default().hash(&mut h);
+    conditions.hash(&mut h);
+    h.finish()
+}
+
+/// The status as the API server stores it: `metav1.Time` keeps whole
+/// seconds, while IMS sends milliseconds. Comparing the stored status with
+/// an unrounded one would see a change on every poll and write (a no-op
+/// patch) every time.
+pub fn as_stored(status: ImageJobStatus) -> ImageJobStatus {
+    match serde_json::to_value(&status).and_then(serde_json::from_value) {
+        Ok(stored) => stored,
+        Err(_) => status,
+    }
+}
+
+/// When an ImageJob that read a shared answer polls next: just after the
+/// ImageJob that fetched it is due again, so that it reads that one's next
+/// answer. With its own jitter it would often come first, find the answer
+/// too old and ask the cloud a moment before the other does the same.
+pub fn follow_delay(interval: Duration, age: Duration) -> Duration {
+    let margin = (interval / 20).clamp(Duration::from_millis(50), Duration::from_secs(2));
+    interval.saturating_sub(age) + margin
+}
+
+/// What to do after a reconcile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextPoll {
+    /// Finished, suspended or past its deadline: only a change wakes it.
+    Never,
+    /// Poll again after `delay`; `failed` counts towards the backoff.
+    After { delay: Duration, failed: bool },
+}
+
+/// When to look again, by what happened: the poll interval (jittered; the
+/// controller keeps the first jitter's phase afterwards) while the job runs,
+/// exponential backoff after errors (slow for credential and permission
+/// trouble), nothing once the job is finished.
+pub fn plan_next(
+    outcome: &Outcome,
+    finished: bool,
+    interval: Duration,
+    failures: u32,
+    retry_after: Option<Duration>,
+) -> NextPoll {
+    let failed = |delay| NextPoll::After { delay, failed: true };
+    match outcome {
+        // A failed refresh of a finished job is not retried: the result stands.
+        _ if finished => NextPoll::Never,
+        Outcome::Job(_) => NextPoll::After { delay: schedule::jittered(interval), failed: false },
+        Outcome::Transient { .. } => failed(schedule::backoff(failures, TRANSIENT_MIN, TRANSIENT_MAX, retry_after)),
+        Outcome::Stalled { reason: StallReason::CredentialsNotFound | StallReason::InvalidSpec, .. } => {
+            failed(CONFIG_RECHECK)
+        }
+        Outcome::Stalled { .. } => failed(schedule::backoff(failures, STALLED_MIN, STALLED_MAX, retry_after)),
+        Outcome::DeadlineExceeded { .. } | Outcome::Suspended | Outcome::Observed => NextPoll::Never,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,259 @@
+//! The reconcile: I/O around the pure decisions of `plan` and `status`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use tracing::{debug, info, instrument, warn};
+
+use super::plan::{
+    NextPoll, TRANSIENT_MAX, TRANSIENT_MIN, WRITE_ECHO_WINDOW, as_stored, deadline_exceeded, fingerprint, follow_delay,
+    outcome_label, outcome_of_error, pending_request, plan_next, target_of,
+};
+use super::secrets::SecretError;
+use super::{Ctx, Error, FIELD_MANAGER, key_of, schedule};
+use crate::config::poll_interval;
+use crate::crd::{ImageJob, ImageJobStatus};
+use crate::ims::JobSource;
+use crate::metrics::{OutcomeLabels, ResultLabels};
+use crate::status::{self, Outcome, StallReason};
+
+#[instrument(skip_all, fields(namespace = ij.namespace().unwrap_or_default(), name = ij.name_any(), job_id = ij.spec.job_id))]
+pub async fn reconcile<S: JobSource>(ij: Arc<ImageJob>, ctx: Arc<Ctx<S>>) -> Result<Action, Error> {
+    let timer = std::time::Instant::now();
+    let result = reconcile_inner(&ij, &ctx).await;
+    ctx.metrics.reconcile_duration.observe(timer.elapsed().as_secs_f64());
+    let label = if result.is_ok() { "ok" } else { "error" };
+    ctx.metrics.reconciles.get_or_create(&ResultLabels { result: label }).inc();
+    result
+}
+
+async fn reconcile_inner<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>) -> Result<Action, Error> {
+    let key = key_of(ij);
+    let requested = pending_request(ij);
+    let prev = ij.status.as_ref();
+    let finished = prev.is_some_and(ImageJobStatus::is_finished);
+
+    // A finished job never changes: no cloud call, also after a restart.
+    // A later spec edit is acknowledged so GitOps tools do not wait on it.
+    if finished && requested.is_none() {
+        if prev.and_then(|s| s.observed_generation) != ij.metadata.generation {
+            write_status(ij, ctx, &Outcome::Observed, None).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    if ij.spec.suspend == Some(true) {
+        write_status(ij, ctx, &Outcome::Suspended, requested).await?;
+        return Ok(Action::await_change());
+    }
+    // Woken by our own status write or a neighbour: not due yet.
+    if requested.is_none()
+        && let Some(left) = ctx.schedule.remaining(&key, ij.uid().as_deref(), ij.metadata.generation)
+    {
+        return Ok(Action::requeue(left));
+    }
+    if let Some(seconds) = deadline_exceeded(ij, Timestamp::now()) {
+        write_status(ij, ctx, &Outcome::DeadlineExceeded { seconds }, requested).await?;
+        return Ok(Action::await_change());
+    }
+    let answered = match poll(ij, &key, ctx, requested.is_some()).await? {
+        Polled::Done(answered) => answered,
+        Polled::Deferred(wait) => {
+            // The project's token bucket reserved a later send time: give the
+            // reconcile slot back and come again then.
+            ctx.metrics.ims_rate_limited.inc();
+            ctx.schedule.defer(&key, ij.uid().as_deref(), ij.metadata.generation, wait);
+            return Ok(Action::requeue(wait));
+        }
+    };
+    let written = write_status(ij, ctx, &answered.outcome, requested).await?;
+    Ok(next_action(ij, ctx, &key, &answered, &written))
+}
+
+/// What `poll` learned, or when the rate limit lets it ask.
+#[allow(clippy::large_enum_variant)] // one per reconcile, never stored
+enum Polled {
+    Done(Answered),
+    Deferred(Duration),
+}
+
+struct Answered {
+    outcome: Outcome,
+    /// The cloud's Retry-After, if it sent one.
+    retry_after: Option<Duration>,
+    /// Age of an answer another ImageJob on the same job fetched.
+    shared_age: Option<Duration>,
+}
+
+impl Answered {
+    fn own(outcome: Outcome, retry_after: Option<Duration>) -> Self {
+        Self { outcome, retry_after, shared_age: None }
+    }
+}
+
+/// Reads the credentials and asks IMS. Configuration problems become a
+/// Stalled outcome; only Kubernetes API failures are errors.
+async fn poll<S: JobSource>(
+    ij: &ImageJob,
+    key: &ObjectRef<ImageJob>,
+    ctx: &Ctx<S>,
+    forced: bool,
+) -> Result<Polled, Error> {
+    let namespace = ij.namespace().ok_or(Error::NoNamespace)?;
+    let secret_name = &ij.spec.credentials_ref.name;
+    let loaded = match ctx.secrets.load(&namespace, secret_name).await {
+        Ok(l) => l,
+        Err(e @ (SecretError::NotFound { .. } | SecretError::Invalid { .. })) => {
+            let outcome = Outcome::Stalled { reason: StallReason::CredentialsNotFound, message: e.to_string() };
+            return Ok(Polled::Done(Answered::own(outcome, None)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let target = match target_of(ij, &ctx.args, loaded.project_id.as_deref()) {
+        Ok(t) => t,
+        Err(message) => {
+            let outcome = Outcome::Stalled { reason: StallReason::InvalidSpec, message };
+            return Ok(Polled::Done(Answered::own(outcome, None)));
+        }
+    };
+    let interval = poll_interval(ij.spec.poll_interval.as_deref(), ctx.args.poll_interval);
+    // A forced poll must not be served from the shared cache.
+    let max_age = if forced { Duration::ZERO } else { interval.mul_f64(0.8) };
+    let started = std::time::Instant::now();
+    let fetched = match ctx.coalescer.fetch_or_defer(key, &target, &loaded.credentials, max_age).await {
+        Ok(fetched) => fetched,
+        Err(wait) => return Ok(Polled::Deferred(wait)),
+    };
+    if fetched.sent() {
+        ctx.metrics.ims_request_duration.observe(started.elapsed().as_secs_f64());
+        let label = outcome_label(fetched.answer.as_ref().err().map(|e| e.as_ref()));
+        ctx.metrics.ims_requests.get_or_create(&OutcomeLabels { outcome: label }).inc();
+    } else {
+        ctx.metrics.ims_coalesced_reads.inc();
+    }
+    ctx.wake_sharers(fetched.wake);
+    let (outcome, retry_after) = match fetched.answer {
+        Ok(job) => {
+            if job.status.is_some_and(|s| s.is_finished()) {
+                ctx.coalescer.unsubscribe(&target, &loaded.credentials, key);
+            }
+            (Outcome::Job(job), None)
+        }
+        Err(err) => {
+            debug!(error = %err, "IMS query failed");
+            (outcome_of_error(&err), err.retry_after())
+        }
+    };
+    Ok(Polled::Done(Answered { outcome, retry_after, shared_age: fetched.shared_age }))
+}
+
+/// Computes the new status, writes it if it changed (ignoring timestamps),
+/// and publishes Events for transitions. Returns the status now in force.
+async fn write_status<S: JobSource>(
+    ij: &ImageJob,
+    ctx: &Ctx<S>,
+    outcome: &Outcome,
+    requested: Option<&str>,
+) -> Result<ImageJobStatus, Error> {
+    let prev = ij.status.as_ref();
+    let sctx = status::Inputs { generation: ij.metadata.generation, now: Timestamp::now(), requested_at: requested };
+    let new = as_stored(status::next_status(prev, outcome, &sctx));
+    if prev.is_some_and(|p| !status::differs(p, &new)) {
+        return Ok(new);
+    }
+    // The cache may not show our own last write yet (e.g. woken by an
+    // ImageJob sharing the job right after writing): do not write it twice.
+    let key = key_of(ij);
+    let uid = ij.uid();
+    let print = fingerprint(&new);
+    if ctx.schedule.recently_written(&key, uid.as_deref(), print, WRITE_ECHO_WINDOW) {
+        return Ok(new);
+    }
+    let api: Api<ImageJob> = Api::namespaced(ctx.client.clone(), &ij.namespace().ok_or(Error::NoNamespace)?);
+    let patch = serde_json::json!({
+        "apiVersion": ImageJob::api_version(&()),
+        "kind": ImageJob::kind(&()),
+        "status": new,
+    });
+    api.patch_status(&ij.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(Error::Patch)?;
+    ctx.schedule.written(&key, uid.as_deref(), print);
+    ctx.metrics.status_patches.inc();
+    info!(phase = ?new.phase, job_status = new.job_status.as_deref(), progress = new.progress, "status updated");
+    for event in status::transition_events(prev, &new) {
+        publish(ij, ctx, event).await;
+    }
+    Ok(new)
+}
+
+async fn publish<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>, event: status::EventSpec) {
+    ctx.metrics.events.get_or_create(&crate::metrics::ReasonLabels { reason: event.reason.clone() }).inc();
+    let ev = Event {
+        type_: if event.warning { EventType::Warning } else { EventType::Normal },
+        reason: event.reason,
+        note: Some(event.message.chars().take(1000).collect()),
+        action: "PollIMSJob".into(),
+        secondary: None,
+    };
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    if let Err(e) = recorder.publish(&ev, &ij.object_ref(&())).await {
+        // An Event is a courtesy; failing to send one must not fail the reconcile.
+        warn!(error = %e, "publishing an Event failed");
+    }
+}
+
+/// Records the decision of `plan_next` and turns it into an Action.
+fn next_action<S: JobSource>(
+    ij: &ImageJob,
+    ctx: &Ctx<S>,
+    key: &ObjectRef<ImageJob>,
+    answered: &Answered,
+    written: &ImageJobStatus,
+) -> Action {
+    let outcome = &answered.outcome;
+    let finished = written.is_finished();
+    let interval = poll_interval(ij.spec.poll_interval.as_deref(), ctx.args.poll_interval);
+    let failures = ctx.schedule.failures(key) + 1;
+    let (uid, generation) = (ij.uid(), ij.metadata.generation);
+    match plan_next(outcome, finished, interval, failures, answered.retry_after) {
+        NextPoll::Never => {
+            ctx.schedule.record(key, uid.as_deref(), generation, Duration::ZERO, false);
+            Action::await_change()
+        }
+        NextPoll::After { delay, failed } => {
+            // While the job runs, the jitter is drawn once (first poll, or
+            // after a wake that may have lined ImageJobs up): later polls keep
+            // that phase and come exactly one interval apart. Jitter on every
+            // poll would cost up to 10 % more requests. An ImageJob that read
+            // another's answer takes that one's phase instead.
+            let delay = if !failed && matches!(outcome, Outcome::Job(_)) {
+                let spread = ctx.schedule.spread(key, uid.as_deref());
+                match answered.shared_age {
+                    Some(age) => follow_delay(interval, age),
+                    None if spread => interval,
+                    None => delay,
+                }
+            } else {
+                delay
+            };
+            ctx.schedule.record(key, uid.as_deref(), generation, delay, failed);
+            Action::requeue(delay)
+        }
+    }
+}
+
+/// Kubernetes API failures (status patch, Secret read) use the same backoff.
+pub fn error_policy<S: JobSource>(ij: Arc<ImageJob>, error: &Error, ctx: Arc<Ctx<S>>) -> Action {
+    let key = key_of(&ij);
+    let failures = ctx.schedule.failures(&key) + 1;
+    let next = schedule::backoff(failures, TRANSIENT_MIN, TRANSIENT_MAX, None);
+    ctx.schedule.record(&key, ij.uid().as_deref(), ij.metadata.generation, next, true);
+    warn!(namespace = ij.namespace(), name = ij.name_any(), error = %error, retry_in = ?next, "reconcile failed");
+    Action::requeue(next)
+}
