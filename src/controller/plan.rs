@@ -98,8 +98,8 @@ pub fn target_of(ij: &ImageJob, args: &RunArgs, secret_project: Option<&str>) ->
         .or(secret_project)
         .ok_or_else(|| "no project ID: set spec.projectId or add projectId to the credentials Secret".to_owned())?;
     Ok(JobTarget {
-        ims_endpoint: resolve_endpoint(&args.ims_endpoint, region),
-        iam_endpoint: resolve_endpoint(&args.iam_endpoint, region),
+        ims_endpoint: resolve_endpoint(&args.endpoints.ims_endpoint, region),
+        iam_endpoint: resolve_endpoint(&args.endpoints.iam_endpoint, region),
         project_id: project_id.to_owned(),
         job_id: ij.spec.job_id.clone(),
     })
