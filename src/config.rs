@@ -28,16 +28,12 @@ pub struct EndpointArgs {
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct RunArgs {
-    /// IMS base URL; `{region}` is replaced by the ImageJob's region.
-    #[arg(long, env = "IMS_ENDPOINT", default_value = "https://ims.{region}.otc.t-systems.com")]
-    pub ims_endpoint: String,
-
-    /// IAM base URL for password authentication; `{region}` is replaced.
-    #[arg(long, env = "IAM_ENDPOINT", default_value = "https://iam.{region}.otc.t-systems.com")]
-    pub iam_endpoint: String,
+    /// `--ims-endpoint` and `--iam-endpoint`; `{region}` is replaced by the ImageJob's region.
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
 
     /// Region used when an ImageJob names none.
-    #[arg(long, env = "OTC_REGION", default_value = "eu-de")]
+    #[arg(long, env = "OTC_REGION", default_value = DEFAULT_REGION)]
     pub default_region: String,
 
     /// Poll interval while a job is INIT or RUNNING, unless the ImageJob sets one.
@@ -111,6 +107,32 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("banana").is_err());
+    }
+
+    /// `run`, `job get` and `job wait` share the endpoint flags: their names,
+    /// variables and defaults stay those of CONTRACT.md.
+    #[test]
+    fn shared_endpoint_flags_keep_their_names_and_defaults() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let a = Cli::try_parse_from(["x"]).unwrap().run;
+        assert_eq!(a.endpoints.ims_endpoint, "https://ims.{region}.otc.t-systems.com");
+        assert_eq!(a.endpoints.iam_endpoint, "https://iam.{region}.otc.t-systems.com");
+        assert_eq!(a.default_region, "eu-de");
+        let flags = ["x", "--ims-endpoint", "http://127.0.0.1:1", "--iam-endpoint", "http://127.0.0.1:2"];
+        let a = Cli::try_parse_from(flags).unwrap().run;
+        assert_eq!((a.endpoints.ims_endpoint.as_str(), a.endpoints.iam_endpoint.as_str()), (flags[2], flags[4]));
+        let envs: Vec<_> = <Cli as clap::CommandFactory>::command()
+            .get_arguments()
+            .filter_map(|a| a.get_env().map(|e| e.to_owned()))
+            .collect();
+        for env in ["IMS_ENDPOINT", "IAM_ENDPOINT", "OTC_REGION"] {
+            assert!(envs.iter().any(|e| e == env), "{env} in {envs:?}");
+        }
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub struct Inputs<'a> {
     pub now: Timestamp,
     /// The `ims.otc.io/requestedAt` annotation being honoured, if any.
     pub requested_at: Option<&'a str>,
+    /// When the job should end, from its progress so far (`crate::progress`).
+    pub eta: Option<Timestamp>,
 }
 
 /// The new status. Fields not touched by the outcome keep their previous
@@ -100,8 +102,15 @@ pub fn next_status(prev: Option<&ImageJobStatus>, outcome: &Outcome, ctx: &Input
         return status;
     }
     match outcome {
-        Outcome::Job(job) => apply_job(&mut status, job),
-        Outcome::DeadlineExceeded { .. } => status.phase = Some(Phase::Failed),
+        Outcome::Job(job) => {
+            let progress_before = status.progress;
+            apply_job(&mut status, job);
+            status.estimated_completion_time = estimate(&status, progress_before, ctx.eta);
+        }
+        Outcome::DeadlineExceeded { .. } => {
+            status.phase = Some(Phase::Failed);
+            status.estimated_completion_time = None;
+        }
         _ => status.phase = Some(status.phase.unwrap_or_default()),
     }
     if *outcome == Outcome::Observed {
@@ -147,6 +156,16 @@ pub fn apply_job(status: &mut ImageJobStatus, job: &Job) {
     status.results = job.results.iter().map(result_status).collect();
     status.sub_jobs = job.sub_jobs.iter().map(sub_job_status).collect();
     status.sub_job_ids = job.sub_job_ids.clone();
+}
+
+/// The ETA shows only while the job runs, and moves only with the progress:
+/// it never costs a status write of its own.
+fn estimate(status: &ImageJobStatus, progress_before: Option<i32>, eta: Option<Timestamp>) -> Option<Time> {
+    match status.phase {
+        Some(Phase::Running) if status.progress != progress_before => eta.map(Time),
+        Some(Phase::Running) => status.estimated_completion_time.clone(),
+        _ => None,
+    }
 }
 
 /// A FAIL answer may carry its reason only on the failed sub-job.

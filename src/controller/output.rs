@@ -415,7 +415,7 @@ mod tests {
         let failed = condition("out", &Err("forbidden".into()));
         assert_eq!((failed.status, failed.reason.as_str()), (false, FAILED));
 
-        let inputs = status::Inputs { generation: Some(1), now: jiff::Timestamp::now(), requested_at: None };
+        let inputs = status::Inputs { generation: Some(1), now: jiff::Timestamp::now(), requested_at: None, eta: None };
         let mut prev = succeeded();
         status::set_condition(&mut prev.conditions, written.clone(), &inputs);
         assert_eq!(transition_events(None, &prev).len(), 1);
