@@ -140,7 +140,8 @@ authorization: {mode: AlwaysAllow}
 # Only locally imported images exist: never garbage-collect them.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: 100Mi, nodefs.available: 2%, imagefs.available: 2%, nodefs.inodesFree: 2%}
+# Absolute floors: a shared dev disk that is nearly full must not evict test Pods.
+evictionHard: {memory.available: 100Mi, nodefs.available: 256Mi, imagefs.available: 256Mi, nodefs.inodesFree: 1%}
 serializeImagePulls: false
 EOF
   put "$d/kube-proxy.yaml" <<EOF
