@@ -208,7 +208,6 @@ start_containerd() {
   start_part containerd bash -c 'echo $$ >"$1/cgroup.procs" && exec containerd --config "$2"' \
     containerd "/sys/fs/cgroup/pids/$RUNTIME_CGROUP" "$NODE_STATE/containerd.toml"
   wait_for "containerd's socket" containerd ctr --address "$CONTAINERD_SOCK" version
-  import_pause
 }
 
 start_node() {
@@ -220,6 +219,8 @@ start_node() {
   node_cgroups
   node_configs
   start_containerd
+  # Every time: kubelet's image GC under disk pressure can remove it.
+  import_pause
   local p=$STATE/pki
   # Pods reach the API server at the kubernetes Service, whose endpoint is
   # the node IP (loopback is not a valid endpoint); this forwards it to the
