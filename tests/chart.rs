@@ -716,6 +716,9 @@ async fn pod_meets_the_restricted_pod_security_standard() {
     let ns = common::TestNamespace::new(&client, "chart-psa").await;
     let out = kubectl(&["label", "namespace", &ns.name, "pod-security.kubernetes.io/enforce=restricted"], None);
     assert!(out.status.success(), "{}", text(&out));
+    // ServiceAccount admission (on, as in real clusters) wants the Pod's account to exist.
+    let out = kubectl(&["create", "serviceaccount", "psa-imagejob-operator", "-n", &ns.name], None);
+    assert!(out.status.success(), "{}", text(&out));
 
     let objs = docs(&template("psa", &ns.name, &[]));
     let template = &find(&objs, "Deployment", "psa-imagejob-operator")["spec"]["template"];

@@ -1,0 +1,142 @@
+//! The chart's memory limit is real: 1,000 running ImageJobs against the
+//! operator in a Pod with the chart's default resources on a real node
+//! (tests/cluster/up --node). Reads the container's peak memory from its
+//! cgroup, prints it, and asserts it stays under the limit with room.
+
+mod common;
+#[path = "common/node.rs"]
+mod node;
+
+use std::time::{Duration, Instant};
+
+use common::e2e::{self, PROJECT};
+use futures::{StreamExt, TryStreamExt};
+use imagejob_operator::crd::ImageJob;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+
+const JOBS: usize = 1000;
+const PREFIX: &str = "ff808083a0";
+
+fn job_id(i: usize) -> String {
+    // As ims-sim's job_sets: the index in hex fills the id up to 32 characters.
+    format!("{PREFIX}{i:0width$x}", width = 32 - PREFIX.len())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_running_imagejobs_stay_under_the_pods_memory_limit() {
+    node::up_node();
+    let client = common::client().await;
+    let ns = node::restricted_namespace(&client, "node-memory").await;
+    let run = e2e::unique_label();
+    let release = format!("ij-{run}");
+    let sets = json!([{
+        "count": JOBS, "project_id": PROJECT, "job_id_prefix": PREFIX, "age_spread": "60s",
+        "template": {"job_type": "imsCreateImageByInstance", "clock": "sim_start", "image_name": "node-memory",
+                     "phases": [{"after": "0s", "status": "RUNNING", "progress": [0.0, 0.99],
+                                 "current_task": "CreateImageByInstanceTask"},
+                                {"after": "3600s", "status": "SUCCESS"}]}
+    }]);
+    let sim = node::deploy_sim(&client, &ns, &node::scenario(json!([]), sets)).await;
+    // Default resources (the point); a higher IMS rate so the first round of
+    // 1,000 polls takes seconds, not the 100 s the default 10/s would.
+    node::helm_install(&release, &ns, &sim, &run, &["imsRateLimit=100", "imsRateBurst=200"]);
+    let pod = node::wait_ready_pods(&client, &ns, &node::operator_selector(&release), 1, Duration::from_secs(180))
+        .await
+        .remove(0);
+    let limits = pod.spec.as_ref().unwrap().containers[0].resources.clone().unwrap().limits.unwrap();
+    eprintln!("node: operator limits {:?}", limits.iter().map(|(k, v)| format!("{k}={}", v.0)).collect::<Vec<_>>());
+    let cgroup = node::memory_cgroup(&pod, "operator");
+    let limit = node::read_u64(&cgroup.join("memory.limit_in_bytes"));
+    let idle = node::read_u64(&cgroup.join("memory.usage_in_bytes"));
+
+    e2e::create_aksk_secret(&client, &ns, "otc", e2e::SK).await;
+    let api = Api::<ImageJob>::namespaced(client.clone(), &ns);
+    let started = Instant::now();
+    futures::stream::iter(0..JOBS)
+        .map(|i| {
+            let api = api.clone();
+            let run = run.clone();
+            async move {
+                let ij: ImageJob = serde_json::from_value(json!({
+                    "apiVersion": "ims.otc.io/v1alpha1", "kind": "ImageJob",
+                    "metadata": {"name": format!("job-{i:04}"), "labels": {"e2e-run": run}},
+                    "spec": {"jobId": job_id(i), "projectId": PROJECT, "credentialsRef": {"name": "otc"},
+                             "pollInterval": "30s"}
+                }))
+                .unwrap();
+                api.create(&PostParams::default(), &ij).await.map(|_| ())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await
+        .unwrap();
+    eprintln!("node: created {JOBS} ImageJobs in {:.1}s", started.elapsed().as_secs_f64());
+
+    // Every ImageJob in the operator's cache, then as many polled as this
+    // machine manages in four minutes (all of them with release binaries;
+    // a debug build on a loaded 2-core machine falls behind).
+    let svc = Api::<Service>::namespaced(client.clone(), &ns);
+    let metrics_ip = svc.get(&format!("{release}-imagejob-operator-metrics")).await.unwrap().spec.unwrap().cluster_ip;
+    let metrics_url = format!("http://{}:8080/metrics", metrics_ip.unwrap());
+    let seen = || async {
+        let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
+        Some((e2e::metric_sum(&text, "imagejob_imagejobs") as usize, phase_count(&text, "Running")))
+    };
+    let lp = ListParams::default().labels(&format!("e2e-run={run}"));
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let (cached, running) = loop {
+        let (cached, running) = seen().await.unwrap_or_default();
+        if (cached == JOBS && running == JOBS) || Instant::now() > deadline {
+            break (cached, running);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let listed = api.list(&lp).await.unwrap().items.len();
+    eprintln!(
+        "node: {cached} ImageJobs in the operator's cache ({listed} listed), {running} Running, {:.1}s after the \
+         first was created",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(cached, JOBS, "the operator holds every ImageJob");
+    // A few more poll rounds at the steady state.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+
+    let peak = node::read_u64(&cgroup.join("memory.max_usage_in_bytes"));
+    let now = node::read_u64(&cgroup.join("memory.usage_in_bytes"));
+    let stat = std::fs::read_to_string(cgroup.join("memory.stat")).unwrap();
+    let rss = stat.lines().find_map(|l| l.strip_prefix("total_rss ")).unwrap_or("0").parse::<u64>().unwrap();
+    let failcnt = node::read_u64(&cgroup.join("memory.failcnt"));
+    let restarts = pod_restarts(&client, &ns, &release).await;
+    let mib = |b: u64| b as f64 / 1048576.0;
+    eprintln!(
+        "node: operator container memory at {JOBS} ImageJobs ({running} Running): peak {:.1} MiB, now {:.1} MiB (rss {:.1} MiB), \
+         idle before {:.1} MiB, limit {:.0} MiB, failcnt {failcnt}, restarts {restarts}",
+        mib(peak),
+        mib(now),
+        mib(rss),
+        mib(idle),
+        mib(limit)
+    );
+    assert_eq!(restarts, 0, "the operator was never restarted (no OOM kill)");
+    assert!(peak < limit / 2, "peak {:.1} MiB leaves room under the {:.0} MiB limit", mib(peak), mib(limit));
+    node::cleanup(&client, &release, &ns).await;
+}
+
+/// `imagejob_imagejobs{phase="..."}` from the operator's /metrics.
+fn phase_count(metrics: &str, phase: &str) -> usize {
+    let prefix = format!("imagejob_imagejobs{{phase=\"{phase}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&prefix)?.parse::<f64>().ok()).unwrap_or(0.0) as usize
+}
+
+async fn pod_restarts(client: &kube::Client, ns: &str, release: &str) -> i32 {
+    let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns);
+    let list = pods.list(&ListParams::default().labels(&node::operator_selector(release))).await.unwrap();
+    list.items
+        .iter()
+        .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
+        .map(|c| c.restart_count)
+        .sum()
+}
