@@ -92,13 +92,18 @@ async fn stall_reasons_and_credentials_end_to_end() {
     );
     let (token_ak, token_sk, token) = ("E2ETEMPORARYKEY", "e2e-temporary-secret-key", "e2e-security-token-value");
     let bad_password = "e2e-wrong-password-value";
-    let mut refusing = succeeding_job(forbidden, "0s", "1h");
-    refusing["faults"] = json!([{"fault": "error", "requests": "1-", "status": 403, "body": "nested"}]);
+    let bad_request = "ff8080814dbd65d7014dbe0d84dd2006";
+    let refusing_with = |job: &str, status: u16| {
+        let mut def = succeeding_job(job, "0s", "1h");
+        def["faults"] = json!([{"fault": "error", "requests": "1-", "status": status, "body": "nested"}]);
+        def
+    };
     let mut scenario = Sim::scenario(json!([
         succeeding_job(never, "0s", "2s"),
         succeeding_job(from_secret, "0s", "2s"),
         succeeding_job(temporary, "0s", "2s"),
-        refusing,
+        refusing_with(forbidden, 403),
+        refusing_with(bad_request, 400),
         succeeding_job(gone, "0s", "1h"),
     ]));
     scenario["access_keys"].as_array_mut().unwrap().push(json!({
@@ -128,6 +133,7 @@ async fn stall_reasons_and_credentials_end_to_end() {
     create(&client, n, &imagejob("bad-password", &run, never, "bad-password")).await;
     create(&client, n, &imagejob("forbidden", &run, forbidden, "creds")).await;
     create(&client, n, &imagejob("gone", &run, gone, "creds")).await;
+    create(&client, n, &imagejob("bad-request", &run, bad_request, "creds")).await;
 
     // The credential variants that must work.
     let succeeded = |s: &ImageJobStatus| s.phase == Some(Phase::Succeeded);
@@ -145,6 +151,7 @@ async fn stall_reasons_and_credentials_end_to_end() {
         ("no-project", "InvalidSpec", "projectId"),
         ("bad-password", "AuthenticationFailed", ""),
         ("forbidden", "Forbidden", "403"),
+        ("bad-request", "BadRequest", "400"),
         ("gone", "JobNotFound", "404"),
     ] {
         let s = wait_status(&client, n, name, WAIT, reason, stalled_with(reason)).await;
@@ -162,11 +169,14 @@ async fn stall_reasons_and_credentials_end_to_end() {
     assert_eq!(sim.requests(never).await, 0, "stalled before asking IMS: no request");
 
     let m = op.metrics().await;
-    for (outcome, at_least) in [("success", 3.0), ("forbidden", 1.0), ("job_not_found", 1.0)] {
+    let outcomes = [("success", 3.0), ("forbidden", 1.0), ("job_not_found", 1.0), ("bad_request", 1.0)];
+    for (outcome, at_least) in outcomes {
         let got = m.value_with("imagejob_ims_requests_total", &[("outcome", outcome)]);
         assert!(got >= at_least, "imagejob_ims_requests_total{{outcome={outcome:?}}} = {got}");
     }
-    for reason in ["JobRunning", "Succeeded", "CredentialsNotFound", "InvalidSpec", "Forbidden", "JobNotFound"] {
+    let reasons =
+        ["JobRunning", "Succeeded", "CredentialsNotFound", "InvalidSpec", "Forbidden", "JobNotFound", "BadRequest"];
+    for reason in reasons {
         let got = m.value_with("imagejob_events_total", &[("reason", reason)]);
         assert!(got >= 1.0, "imagejob_events_total{{reason={reason:?}}} = {got}");
     }
