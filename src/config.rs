@@ -72,6 +72,61 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Accept plain `http://` IMS/IAM endpoints on hosts other than loopback
+    /// (credentials and tokens then cross the network unencrypted).
+    #[arg(long, env = "ALLOW_INSECURE_HTTP", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_insecure_http: bool,
+}
+
+impl RunArgs {
+    /// Refuses at start what would fail later or leak: nonsense numbers and
+    /// plain-HTTP endpoints off this machine (unless allowed).
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.ims_rate_limit.is_finite() || self.ims_rate_limit <= 0.0 {
+            return Err(format!(
+                "--ims-rate-limit must be a positive number of requests per second, not {}",
+                self.ims_rate_limit
+            ));
+        }
+        if self.ims_rate_burst == 0 {
+            return Err("--ims-rate-burst must be at least 1".into());
+        }
+        if self.concurrency == 0 {
+            return Err("--concurrency must be at least 1".into());
+        }
+        if self.ims_timeout.is_zero() {
+            return Err("--ims-timeout must be longer than zero".into());
+        }
+        if self.poll_interval < Duration::from_secs(1) || self.poll_interval > Duration::from_secs(3600) {
+            return Err(format!("--poll-interval must be between 1s and 1h, not {:?}", self.poll_interval));
+        }
+        for (flag, template) in [("--ims-endpoint", &self.ims_endpoint), ("--iam-endpoint", &self.iam_endpoint)] {
+            check_endpoint(flag, template, self.allow_insecure_http)?;
+        }
+        Ok(())
+    }
+}
+
+/// An endpoint template must be an http(s) URL once `{region}` is filled
+/// in; plain http only for loopback hosts unless `allow_insecure` is set.
+pub fn check_endpoint(flag: &str, template: &str, allow_insecure: bool) -> Result<(), String> {
+    let url = reqwest::Url::parse(&template.replace("{region}", "eu-de"))
+        .map_err(|e| format!("{flag} {template:?} is not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_insecure || is_loopback(&url) => Ok(()),
+        "http" => Err(format!(
+            "{flag} {template:?} is plain http:// to a host that is not loopback: credentials would cross the network \
+             unencrypted; use https:// or set --allow-insecure-http (ALLOW_INSECURE_HTTP=true)"
+        )),
+        other => Err(format!("{flag} {template:?} has scheme {other:?}; only https:// (or http:// on loopback) works")),
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Parses `10s`, `2m`, `1h30m`, `500ms`.
@@ -96,6 +151,42 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("banana").is_err());
+    }
+
+    fn args(extra: &[&str]) -> RunArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let argv = std::iter::once("op").chain(extra.iter().copied());
+        <Cli as clap::Parser>::try_parse_from(argv).unwrap().run
+    }
+
+    #[test]
+    fn validation_refuses_nonsense_at_start() {
+        let cases: [(&[&str], Option<&str>); 11] = [
+            (&[], None),
+            (&["--ims-rate-limit", "NaN"], Some("--ims-rate-limit")),
+            (&["--ims-rate-limit", "inf"], Some("--ims-rate-limit")),
+            (&["--ims-rate-limit", "0"], Some("--ims-rate-limit")),
+            (&["--ims-rate-limit", "0.5"], None),
+            (&["--ims-rate-burst", "0"], Some("--ims-rate-burst")),
+            (&["--concurrency", "0"], Some("--concurrency")),
+            (&["--ims-endpoint", "http://127.0.0.1:9999"], None),
+            (&["--ims-endpoint", "http://ims.{region}.example.com"], Some("not loopback")),
+            (&["--ims-endpoint", "http://ims.example.com", "--allow-insecure-http"], None),
+            (&["--iam-endpoint", "ftp://iam.example.com"], Some("scheme")),
+        ];
+        for (argv, want) in cases {
+            let got = args(argv).validate();
+            match want {
+                None => assert_eq!(got, Ok(()), "{argv:?}"),
+                Some(text) => assert!(got.as_ref().is_err_and(|e| e.contains(text)), "{argv:?}: {got:?}"),
+            }
+        }
+        assert!(is_loopback(&reqwest::Url::parse("http://[::1]:80").unwrap()));
+        assert!(is_loopback(&reqwest::Url::parse("http://localhost:80").unwrap()));
     }
 
     #[test]

@@ -114,6 +114,7 @@ async fn fixture() -> Fixture {
         reporter,
         metrics: Arc::new(Metrics::default()),
         wake,
+        fence: imagejob_operator::controller::fence::Fence::none(),
         args,
     });
     let api = Api::namespaced(client.clone(), &ns.name);

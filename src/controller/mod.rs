@@ -10,6 +10,8 @@
 //! - `run`: wiring — watches, leader election, housekeeping, the HTTP server.
 
 pub mod coalesce;
+pub mod fence;
+pub mod gate;
 pub mod plan;
 pub mod reconcile;
 pub mod run;
@@ -54,6 +56,8 @@ pub struct Ctx<S> {
     pub metrics: Arc<Metrics>,
     /// ImageJobs to reconcile now (Secret changed, shared answer changed).
     pub wake: mpsc::UnboundedSender<ObjectRef<ImageJob>>,
+    /// Writes only while this replica leads (see `fence`).
+    pub fence: fence::Fence,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +68,12 @@ pub enum Error {
     Secret(#[from] SecretError),
     #[error("ImageJob has no namespace")]
     NoNamespace,
+    #[error("the ImageJob changed since it was read; reconciling again with a fresh read")]
+    Conflict,
+    #[error("not the leader: this replica writes nothing")]
+    NotLeader,
+    #[error("reading the leader Lease: {0}")]
+    Lease(#[source] kube::Error),
 }
 
 impl<S: JobSource> Ctx<S> {

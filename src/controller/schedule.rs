@@ -22,6 +22,8 @@ struct Entry {
     spread: bool,
     /// Fingerprint of the status we last wrote, and when.
     written: Option<(u64, Instant)>,
+    /// When a `requestedAt` poll last went out.
+    forced: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -117,6 +119,15 @@ impl Schedule {
         entries.get(key).is_some_and(|e| {
             e.uid.as_deref() == uid && e.written.is_some_and(|(f, at)| f == fingerprint && at.elapsed() < window)
         })
+    }
+
+    /// When a forced (`requestedAt`) poll of this ImageJob last went out.
+    pub fn last_forced(&self, key: &ObjectRef<ImageJob>) -> Option<Instant> {
+        self.entries.lock().unwrap().get(key).and_then(|e| e.forced)
+    }
+
+    pub fn mark_forced(&self, key: &ObjectRef<ImageJob>) {
+        self.entries.lock().unwrap().entry(key.clone()).or_default().forced = Some(Instant::now());
     }
 
     /// Consecutive failures so far.

@@ -22,9 +22,10 @@ stop_cluster() {
     f=$STATE/$name.pid
     if pid_alive "$f"; then
       pid=$(cat "$f")
-      kill "$pid" 2>/dev/null
+      # Either may already have exited: that must not trip `set -e`.
+      kill "$pid" 2>/dev/null || true
       for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-      kill -9 "$pid" 2>/dev/null
+      kill -9 "$pid" 2>/dev/null || true
     fi
     rm -f "$f"
   done
