@@ -11,6 +11,21 @@ pub enum LogFormat {
     Json,
 }
 
+/// Region used when none is given (`--default-region` of `run`, `--region` of `job`).
+pub const DEFAULT_REGION: &str = "eu-de";
+
+/// The cloud's endpoints, shared by `run`, `job get` and `job wait`.
+#[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
+pub struct EndpointArgs {
+    /// IMS base URL; `{region}` is replaced by the region.
+    #[arg(long, env = "IMS_ENDPOINT", default_value = "https://ims.{region}.otc.t-systems.com")]
+    pub ims_endpoint: String,
+
+    /// IAM base URL for password authentication; `{region}` is replaced.
+    #[arg(long, env = "IAM_ENDPOINT", default_value = "https://iam.{region}.otc.t-systems.com")]
+    pub iam_endpoint: String,
+}
+
 #[derive(clap::Args, Clone, Debug)]
 pub struct RunArgs {
     /// IMS base URL; `{region}` is replaced by the ImageJob's region.

@@ -31,11 +31,20 @@ enum Command {
 enum JobCommand {
     /// Query one job once and print it.
     Get(job_cmd::JobGetArgs),
+    /// Follow one job until it ends (exit 0 SUCCESS, 1 FAIL, 2 timeout, 3 stalled, 4 usage).
+    Wait(job_cmd::JobWaitArgs),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Bad flags exit 4, the contract's usage error (clap's own 2 means timeout here).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { job_cmd::Exit::Usage.into() } else { ExitCode::SUCCESS };
+        }
+    };
     let result = match cli.command {
         Some(Command::Crd) => {
             print!("{}", crd::crd_yaml());
@@ -44,7 +53,11 @@ async fn main() -> ExitCode {
         // Prints its own error details; only the exit code is left to set.
         Some(Command::Job(JobCommand::Get(args))) => {
             telemetry::init(LogFormat::Text, "warn");
-            return job_cmd::run(args).await;
+            return job_cmd::get::run(args).await;
+        }
+        Some(Command::Job(JobCommand::Wait(args))) => {
+            telemetry::init(LogFormat::Text, "warn");
+            return job_cmd::wait::run(args).await;
         }
         Some(Command::Run(args)) => run(args).await,
         None => run(cli.run).await,

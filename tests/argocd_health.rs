@@ -162,3 +162,108 @@ fn readme_snippet_matches_health_lua() {
     let expected: Vec<&str> = script.lines().collect();
     assert_eq!(snippet, expected, "README's argocd-cm snippet differs from argocd/health.lua");
 }
+
+/// The fixtures' status is what the operator writes: each is replayed
+/// through `status::next_status` (the operator's own mapping) from the
+/// outcomes that produce it, and must match up to condition times and
+/// order. A fixture kept by hand cannot drift from the operator.
+#[test]
+fn fixtures_match_what_the_operator_writes() {
+    use imagejob_operator::crd::{ImageJob, ImageJobStatus};
+    use imagejob_operator::status::{Inputs, Outcome, StallReason, differs, next_status};
+
+    let dir = argocd_dir().join("testdata");
+    fn ready_message(s: &ImageJobStatus, type_: &str) -> String {
+        s.conditions.iter().find(|c| c.type_ == type_).map(|c| c.message.clone()).expect(type_)
+    }
+    /// The outcomes, in order, that lead to a fixture's status.
+    type Replay = fn(&ImageJob, &ImageJobStatus) -> Vec<Outcome>;
+    let cases: [(&str, Replay); 11] = [
+        ("pending.yaml", |_, s| vec![Outcome::Job(job_of(s))]),
+        ("running.yaml", |_, s| vec![Outcome::Job(job_of(s))]),
+        ("succeeded.yaml", |_, s| vec![Outcome::Job(job_of(s))]),
+        ("stale-generation.yaml", |_, s| vec![Outcome::Job(job_of(s))]),
+        ("suspended-before-observed.yaml", |_, s| vec![Outcome::Job(job_of(s))]),
+        ("failed.yaml", |_, s| vec![Outcome::Job(job_of(s))]),
+        ("retrying.yaml", |_, s| {
+            vec![Outcome::Job(job_of(s)), Outcome::Transient { message: ready_message(s, "Reconciling") }]
+        }),
+        ("deadline-exceeded.yaml", |ij, s| {
+            let seconds = ij.spec.active_deadline_seconds.expect("activeDeadlineSeconds");
+            vec![Outcome::Job(job_of(s)), Outcome::DeadlineExceeded { seconds }]
+        }),
+        ("stalled-authentication-failed.yaml", |_, s| {
+            vec![Outcome::Stalled { reason: StallReason::AuthenticationFailed, message: ready_message(s, "Ready") }]
+        }),
+        ("stalled-credentials-not-found.yaml", |_, s| {
+            vec![Outcome::Stalled { reason: StallReason::CredentialsNotFound, message: ready_message(s, "Ready") }]
+        }),
+        ("suspended.yaml", |_, _| vec![Outcome::Suspended]),
+    ];
+    let mut checked: Vec<&str> = vec!["no-status.yaml"];
+    let mut drifted = Vec::new();
+    for (file, outcomes) in cases {
+        let ij: ImageJob = serde_json::from_value(load_yaml(&dir.join(file))).unwrap();
+        let fixture = ij.status.clone().unwrap_or_else(|| panic!("{file} has a status"));
+        let ctx = Inputs { generation: fixture.observed_generation, now: jiff::Timestamp::now(), requested_at: None };
+        let mut written: Option<ImageJobStatus> = None;
+        for outcome in outcomes(&ij, &fixture) {
+            written = Some(next_status(written.as_ref(), &outcome, &ctx));
+        }
+        let written = written.unwrap();
+        if differs(&written, &fixture) {
+            drifted.push(format!("{file}: the operator writes\n{}", serde_yaml_ng::to_string(&written).unwrap()));
+        }
+        checked.push(file);
+    }
+    assert!(drifted.is_empty(), "fixtures differ from the operator's status:\n{}", drifted.join("\n"));
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(checked.contains(&name.as_str()), "testdata/{name} is not checked against next_status");
+    }
+    let no_status: ImageJob = serde_json::from_value(load_yaml(&dir.join("no-status.yaml"))).unwrap();
+    assert!(no_status.status.is_none());
+}
+
+/// The cloud answer a fixture's job fields came from.
+fn job_of(s: &imagejob_operator::crd::ImageJobStatus) -> imagejob_operator::ims::model::Job {
+    use imagejob_operator::ims::model::{Job, JobResult, JobStatus, SubJob};
+    Job {
+        job_id: None,
+        status: s.job_status.as_deref().and_then(JobStatus::parse),
+        job_type: s.job_type.clone(),
+        begin_time: s.begin_time.as_ref().map(|t| t.0),
+        end_time: s.end_time.as_ref().map(|t| t.0),
+        error_code: s.error_code.clone(),
+        fail_reason: s.fail_reason.clone(),
+        image_id: s.image_id.clone(),
+        image_name: s.image_name.clone(),
+        current_task: s.current_task.clone(),
+        progress: s.progress.map(|p| u8::try_from(p).unwrap()),
+        results: s
+            .results
+            .iter()
+            .map(|r| JobResult {
+                image_id: r.image_id.clone(),
+                project_id: r.project_id.clone(),
+                status: r.status.clone(),
+            })
+            .collect(),
+        sub_jobs: s
+            .sub_jobs
+            .iter()
+            .map(|j| SubJob {
+                job_id: j.job_id.clone(),
+                job_type: j.job_type.clone(),
+                status: j.status.clone(),
+                begin_time: j.begin_time.as_ref().map(|t| t.0),
+                end_time: j.end_time.as_ref().map(|t| t.0),
+                error_code: j.error_code.clone(),
+                fail_reason: j.fail_reason.clone(),
+                image_id: j.image_id.clone(),
+                image_name: j.image_name.clone(),
+            })
+            .collect(),
+        sub_job_ids: s.sub_job_ids.clone(),
+    }
+}

@@ -74,6 +74,35 @@ fn failures_exit_non_zero_with_status_code_and_message() {
     assert!(!stderr.contains("wrong\n") && !stderr.contains("secret key wrong"), "{stderr}");
 
     let out = job_get(&sim, &[], &["--job-id", JOB]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(4), "missing credentials are a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("OTC_ACCESS_KEY"));
+}
+
+/// Input the operator would refuse is refused before anything is sent:
+/// the password never reaches another host, whatever the flags say.
+#[tokio::test]
+async fn refuses_what_the_operator_refuses_before_sending_anything() {
+    let sim = Sim::start(json!([succeeding_job(JOB, "0s", "1h")]));
+    let cases: [(&[&str], &str); 5] = [
+        (&["--job-id", JOB, "--region", "attacker.example/"], "invalid region"),
+        (&["--job-id", ".."], "invalid job ID"),
+        (&["--job-id", "a/b"], "invalid job ID"),
+        (&["--job-id", JOB, "--iam-endpoint", "http://iam.{region}.example.com"], "--allow-insecure-http"),
+        (&["--job-id", JOB, "--bogus-flag"], "--bogus-flag"),
+    ];
+    for (args, expected) in cases {
+        let out = job_get(&sim, &PASSWORD, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    let out = job_get(
+        &sim,
+        &[("OTC_REGION", "attacker.example/"), PASSWORD[0], PASSWORD[1], PASSWORD[2]],
+        &["--job-id", JOB],
+    );
+    assert_eq!(out.status.code(), Some(4), "OTC_REGION is checked too");
+    let counters = sim.all_requests().await;
+    assert_eq!(counters["total"]["requests"], 0, "nothing reached the simulator: {counters}");
+    assert_eq!(counters["iam"]["token_requests"], 0, "{counters}");
 }

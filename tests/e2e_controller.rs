@@ -7,20 +7,13 @@ mod common;
 use std::time::Duration;
 
 use common::e2e::*;
-use common::{TestNamespace, client, eventually};
+use common::{TestNamespace, eventually};
 use imagejob_operator::crd::{ImageJob, Phase};
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn setup(prefix: &str) -> (kube::Client, TestNamespace, String) {
-    let client = client().await;
-    install_imagejob_crd(&client).await;
-    let ns = TestNamespace::new(&client, prefix).await;
-    (client, ns, unique_label())
-}
 
 async fn events_for(client: &kube::Client, ns: &str, name: &str) -> Vec<Event> {
     let lp = ListParams::default().fields(&format!("involvedObject.name={name}"));
@@ -32,14 +25,18 @@ async fn events_for(client: &kube::Client, ns: &str, name: &str) -> Vec<Event> {
 async fn job_runs_to_success_with_progress_and_minimal_cloud_calls() {
     let (client, ns, run) = setup("e2e-success").await;
     let job = "ff8080814dbd65d7014dbe0d84db1001";
-    let sim = Sim::start(json!([succeeding_job(job, "1s", "8s")]));
+    // INIT for 3 s: polls that change nothing, which must not write.
+    let sim = Sim::start(json!([succeeding_job(job, "3s", "8s")]));
     create_aksk_secret(&client, &ns.name, "creds", SK).await;
     let op = Operator::start(&sim, &run, &[]);
     create(&client, &ns.name, &imagejob("build", &run, job, "creds")).await;
 
-    // Watch the status as it moves; record the progress values seen.
+    // Watch the status as it moves; record the progress values seen and
+    // each visible change (writes are at least a poll interval apart, the
+    // status is read every 100 ms).
     let mut seen_progress = Vec::new();
     let mut seen_phases = Vec::new();
+    let mut visible = Vec::new();
     let deadline = std::time::Instant::now() + WAIT;
     let done = loop {
         assert!(std::time::Instant::now() < deadline, "not Succeeded in {WAIT:?}");
@@ -49,6 +46,10 @@ async fn job_runs_to_success_with_progress_and_minimal_cloud_calls() {
             }
             if let Some(p) = s.phase.filter(|p| seen_phases.last() != Some(p)) {
                 seen_phases.push(p);
+            }
+            let shown = (s.phase, s.job_status.clone(), s.progress, s.current_task.clone(), s.image_id.clone());
+            if visible.last() != Some(&shown) {
+                visible.push(shown);
             }
             if s.phase == Some(Phase::Succeeded) {
                 break s;
@@ -84,6 +85,10 @@ async fn job_runs_to_success_with_progress_and_minimal_cloud_calls() {
     );
     assert!(lateness < jiff::SignedDuration::from_secs(5), "status lagged the cloud by {lateness:#}");
     assert!((6..=12).contains(&requests), "requests for an 8 s job at 1 s: {requests}");
+    // Each write showed something new; a poll that changed nothing wrote nothing.
+    assert!(patches >= 3.0, "Pending, Running and Succeeded each need a write: {patches}");
+    assert!(patches <= visible.len() as f64, "{patches} status writes for {} visible changes", visible.len());
+    assert!(patches < requests as f64, "{patches} writes for {requests} polls, 3 s of them INIT");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(sim.requests(job).await, requests, "no requests after SUCCESS");
     let events = events_for(&client, &ns.name, "build").await;
@@ -449,6 +454,11 @@ async fn deadline_and_suspend_stop_polling() {
     create(&client, &ns.name, &late).await;
     let s = wait_status(&client, &ns.name, "late", WAIT, "DeadlineExceeded", |s| s.phase == Some(Phase::Failed)).await;
     assert_eq!(condition(&s, "Failed").map(|c| (c.0, c.1)), Some(("True".into(), "DeadlineExceeded".into())));
+    assert_eq!(condition(&s, "Ready").map(|c| (c.0, c.1)), Some(("False".into(), "DeadlineExceeded".into())));
+    assert_eq!(condition(&s, "Stalled").map(|c| (c.0, c.1)), Some(("True".into(), "DeadlineExceeded".into())));
+    assert_eq!(condition(&s, "Reconciling").map(|c| c.0), Some("False".into()));
+    let event = wait_event(&client, &ns.name, "late", "DeadlineExceeded", Duration::from_secs(10)).await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
     assert_eq!(s.job_status.as_deref(), Some("RUNNING"), "the cloud's own status is kept");
     let after_deadline = sim.requests(slow).await;
 

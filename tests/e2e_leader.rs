@@ -31,19 +31,16 @@ async fn leader_election_fails_over() {
 
     // Exactly one leader must settle. A leader whose renewal came too late
     // (a loaded machine) exits by design so that a restart rejoins as a
-    // standby; the test restarts it as a Deployment would.
+    // standby; the test restarts it as a Deployment would, a few times at
+    // most (a crash-looping operator must not pass).
     let deadline = std::time::Instant::now() + Duration::from_secs(45);
     let mut restarts = 0;
     let leader_index = loop {
-        for op in ops.iter_mut() {
-            if op.exited() {
-                *op = Operator::start(&sim, &run, &lease);
-                restarts += 1;
-            }
-        }
-        match (ops[0].metric("imagejob_leader").await, ops[1].metric("imagejob_leader").await) {
-            (1.0, 0.0) => break 0,
-            (0.0, 1.0) => break 1,
+        restarts += restart_exited(&mut ops, &sim, &run, &lease);
+        assert!(restarts <= MAX_RESTARTS, "operators exited {restarts} times before a leader settled");
+        match (ops[0].try_metric("imagejob_leader").await, ops[1].try_metric("imagejob_leader").await) {
+            (Some(1.0), Some(0.0)) => break 0,
+            (Some(0.0), Some(1.0)) => break 1,
             seen => assert!(std::time::Instant::now() < deadline, "no single leader settled: {seen:?}"),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -51,12 +48,7 @@ async fn leader_election_fails_over() {
     println!("E2E-NUMBERS leader-restarts-before-settling: {restarts}");
     let [first, second] = ops;
     let (mut leader, standby) = if leader_index == 0 { (first, second) } else { (second, first) };
-    assert_eq!(standby.metric("imagejob_ims_requests_total").await, 0.0, "the standby must not poll");
-    let before = sim.requests(job).await;
-    eventually(Duration::from_secs(15), "the leader to poll", || async {
-        (sim.requests(job).await > before && leader.metric("imagejob_ims_requests_total").await >= 1.0).then_some(())
-    })
-    .await;
+    only_one_polls(&sim, job, &leader, &standby).await;
 
     leader.kill();
     let killed = std::time::Instant::now();
@@ -67,10 +59,38 @@ async fn leader_election_fails_over() {
     let takeover = killed.elapsed();
     println!("E2E-NUMBERS leader-takeover: {takeover:?}");
     assert!(takeover <= Duration::from_secs(25), "takeover took {takeover:?}");
-    let before = sim.requests(job).await;
-    eventually(Duration::from_secs(15), "the new leader to poll", || async {
-        (sim.requests(job).await > before).then_some(())
-    })
-    .await;
+
+    // The old leader comes back as a Deployment would restart it: it must
+    // stay a standby, and the new leader alone polls.
+    let rejoined = Operator::start(&sim, &run, &lease);
+    assert!(rejoined.wait_ready(Duration::from_secs(20)).await.is_some(), "restarted operator not ready");
+    only_one_polls(&sim, job, &standby, &rejoined).await;
+    assert_eq!(rejoined.metric("imagejob_leader").await, 0.0, "the restarted operator took the Lease");
     ns.cleanup().await;
+}
+
+const MAX_RESTARTS: usize = 3;
+
+/// Replaces exited operators with new ones; returns how many.
+fn restart_exited(ops: &mut [Operator], sim: &Sim, run: &str, lease: &[&str]) -> usize {
+    let mut n = 0;
+    for op in ops.iter_mut().filter_map(|op| op.exited().then_some(op)) {
+        *op = Operator::start(sim, run, lease);
+        n += 1;
+    }
+    n
+}
+
+/// Over a few poll intervals the cloud sees exactly the leader's requests:
+/// the simulator's count rises by what the leader counted, the standby
+/// counts none (one request may be in flight at either reading).
+async fn only_one_polls(sim: &Sim, job: &str, leader: &Operator, standby: &Operator) {
+    let (sim_a, leader_a) = (sim.requests(job).await, leader.metric("imagejob_ims_requests_total").await);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (sim_b, leader_b) = (sim.requests(job).await, leader.metric("imagejob_ims_requests_total").await);
+    let (cloud, by_leader) = (sim_b - sim_a, leader_b - leader_a);
+    println!("E2E-NUMBERS leader-polls: cloud saw {cloud}, the leader sent {by_leader} in 5 s");
+    assert_eq!(standby.metric("imagejob_ims_requests_total").await, 0.0, "the standby polled");
+    assert!(by_leader >= 3.0, "the leader should poll about every second: {by_leader} in 5 s");
+    assert!((cloud as f64 - by_leader).abs() <= 1.0, "cloud saw {cloud} requests, the leader sent {by_leader}");
 }

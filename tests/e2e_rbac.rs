@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::e2e::*;
@@ -146,22 +146,14 @@ impl Release {
             };
             env.insert(e["name"].as_str().unwrap().to_owned(), value);
         }
-        let port = free_port();
-        let log = tempfile::NamedTempFile::new().unwrap();
         let args: Vec<&str> = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-        let child = Command::new(env!("CARGO_BIN_EXE_imagejob-operator"))
-            .args(&args)
-            // The only departure from the chart: the container's 0.0.0.0:8080
-            // would collide with tests running side by side.
-            .args(["--http-addr", &format!("127.0.0.1:{port}")])
-            .env_clear()
-            .envs(&env)
-            .env("KUBECONFIG", kubeconfig)
-            .stdout(Stdio::null())
-            .stderr(log.reopen().unwrap())
-            .spawn()
-            .expect("start imagejob-operator");
-        RunningOperator { child, log, metrics_url: format!("http://127.0.0.1:{port}/metrics"), env }
+        // The harness adds --http-addr on a free loopback port: the only
+        // departure from the chart, whose 0.0.0.0:8080 would collide with
+        // tests running side by side.
+        let mut cmd = Operator::binary();
+        cmd.args(&args).env_clear().envs(&env).env("KUBECONFIG", kubeconfig);
+        let op = Operator::spawn(cmd, None).expect("start imagejob-operator");
+        RunningOperator { op, env }
     }
 }
 
@@ -176,30 +168,18 @@ impl Drop for Release {
     }
 }
 
+/// The operator as the chart's Deployment runs it, and that environment.
 struct RunningOperator {
-    child: Child,
-    log: tempfile::NamedTempFile,
-    metrics_url: String,
+    op: Operator,
     env: BTreeMap<String, String>,
 }
 
 impl RunningOperator {
-    async fn metrics(&self) -> String {
-        reqwest::get(&self.metrics_url).await.unwrap().text().await.unwrap()
-    }
-
-    /// Stops the operator and returns what it logged.
+    /// Stops the operator (SIGTERM, clean exit) and returns what it logged.
     fn stop(&mut self) -> String {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
-        std::fs::read_to_string(self.log.path()).unwrap()
-    }
-}
-
-impl Drop for RunningOperator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let status = self.op.terminate();
+        assert!(status.success(), "the operator should exit cleanly on SIGTERM: {status}");
+        self.op.log()
     }
 }
 
@@ -233,14 +213,6 @@ async fn can(
 
 fn is_forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> bool {
     matches!(result, Err(kube::Error::Api(ref e)) if e.code == 403)
-}
-
-fn counter(metrics: &str, name_and_labels: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name_and_labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Runs one ImageJob to Succeeded with the operator running as the chart's
@@ -279,13 +251,11 @@ async fn job_completes_as_the_service_account(release: &Release, jobs_ns: &str, 
         .collect();
     assert!(ours.contains(&"Succeeded".to_owned()), "events for the ImageJob: {ours:?}");
 
-    let metrics = op.metrics().await;
-    assert_eq!(
-        counter(&metrics, "imagejob_reconciles_total{result=\"error\"}"),
-        0.0,
-        "Kubernetes API errors:\n{metrics}"
-    );
-    assert!(counter(&metrics, "imagejob_status_patches_total") >= 2.0, "{metrics}");
+    let metrics = op.op.metrics().await;
+    assert!(metrics.value_with("imagejob_reconciles_total", &[("result", "ok")]) >= 1.0, "{}", metrics.0);
+    let errors = metrics.value_with("imagejob_reconciles_total", &[("result", "error")]);
+    assert_eq!(errors, 0.0, "Kubernetes API errors:\n{}", metrics.0);
+    assert!(metrics.value("imagejob_status_patches_total") >= 2.0, "{}", metrics.0);
     let log = op.stop();
     let lower = log.to_lowercase();
     assert!(!lower.contains("forbidden") && !lower.contains(" 403"), "the operator was refused something:\n{log}");

@@ -57,8 +57,6 @@ async fn a_paused_leader_does_not_overwrite_the_new_leaders_status() {
     .await;
     let api = ns.api::<ImageJob>();
     let finished = api.get("fenced").await.unwrap();
-    let patches_by_a_before = a.metric("imagejob_status_patches_total").await; // NaN: A is stopped
-    assert!(patches_by_a_before.is_nan(), "A must be stopped");
 
     signal(&a, "-CONT");
     tokio::time::sleep(Duration::from_secs(10)).await;

@@ -1,8 +1,8 @@
 //! End-to-end harness: the real `ims-sim` and `imagejob-operator` binaries,
 //! run as child processes against the local cluster.
 
-use std::net::TcpListener;
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Child;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -27,32 +27,103 @@ impl Sim {
     /// Starts the simulator with `jobs` (scenario job definitions) and
     /// the AK/SK pair and password user the tests use.
     pub fn start(jobs: Value) -> Self {
-        Self::start_with(json!({
+        Self::start_with(Self::scenario(jobs))
+    }
+
+    /// The scenario `start` uses, for tests that add settings to it.
+    pub fn scenario(jobs: Value) -> Value {
+        json!({
             "settings": {"clock": "first_query"},
             "projects": [{"id": PROJECT, "name": "eu-de_e2e"}],
             "users": [{"name": "e2e-user", "password": "e2e-password", "domain": "e2e-domain"}],
             "access_keys": [{"access": AK, "secret": SK}],
             "jobs": jobs,
-        }))
+        })
     }
 
     pub fn start_with(scenario: Value) -> Self {
+        Self::start_on("127.0.0.1:0", scenario)
+    }
+
+    /// As `start_with`, listening on `listen` (a loopback address).
+    pub fn start_on(listen: &str, scenario: Value) -> Self {
         let file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
         std::fs::write(file.path(), scenario.to_string()).unwrap();
-        let (_, path) = file.keep().unwrap();
-        let (child, url) = super::sim_proc::spawn_ims_sim(&path).expect("start ims-sim");
-        Sim { child, url, http: reqwest::Client::new() }
+        let sim = Self::spawn_on(listen, file.path()).expect("start ims-sim");
+        drop(file);
+        sim
     }
 
-    /// Requests the simulator has answered for one job (all statuses).
-    pub async fn requests(&self, job_id: &str) -> u64 {
+    /// Starts ims-sim with a scenario file (read once at start).
+    pub fn spawn(scenario: &Path) -> std::io::Result<Self> {
+        Self::spawn_on("127.0.0.1:0", scenario)
+    }
+
+    pub fn spawn_on(listen: &str, scenario: &Path) -> std::io::Result<Self> {
+        let (child, url) = super::sim_proc::spawn_ims_sim_on(listen, scenario)?;
+        let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().map_err(std::io::Error::other)?;
+        Ok(Sim { child, url, http })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Requests the simulator has answered for one job (all statuses);
+    /// `None` when it knows no such job.
+    pub async fn try_requests(&self, job_id: &str) -> Option<u64> {
         let url = format!("{}/admin/jobs/{PROJECT}/{job_id}/requests", self.url);
-        let body: Value = self.http.get(url).send().await.unwrap().json().await.unwrap();
-        body["requests"].as_u64().unwrap_or(0)
+        let resp = self.http.get(&url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return None;
+        }
+        assert!(resp.status().is_success(), "GET {url}: {}", resp.status());
+        let body: Value = resp.json().await.unwrap();
+        Some(body["requests"].as_u64().unwrap_or_else(|| panic!("no request count in {body}")))
     }
 
+    /// Requests answered for one job; panics when the simulator knows no
+    /// such job (a wrong ID must not read as "no requests").
+    pub async fn requests(&self, job_id: &str) -> u64 {
+        self.try_requests(job_id).await.unwrap_or_else(|| panic!("ims-sim knows no job {PROJECT}/{job_id}"))
+    }
+
+    /// `/admin/requests`: totals, per job, throttled, IAM and auth failures.
     pub async fn all_requests(&self) -> Value {
-        self.http.get(format!("{}/admin/requests", self.url)).send().await.unwrap().json().await.unwrap()
+        self.try_all_requests().await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub async fn try_all_requests(&self) -> Result<Value, String> {
+        let url = format!("{}/admin/requests", self.url);
+        let resp = self.http.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("GET {url}: {}", resp.status()));
+        }
+        resp.json().await.map_err(|e| format!("GET {url}: {e}"))
+    }
+
+    /// One number from `/admin/requests` by JSON pointer (`/total/requests`,
+    /// `/unknown_jobs`, `/iam/token_requests`); panics when it is not there.
+    pub async fn counter(&self, pointer: &str) -> u64 {
+        let all = self.all_requests().await;
+        all.pointer(pointer).and_then(Value::as_u64).unwrap_or_else(|| panic!("no {pointer} in {all}"))
+    }
+
+    /// Adds or replaces a job through the admin API.
+    pub async fn put_job(&self, project: &str, job_id: &str, def: &Value) -> Result<(), String> {
+        let url = format!("{}/admin/jobs/{project}/{job_id}", self.url);
+        let resp = self.http.put(&url).body(def.to_string()).send().await.map_err(|e| format!("PUT {url}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("ims-sim refused job {job_id}: {}", resp.text().await.unwrap_or_default()));
+        }
+        Ok(())
+    }
+
+    /// Forgets a job (IMS answers 404 for it from now on).
+    pub async fn delete_job(&self, job_id: &str) {
+        let url = format!("{}/admin/jobs/{PROJECT}/{job_id}", self.url);
+        let resp = self.http.delete(&url).send().await.unwrap_or_else(|e| panic!("DELETE {url}: {e}"));
+        assert!(resp.status().is_success(), "DELETE {url}: {}", resp.status());
     }
 }
 
@@ -63,84 +134,47 @@ impl Drop for Sim {
     }
 }
 
-/// A running operator, killed on drop. Each test labels its ImageJobs with
-/// a unique `e2e-run` value and the operator watches only those, so tests
-/// running side by side never see each other's objects.
-pub struct Operator {
-    child: Child,
-    pub metrics_url: String,
-}
+#[allow(unused_imports)] // each test binary uses some
+pub use super::operator::{Metrics, Operator, free_port, metric_sum};
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
+/// Each test labels its ImageJobs with a unique `e2e-run` value and the
+/// operator watches only those, so tests running side by side never see
+/// each other's objects.
 impl Operator {
+    /// `run` against `sim` at a 1 s poll interval, watching `e2e-run=<run_label>`.
     pub fn start(sim: &Sim, run_label: &str, extra: &[&str]) -> Self {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_imagejob-operator"))
-            .arg("run")
+        Self::start_with(sim, run_label, extra, &[])
+    }
+
+    /// As `start`, with extra environment variables (e.g. `RUST_LOG`).
+    /// `--poll-interval 1s` unless `extra` names another.
+    pub fn start_with(sim: &Sim, run_label: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = Self::run_command(sim, run_label);
+        if !extra.iter().any(|a| a.starts_with("--poll-interval")) {
+            cmd.args(["--poll-interval", "1s"]);
+        }
+        cmd.args(extra).envs(env.iter().copied());
+        Self::spawn(cmd, None).expect("start imagejob-operator")
+    }
+
+    /// `imagejob-operator run` against `sim`, watching `e2e-run=<run_label>`,
+    /// with nothing else set (the defaults apply).
+    pub fn run_command(sim: &Sim, run_label: &str) -> std::process::Command {
+        let mut cmd = Self::binary();
+        cmd.arg("run")
             .args(["--ims-endpoint", &sim.url, "--iam-endpoint", &sim.url])
-            .args(["--poll-interval", "1s", "--http-addr", &format!("127.0.0.1:{port}")])
-            .args(["--watch-label-selector", &format!("e2e-run={run_label}")])
-            .args(extra)
-            .env("KUBECONFIG", super::kubeconfig_path())
-            .env("RUST_LOG", std::env::var("E2E_OPERATOR_LOG").unwrap_or_else(|_| "warn".into()))
-            .spawn()
-            .expect("start imagejob-operator");
-        Operator { child, metrics_url: format!("http://127.0.0.1:{port}") }
-    }
-
-    /// The value of one metric (summed over its label sets); NaN when the
-    /// operator does not answer (it exited).
-    pub async fn metric(&self, name: &str) -> f64 {
-        let url = format!("{}/metrics", self.metrics_url);
-        match reqwest::get(url).await {
-            Ok(r) => metric_sum(&r.text().await.unwrap_or_default(), name),
-            Err(_) => f64::NAN,
-        }
-    }
-
-    pub async fn ready(&self) -> bool {
-        match reqwest::get(format!("{}/readyz", self.metrics_url)).await {
-            Ok(r) => r.status().is_success(),
-            Err(_) => false,
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// True once the process has exited.
-    pub fn exited(&mut self) -> bool {
-        self.child.try_wait().is_ok_and(|status| status.is_some())
-    }
-
-    /// SIGTERM, then wait for a clean exit.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        self.child.wait().unwrap()
+            .args(["--watch-label-selector", &format!("e2e-run={run_label}")]);
+        cmd
     }
 }
 
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-pub fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+/// The cluster client, the ImageJob CRD installed, a fresh namespace and
+/// a unique run label.
+pub async fn setup(prefix: &str) -> (Client, super::TestNamespace, String) {
+    let client = super::client().await;
+    install_imagejob_crd(&client).await;
+    let ns = super::TestNamespace::new(&client, prefix).await;
+    (client, ns, unique_label())
 }
 
 pub fn unique_label() -> String {
@@ -219,4 +253,33 @@ pub fn succeeding_job(job_id: &str, running_at: &str, done_at: &str) -> Value {
         "project_id": PROJECT, "job_id": job_id, "job_type": "imsCreateImageByInstance",
         "image_name": "e2e-image", "phases": phases
     })
+}
+
+/// Events (core/v1, which events.k8s.io writes too) about one object.
+pub async fn events_about(client: &Client, ns: &str, name: &str) -> Vec<k8s_openapi::api::core::v1::Event> {
+    let lp = kube::api::ListParams::default().fields(&format!("involvedObject.name={name}"));
+    Api::namespaced(client.clone(), ns).list(&lp).await.unwrap().items
+}
+
+/// Waits for an Event with this reason about `name`; returns it.
+pub async fn wait_event(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+    timeout: Duration,
+) -> k8s_openapi::api::core::v1::Event {
+    super::eventually(timeout, &format!("a {reason} Event about {name}"), || async {
+        events_about(client, ns, name).await.into_iter().find(|e| e.reason.as_deref() == Some(reason))
+    })
+    .await
+}
+
+/// Sets `ims.otc.io/requestedAt` (what `kubectl annotate` does).
+pub async fn request_poll(client: &Client, ns: &str, name: &str, value: &str) {
+    let patch = json!({"metadata": {"annotations": {imagejob_operator::crd::REQUESTED_AT_ANNOTATION: value}}});
+    Api::<ImageJob>::namespaced(client.clone(), ns)
+        .patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .unwrap();
 }

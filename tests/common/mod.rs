@@ -111,4 +111,5 @@ where
     }
 }
 pub mod e2e;
+pub mod operator;
 pub mod sim_proc;

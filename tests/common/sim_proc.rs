@@ -7,8 +7,13 @@ use std::process::{Child, Command, Stdio};
 /// Starts ims-sim with a scenario file. Returns the process and its base
 /// URL, the last word of the first line it prints.
 pub fn spawn_ims_sim(scenario: &Path) -> io::Result<(Child, String)> {
+    spawn_ims_sim_on("127.0.0.1:0", scenario)
+}
+
+/// As `spawn_ims_sim`, listening on `listen` (a loopback address).
+pub fn spawn_ims_sim_on(listen: &str, scenario: &Path) -> io::Result<(Child, String)> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ims-sim"))
-        .args(["--listen", "127.0.0.1:0", "--scenario"])
+        .args(["--listen", listen, "--scenario"])
         .arg(scenario)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

@@ -1,0 +1,125 @@
+//! `imagejob-operator job get|wait`: one IMS job, from a terminal or a CI
+//! step, with the controller's client, credentials and status mapping.
+//!
+//! Exit codes (CONTRACT.md): 0 success, 1 job failed (or, for `get`, the
+//! query failed), 2 timeout, 3 stalled (rejected credentials, forbidden,
+//! unknown job), 4 usage error (bad flags or input, missing credentials).
+
+pub mod get;
+pub mod render;
+pub mod validate;
+pub mod view;
+pub mod wait;
+
+use crate::config::{DEFAULT_REGION, EndpointArgs};
+use crate::ims::{Credentials, JobTarget, resolve_endpoint};
+
+pub use get::JobGetArgs;
+pub use render::{render_json, render_table};
+pub use wait::JobWaitArgs;
+
+/// The exit codes of the `job` commands (and of `kubectl imagejob wait`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Succeeded = 0,
+    Failed = 1,
+    TimedOut = 2,
+    Stalled = 3,
+    Usage = 4,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(exit: Exit) -> Self {
+        std::process::ExitCode::from(exit as u8)
+    }
+}
+
+/// Which job, where: the flags `job get` and `job wait` share.
+#[derive(Clone, Debug, clap::Args)]
+pub struct JobArgs {
+    /// Project ID the job belongs to.
+    #[arg(long, env = "OTC_PROJECT_ID")]
+    pub project_id: String,
+    /// The asynchronous job ID (as returned by the job-creating call).
+    #[arg(long)]
+    pub job_id: String,
+    /// Region, substituted for {region} in the endpoints.
+    #[arg(long, env = "OTC_REGION", default_value = DEFAULT_REGION)]
+    pub region: String,
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
+    /// Allow plain http:// endpoints on hosts other than loopback
+    /// (credentials would cross the network unencrypted).
+    #[arg(long, env = "ALLOW_INSECURE_HTTP", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub allow_insecure_http: bool,
+}
+
+impl JobArgs {
+    /// The job to query, once every input passed the operator's checks:
+    /// nothing is sent anywhere before.
+    pub fn target(&self) -> Result<JobTarget, String> {
+        let (project_id, job_id, region) = (self.project_id.trim(), self.job_id.trim(), self.region.trim());
+        validate::project_id(project_id)?;
+        validate::job_id(job_id)?;
+        validate::region(region)?;
+        let ims_endpoint = resolve_endpoint(&self.endpoints.ims_endpoint, region);
+        let iam_endpoint = resolve_endpoint(&self.endpoints.iam_endpoint, region);
+        validate::endpoint("IMS", &ims_endpoint, self.allow_insecure_http)?;
+        validate::endpoint("IAM", &iam_endpoint, self.allow_insecure_http)?;
+        Ok(JobTarget { ims_endpoint, iam_endpoint, project_id: project_id.to_owned(), job_id: job_id.to_owned() })
+    }
+
+    /// The target and the environment's credentials, or the usage error
+    /// printed (exit 4) when either is wrong.
+    pub fn prepare(&self) -> Result<(JobTarget, Credentials), Exit> {
+        let ready = self.target().and_then(|t| Ok((t, Credentials::from_env().map_err(|e| e.to_string())?)));
+        ready.map_err(|message| {
+            eprintln!("error: {message}");
+            Exit::Usage
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: JobArgs,
+    }
+
+    fn parse(extra: &[&str]) -> JobArgs {
+        parse_ids("proj", "job-1", extra)
+    }
+
+    fn parse_ids(project: &str, job: &str, extra: &[&str]) -> JobArgs {
+        let base = ["x", "--project-id", project, "--job-id", job];
+        Cli::try_parse_from(base.iter().chain(extra)).unwrap().args
+    }
+
+    #[test]
+    fn target_resolves_the_region() {
+        let t = parse(&["--region", "eu-nl"]).target().unwrap();
+        assert_eq!(t.ims_endpoint, "https://ims.eu-nl.otc.t-systems.com");
+        assert_eq!(t.iam_endpoint, "https://iam.eu-nl.otc.t-systems.com");
+        assert_eq!((t.project_id.as_str(), t.job_id.as_str()), ("proj", "job-1"));
+        assert_eq!(parse(&[]).target().unwrap().ims_endpoint, "https://ims.eu-de.otc.t-systems.com");
+    }
+
+    #[test]
+    fn target_refuses_what_the_operator_refuses() {
+        let err = parse(&["--region", "attacker.example/"]).target().unwrap_err();
+        assert!(err.contains("invalid region"), "{err}");
+        assert!(parse_ids("proj", "..", &[]).target().unwrap_err().contains("invalid job ID"));
+        assert!(parse_ids("../x", "job-1", &[]).target().unwrap_err().contains("invalid project ID"));
+        let insecure = ["--ims-endpoint", "http://ims.{region}.example"];
+        assert!(parse(&insecure).target().unwrap_err().contains("--allow-insecure-http"));
+        let allowed = parse(&[&insecure[..], &["--allow-insecure-http"]].concat()).target().unwrap();
+        assert_eq!(allowed.ims_endpoint, "http://ims.eu-de.example");
+        assert!(parse(&["--iam-endpoint", "http://iam.example"]).target().is_err(), "IAM is checked too");
+    }
+}
