@@ -123,25 +123,10 @@ impl RunArgs {
     }
 }
 
-/// An endpoint template must be an http(s) URL once `{region}` is filled
-/// in; plain http only for loopback hosts unless `allow_insecure` is set.
+/// An endpoint template, `{region}` filled in, must be https:// (or http://
+/// on loopback unless `allow_insecure`): the rule `job get`/`job wait` apply.
 pub fn check_endpoint(flag: &str, template: &str, allow_insecure: bool) -> Result<(), String> {
-    let url = reqwest::Url::parse(&template.replace("{region}", "eu-de"))
-        .map_err(|e| format!("{flag} {template:?} is not a URL: {e}"))?;
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if allow_insecure || is_loopback(&url) => Ok(()),
-        "http" => Err(format!(
-            "{flag} {template:?} is plain http:// to a host that is not loopback: credentials would cross the network \
-             unencrypted; use https:// or set --allow-insecure-http (ALLOW_INSECURE_HTTP=true)"
-        )),
-        other => Err(format!("{flag} {template:?} has scheme {other:?}; only https:// (or http:// on loopback) works")),
-    }
-}
-
-fn is_loopback(url: &reqwest::Url) -> bool {
-    let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    crate::job_cmd::validate::endpoint(flag, &template.replace("{region}", "eu-de"), allow_insecure)
 }
 
 /// Parses `10s`, `2m`, `1h30m`, `500ms`.
@@ -189,7 +174,7 @@ mod tests {
             (&["--ims-rate-burst", "0"], Some("--ims-rate-burst")),
             (&["--concurrency", "0"], Some("--concurrency")),
             (&["--ims-endpoint", "http://127.0.0.1:9999"], None),
-            (&["--ims-endpoint", "http://ims.{region}.example.com"], Some("not loopback")),
+            (&["--ims-endpoint", "http://ims.{region}.example.com"], Some("refusing plain http://")),
             (&["--ims-endpoint", "http://ims.example.com", "--allow-insecure-http"], None),
             (&["--iam-endpoint", "ftp://iam.example.com"], Some("scheme")),
         ];
@@ -200,8 +185,6 @@ mod tests {
                 Some(text) => assert!(got.as_ref().is_err_and(|e| e.contains(text)), "{argv:?}: {got:?}"),
             }
         }
-        assert!(is_loopback(&reqwest::Url::parse("http://[::1]:80").unwrap()));
-        assert!(is_loopback(&reqwest::Url::parse("http://localhost:80").unwrap()));
     }
 
     #[test]

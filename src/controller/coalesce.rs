@@ -202,7 +202,7 @@ impl<S: JobSource> Coalescer<S> {
         {
             return Ok(Fetched { answer: answer.clone(), shared_age: Some(at.elapsed()), wake: Vec::new() });
         }
-        let bucket = (key.ims_endpoint.clone(), key.project_id.clone(), key.credentials.clone());
+        let bucket = (key.ims_endpoint.clone(), key.project_id.clone(), key.credentials);
         let now = Instant::now();
         let send_at = *slot.reserved.get_or_insert_with(|| self.limiter.reserve(&bucket, now));
         if send_at > now + MAX_INLINE_WAIT {
@@ -210,7 +210,7 @@ impl<S: JobSource> Coalescer<S> {
         }
         // One probe per credential: wait while it is being verified, and
         // send nothing with one that was refused.
-        let gate_key = GateKey { endpoint: key.ims_endpoint.clone(), credentials: key.credentials.clone() };
+        let gate_key = GateKey { endpoint: key.ims_endpoint.clone(), credentials: key.credentials };
         let ticket = match self.gate.admit(&gate_key).await {
             Admission::Send(ticket) => ticket,
             Admission::Refused(error) => {

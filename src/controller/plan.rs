@@ -86,20 +86,6 @@ pub fn forced_poll_wait(last_forced: Option<tokio::time::Instant>, now: tokio::t
     (!left.is_zero()).then_some(left)
 }
 
-/// Project and job IDs go into the request path: the schema's patterns,
-/// checked again here as a Secret's `projectId` is not schema-checked.
-pub fn valid_project_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-pub fn valid_job_id(id: &str) -> bool {
-    (1..=128).contains(&id.len())
-        && id != "."
-        && id != ".."
-        && id.as_bytes()[0].is_ascii_alphanumeric()
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-}
-
 /// A region only of `[a-z0-9-]`: it is placed into a host name, and must
 /// not be able to point the operator's credentials at another host.
 pub fn valid_region(region: &str) -> bool {
@@ -173,12 +159,9 @@ pub fn target_of(ij: &ImageJob, args: &RunArgs, secret_project: Option<&str>) ->
         .as_deref()
         .or(secret_project)
         .ok_or_else(|| "no project ID: set spec.projectId or add projectId to the credentials Secret".to_owned())?;
-    if !valid_project_id(project_id) {
-        return Err(format!("project ID {project_id:?} may only contain A-Z, a-z, 0-9, '_' and '-' (at most 64)"));
-    }
-    if !valid_job_id(&ij.spec.job_id) {
-        return Err(format!("job ID {:?} is not a valid IMS job ID", ij.spec.job_id));
-    }
+    // IDs go into the request path; a Secret's projectId is not schema-checked.
+    crate::job_cmd::validate::project_id(project_id)?;
+    crate::job_cmd::validate::job_id(&ij.spec.job_id)?;
     Ok(JobTarget {
         ims_endpoint: resolve_endpoint(&args.ims_endpoint, region),
         iam_endpoint: resolve_endpoint(&args.iam_endpoint, region),

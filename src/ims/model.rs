@@ -135,7 +135,7 @@ impl Job {
         let status = JobStatus::parse(&raw_status).ok_or(ParseError::UnknownStatus(raw_status))?;
         let empty = Map::new();
         let entities = top.get("entities").and_then(Value::as_object).unwrap_or(&empty);
-        let (sub_jobs, sub_jobs_total) = bounded_objects(entities, "sub_jobs_result", |o| is_fail(o));
+        let (sub_jobs, sub_jobs_total) = bounded_objects(entities, "sub_jobs_result", is_fail);
         let (results, results_total) = bounded_objects(entities, "results", |o| {
             string(o, "status").is_some_and(|s| !s.eq_ignore_ascii_case("SUCCESS"))
         });
