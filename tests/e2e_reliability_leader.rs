@@ -34,7 +34,7 @@ async fn a_paused_leader_does_not_overwrite_the_new_leaders_status() {
     let lease = ["--leader-elect", "--leader-election-namespace", &ns.name, "--leader-election-lease", &run];
     let mut a = Operator::start(&sim, &run, &lease);
     eventually(Duration::from_secs(40), "A to lead", || async {
-        (a.metric("imagejob_leader").await == 1.0).then_some(())
+        (a.try_metric("imagejob_leader").await == Some(1.0)).then_some(())
     })
     .await;
     let b = Operator::start(&sim, &run, &lease);
@@ -47,7 +47,7 @@ async fn a_paused_leader_does_not_overwrite_the_new_leaders_status() {
     signal(&a, "-STOP");
     let stopped = Instant::now();
     eventually(Duration::from_secs(60), "B to take the Lease", || async {
-        (b.metric("imagejob_leader").await == 1.0).then_some(())
+        (b.try_metric("imagejob_leader").await == Some(1.0)).then_some(())
     })
     .await;
     println!("E2E-NUMBERS fence-takeover: {:?}", stopped.elapsed());
