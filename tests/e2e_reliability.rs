@@ -261,3 +261,47 @@ async fn a_throttled_tenant_does_not_pause_another() {
     assert!(seconds < 15.0, "tenant B waited {seconds:.1}s");
     ns.cleanup().await;
 }
+
+/// Peak memory while 32 reconciles each receive and parse a maximal answer
+/// (3,000 sub-jobs and a long `fail_reason`, about 4 MiB) at the same time:
+/// the operator's VmHWM, against the chart's 256 Mi limit (target: half).
+#[tokio::test]
+async fn peak_rss_with_32_maximal_answers() {
+    let (client, ns, run) = setup("e2e-rel-rss").await;
+    let sub_jobs: Vec<Value> = (0..3000)
+        .map(|i| {
+            json!({"job_id": format!("sub-{i:05}"), "job_type": "imsImportImageJob", "status": "FAIL",
+                        "fail_reason": "r".repeat(900)})
+        })
+        .collect();
+    let reason = "ü".repeat(600_000);
+    let jobs: Vec<Value> = (0..32)
+        .map(|i| {
+            json!({"project_id": PROJECT, "job_id": format!("rss-{i}"), "job_type": "imsImportImageJob",
+                   "phases": [{"after": "0s", "status": "FAIL", "error_code": "IMG.0014", "fail_reason": reason,
+                               "entities": {"sub_jobs_result": sub_jobs}}]})
+        })
+        .collect();
+    let answer_bytes = serde_json::to_vec(&jobs[0]).unwrap().len();
+    let sim = Sim::start(Value::Array(jobs));
+    e2e::create_aksk_secret(&client, &ns.name, "creds", e2e::SK).await;
+    let op = Operator::start(&sim, &run, &[]);
+    for i in 0..32 {
+        e2e::create(&client, &ns.name, &e2e::imagejob(&format!("rss-{i}"), &run, &format!("rss-{i}"), "creds")).await;
+    }
+    for i in 0..32 {
+        e2e::wait_status(&client, &ns.name, &format!("rss-{i}"), Duration::from_secs(120), "Failed", |s| {
+            s.phase == Some(Phase::Failed)
+        })
+        .await;
+    }
+    let proc_status = std::fs::read_to_string(format!("/proc/{}/status", op.pid())).unwrap();
+    let kib = |key: &str| -> u64 {
+        let line = proc_status.lines().find(|l| l.starts_with(key)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let (peak, now) = (kib("VmHWM:") / 1024, kib("VmRSS:") / 1024);
+    eprintln!("E2E-NUMBERS rss: 32 answers of {answer_bytes} bytes each: peak {peak} MiB, now {now} MiB");
+    assert!(peak < 128, "peak RSS {peak} MiB: over half the chart's 256 Mi limit");
+    ns.cleanup().await;
+}
