@@ -28,16 +28,12 @@ pub struct EndpointArgs {
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct RunArgs {
-    /// IMS base URL; `{region}` is replaced by the ImageJob's region.
-    #[arg(long, env = "IMS_ENDPOINT", default_value = "https://ims.{region}.otc.t-systems.com")]
-    pub ims_endpoint: String,
-
-    /// IAM base URL for password authentication; `{region}` is replaced.
-    #[arg(long, env = "IAM_ENDPOINT", default_value = "https://iam.{region}.otc.t-systems.com")]
-    pub iam_endpoint: String,
+    /// `--ims-endpoint` and `--iam-endpoint`; `{region}` is replaced by the ImageJob's region.
+    #[command(flatten)]
+    pub endpoints: EndpointArgs,
 
     /// Region used when an ImageJob names none.
-    #[arg(long, env = "OTC_REGION", default_value = "eu-de")]
+    #[arg(long, env = "OTC_REGION", default_value = DEFAULT_REGION)]
     pub default_region: String,
 
     /// Poll interval while a job is INIT or RUNNING, unless the ImageJob sets one.
@@ -116,7 +112,8 @@ impl RunArgs {
         if self.poll_interval < Duration::from_secs(1) || self.poll_interval > Duration::from_secs(3600) {
             return Err(format!("--poll-interval must be between 1s and 1h, not {:?}", self.poll_interval));
         }
-        for (flag, template) in [("--ims-endpoint", &self.ims_endpoint), ("--iam-endpoint", &self.iam_endpoint)] {
+        let e = &self.endpoints;
+        for (flag, template) in [("--ims-endpoint", &e.ims_endpoint), ("--iam-endpoint", &e.iam_endpoint)] {
             check_endpoint(flag, template, self.allow_insecure_http)?;
         }
         Ok(())
@@ -184,6 +181,32 @@ mod tests {
                 None => assert_eq!(got, Ok(()), "{argv:?}"),
                 Some(text) => assert!(got.as_ref().is_err_and(|e| e.contains(text)), "{argv:?}: {got:?}"),
             }
+        }
+    }
+
+    /// `run`, `job get` and `job wait` share the endpoint flags: their names,
+    /// variables and defaults stay those of CONTRACT.md.
+    #[test]
+    fn shared_endpoint_flags_keep_their_names_and_defaults() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let a = Cli::try_parse_from(["x"]).unwrap().run;
+        assert_eq!(a.endpoints.ims_endpoint, "https://ims.{region}.otc.t-systems.com");
+        assert_eq!(a.endpoints.iam_endpoint, "https://iam.{region}.otc.t-systems.com");
+        assert_eq!(a.default_region, "eu-de");
+        let flags = ["x", "--ims-endpoint", "http://127.0.0.1:1", "--iam-endpoint", "http://127.0.0.1:2"];
+        let a = Cli::try_parse_from(flags).unwrap().run;
+        assert_eq!((a.endpoints.ims_endpoint.as_str(), a.endpoints.iam_endpoint.as_str()), (flags[2], flags[4]));
+        let envs: Vec<_> = <Cli as clap::CommandFactory>::command()
+            .get_arguments()
+            .filter_map(|a| a.get_env().map(|e| e.to_owned()))
+            .collect();
+        for env in ["IMS_ENDPOINT", "IAM_ENDPOINT", "OTC_REGION"] {
+            assert!(envs.iter().any(|e| e == env), "{env} in {envs:?}");
         }
     }
 

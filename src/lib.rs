@@ -8,6 +8,7 @@ pub mod http;
 pub mod ims;
 pub mod job_cmd;
 pub mod metrics;
+pub mod plugin;
 pub mod progress;
 pub mod sim;
 pub mod status;

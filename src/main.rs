@@ -37,13 +37,9 @@ enum JobCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // Bad flags exit 4, the contract's usage error (clap's own 2 means timeout here).
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match job_cmd::parse_args() {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { job_cmd::Exit::Usage.into() } else { ExitCode::SUCCESS };
-        }
+        Err(exit) => return exit,
     };
     let result = match cli.command {
         Some(Command::Crd) => {

@@ -21,6 +21,8 @@
 //! past the predicted end: the job is stuck or slower than anything seen so
 //! far, and callers fall back to what they do without an estimate.
 //!
+//! [`poll`] turns the estimate into the delay of the Adaptive poll policy.
+//!
 //! Memory is constant: a few samples, however long the job runs.
 
 use std::collections::VecDeque;
@@ -91,6 +93,11 @@ impl Progress {
 
     /// Estimated progress in percent per second, once progress has risen.
     pub fn rate(&self) -> Option<f64> {
+        self.rates().map(|(faster, _)| faster)
+    }
+
+    /// The faster and the slower of the two rates (module docs).
+    fn rates(&self) -> Option<(f64, f64)> {
         let first = self.first_rise?;
         let latest = *self.recent.back()?;
         let since_first = if latest == first {
@@ -100,8 +107,8 @@ impl Progress {
         };
         let recent = self.recent.front().and_then(|&oldest| rate_between(oldest, latest));
         match (since_first, recent) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
+            (Some(a), Some(b)) => Some((a.max(b), a.min(b))),
+            (a, b) => a.or(b).map(|r| (r, r)),
         }
     }
 
@@ -133,5 +140,6 @@ fn rate_between(from: Sample, to: Sample) -> Option<f64> {
     (seconds > 0.0 && gained > 0.0).then(|| gained / seconds)
 }
 
+pub mod poll;
 #[cfg(test)]
 mod tests;

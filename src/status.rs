@@ -89,6 +89,8 @@ pub struct Inputs<'a> {
     pub now: Timestamp,
     /// The `ims.otc.io/requestedAt` annotation being honoured, if any.
     pub requested_at: Option<&'a str>,
+    /// When the job should end, from its progress so far (`crate::progress`).
+    pub eta: Option<Timestamp>,
 }
 
 /// The new status. Fields not touched by the outcome keep their previous
@@ -113,8 +115,15 @@ fn unbounded_status(prev: Option<&ImageJobStatus>, outcome: &Outcome, ctx: &Inpu
         return status;
     }
     match outcome {
-        Outcome::Job(job) => apply_job(&mut status, job),
-        Outcome::DeadlineExceeded { .. } => status.phase = Some(Phase::Failed),
+        Outcome::Job(job) => {
+            let progress_before = status.progress;
+            apply_job(&mut status, job);
+            status.estimated_completion_time = estimate(&status, progress_before, ctx.eta);
+        }
+        Outcome::DeadlineExceeded { .. } => {
+            status.phase = Some(Phase::Failed);
+            status.estimated_completion_time = None;
+        }
         _ => status.phase = Some(status.phase.unwrap_or_default()),
     }
     if *outcome == Outcome::Observed {
@@ -168,6 +177,16 @@ pub fn apply_job(status: &mut ImageJobStatus, job: &Job) {
     let total = |n: Option<usize>| n.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
     status.sub_jobs_total = total(job.sub_jobs_total);
     status.results_total = total(job.results_total);
+}
+
+/// The ETA shows only while the job runs, and moves only with the progress:
+/// it never costs a status write of its own.
+fn estimate(status: &ImageJobStatus, progress_before: Option<i32>, eta: Option<Timestamp>) -> Option<Time> {
+    match status.phase {
+        Some(Phase::Running) if status.progress != progress_before => eta.map(Time),
+        Some(Phase::Running) => status.estimated_completion_time.clone(),
+        _ => None,
+    }
 }
 
 /// A FAIL answer may carry its reason only on the failed sub-job.

@@ -205,7 +205,12 @@ fn fixtures_match_what_the_operator_writes() {
     for (file, outcomes) in cases {
         let ij: ImageJob = serde_json::from_value(load_yaml(&dir.join(file))).unwrap();
         let fixture = ij.status.clone().unwrap_or_else(|| panic!("{file} has a status"));
-        let ctx = Inputs { generation: fixture.observed_generation, now: jiff::Timestamp::now(), requested_at: None };
+        let ctx = Inputs {
+            generation: fixture.observed_generation,
+            now: jiff::Timestamp::now(),
+            requested_at: None,
+            eta: None,
+        };
         let mut written: Option<ImageJobStatus> = None;
         for outcome in outcomes(&ij, &fixture) {
             written = Some(next_status(written.as_ref(), &outcome, &ctx));

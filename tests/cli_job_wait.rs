@@ -84,10 +84,10 @@ async fn success_exits_0_with_one_plain_line_per_change_and_the_image_id() {
     assert!(percents.windows(2).all(|w| w[0] < w[1]), "each line is a change: {percents:?}");
     assert!(running.iter().any(|l| l.contains(", ETA ")), "an ETA once progress rose: {stderr}");
     assert!(stdout.starts_with(&format!("Job {JOB} succeeded after ")), "{stdout}");
-    assert!(stdout.contains("Image ID:   49e9447f-7dff-41e0-8036-f66fe5488c8b\n"), "{stdout}");
+    assert!(stdout.contains("Image ID:     49e9447f-7dff-41e0-8036-f66fe5488c8b\n"), "{stdout}");
     let sent = sim.requests(JOB).await;
     assert!(
-        stdout.contains(&format!("Requests:   {sent}\n")),
+        stdout.contains(&format!("Requests:     {sent}\n")),
         "the summary counts what the cloud saw ({sent}): {stdout}"
     );
 }
@@ -109,8 +109,8 @@ fn failure_exits_1_with_code_reason_and_each_failed_sub_job() {
     let out = job_wait(&sim, &AKSK, &["--job-id", JOB]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
-    assert!(stdout.contains("Error code: IMG.0014\n"), "{stdout}");
-    assert!(stdout.contains("Reason:     An exception occurred when IaaS OpenStack"), "{stdout}");
+    assert!(stdout.contains("Error code:   IMG.0014\n"), "{stdout}");
+    assert!(stdout.contains("Reason:       An exception occurred when IaaS OpenStack"), "{stdout}");
     let sub =
         stdout.lines().find(|l| l.contains("sub-bad")).unwrap_or_else(|| panic!("failed sub-job listed: {stdout}"));
     assert!(sub.contains("imsImportDataImageJob") && sub.contains("IMG.1075: registration failed"), "{sub}");
@@ -212,7 +212,10 @@ async fn transient_errors_are_retried_and_the_job_still_ends_0() {
     let by_status = &sim.all_requests().await["total"]["by_status"];
     assert_eq!((by_status["503"].as_u64(), by_status["429"].as_u64()), (Some(1), Some(2)), "{by_status}");
     let sent = answered + 1;
-    assert!(stdout.contains(&format!("Requests:   {sent} (5 retried after transient errors)")), "{answered} {stdout}");
+    assert!(
+        stdout.contains(&format!("Requests:     {sent} (5 retried after transient errors)")),
+        "{answered} {stdout}"
+    );
     eprintln!(
         "flaky job: {sent} requests ({answered} answered, 5 retried) in {:.1}s to reach SUCCESS after 20 s",
         started.elapsed().as_secs_f64()

@@ -7,8 +7,9 @@ use kube::ResourceExt;
 
 use super::schedule;
 use crate::config::RunArgs;
-use crate::crd::{ImageJob, ImageJobStatus, REQUESTED_AT_ANNOTATION};
+use crate::crd::{ImageJob, ImageJobStatus, PollPolicy, REQUESTED_AT_ANNOTATION};
 use crate::ims::{ErrorKind, ImsError, JobTarget, resolve_endpoint};
+use crate::progress::Progress;
 use crate::status::{Outcome, StallReason};
 
 /// Backoff bounds per kind of trouble.
@@ -163,8 +164,8 @@ pub fn target_of(ij: &ImageJob, args: &RunArgs, secret_project: Option<&str>) ->
     crate::job_cmd::validate::project_id(project_id)?;
     crate::job_cmd::validate::job_id(&ij.spec.job_id)?;
     Ok(JobTarget {
-        ims_endpoint: resolve_endpoint(&args.ims_endpoint, region),
-        iam_endpoint: resolve_endpoint(&args.iam_endpoint, region),
+        ims_endpoint: resolve_endpoint(&args.endpoints.ims_endpoint, region),
+        iam_endpoint: resolve_endpoint(&args.endpoints.iam_endpoint, region),
         project_id: project_id.to_owned(),
         job_id: ij.spec.job_id.clone(),
     })
@@ -205,6 +206,25 @@ pub fn as_stored(status: ImageJobStatus) -> ImageJobStatus {
 pub fn follow_delay(interval: Duration, age: Duration) -> Duration {
     let margin = (interval / 20).clamp(Duration::from_millis(50), Duration::from_secs(2));
     interval.saturating_sub(age) + margin
+}
+
+/// The time between polls of a running job: the interval (Fixed), or from
+/// its progress (Adaptive: between ¼ and 2× the interval, see `progress::poll`).
+pub fn running_delay(policy: Option<PollPolicy>, interval: Duration, progress: &Progress, now: Timestamp) -> Duration {
+    match policy.unwrap_or_default() {
+        PollPolicy::Fixed => interval,
+        PollPolicy::Adaptive => progress.poll_delay(interval, now),
+    }
+}
+
+/// How old a shared answer may be and still serve a poll: under the
+/// policy's shortest delay, so that a poll never reads its own last answer.
+pub fn max_shared_age(policy: Option<PollPolicy>, interval: Duration) -> Duration {
+    let shortest = match policy.unwrap_or_default() {
+        PollPolicy::Fixed => interval,
+        PollPolicy::Adaptive => interval / 4,
+    };
+    shortest.mul_f64(0.8)
 }
 
 /// What to do after a reconcile.

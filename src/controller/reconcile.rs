@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -12,15 +12,18 @@ use kube::{Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
 use super::plan::{
-    NextPoll, TRANSIENT_MAX, TRANSIENT_MIN, WRITE_ECHO_WINDOW, as_stored, at_deadline, deadline_exceeded, deadline_of,
-    fingerprint, follow_delay, forced_poll_wait, outcome_for, outcome_label, pending_request, plan_next, target_of,
+    self, NextPoll, TRANSIENT_MAX, TRANSIENT_MIN, WRITE_ECHO_WINDOW, as_stored, at_deadline, deadline_exceeded,
+    deadline_of, fingerprint, follow_delay, forced_poll_wait, max_shared_age, outcome_for, outcome_label,
+    pending_request, plan_next, target_of,
 };
 use super::secrets::SecretError;
 use super::{Ctx, Error, FIELD_MANAGER, key_of, schedule};
 use crate::config::poll_interval;
 use crate::crd::{ImageJob, ImageJobStatus};
 use crate::ims::JobSource;
+use crate::ims::model::JobStatus;
 use crate::metrics::{OutcomeLabels, ResultLabels};
+use crate::progress::Progress;
 use crate::status::{self, Outcome, StallReason};
 
 #[instrument(skip_all, fields(namespace = ij.namespace().unwrap_or_default(), name = ij.name_any(), job_id = ij.spec.job_id))]
@@ -43,12 +46,12 @@ async fn reconcile_inner<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>) -> Result<Ac
     // A later spec edit is acknowledged so GitOps tools do not wait on it.
     if finished && requested.is_none() {
         if prev.and_then(|s| s.observed_generation) != ij.metadata.generation {
-            write_status(ij, ctx, &Outcome::Observed, None).await?;
+            write_status(ij, ctx, &Outcome::Observed, None, None).await?;
         }
         return Ok(Action::await_change());
     }
     if ij.spec.suspend == Some(true) {
-        write_status(ij, ctx, &Outcome::Suspended, requested).await?;
+        write_status(ij, ctx, &Outcome::Suspended, requested, None).await?;
         return Ok(Action::await_change());
     }
     // Woken by our own status write or a neighbour: not due yet.
@@ -79,11 +82,13 @@ async fn reconcile_inner<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>) -> Result<Ac
     if let Some((seconds, at)) = deadline {
         let outcome = std::mem::replace(&mut answered.outcome, Outcome::Observed);
         answered.outcome = at_deadline(outcome, at, seconds);
-        write_status(ij, ctx, &answered.outcome, requested).await?;
+        write_status(ij, ctx, &answered.outcome, requested, None).await?;
         return Ok(Action::await_change());
     }
-    let written = write_status(ij, ctx, &answered.outcome, requested).await?;
-    Ok(next_action(ij, ctx, &key, &answered, &written))
+    let now = Timestamp::now();
+    let progress = observe_progress(ij, ctx, &key, &answered, now);
+    let written = write_status(ij, ctx, &answered.outcome, requested, progress.eta()).await?;
+    Ok(next_action(ij, ctx, &key, &answered, &written, running_delay(ij, ctx, &progress, now)))
 }
 
 /// What `poll` learned, or when the rate limit lets it ask.
@@ -134,7 +139,7 @@ async fn poll<S: JobSource>(
     };
     let interval = poll_interval(ij.spec.poll_interval.as_deref(), ctx.args.poll_interval);
     // A forced poll must not be served from the shared cache.
-    let max_age = if forced { Duration::ZERO } else { interval.mul_f64(0.8) };
+    let max_age = if forced { Duration::ZERO } else { max_shared_age(ij.spec.poll_policy, interval) };
     let started = std::time::Instant::now();
     if forced {
         ctx.schedule.mark_forced(key);
@@ -173,9 +178,11 @@ async fn write_status<S: JobSource>(
     ctx: &Ctx<S>,
     outcome: &Outcome,
     requested: Option<&str>,
+    eta: Option<Timestamp>,
 ) -> Result<ImageJobStatus, Error> {
     let prev = ij.status.as_ref();
-    let sctx = status::Inputs { generation: ij.metadata.generation, now: Timestamp::now(), requested_at: requested };
+    let sctx =
+        status::Inputs { generation: ij.metadata.generation, now: Timestamp::now(), requested_at: requested, eta };
     let new = as_stored(status::next_status(prev, outcome, &sctx));
     if prev.is_some_and(|p| !status::differs(p, &new)) {
         return Ok(new);
@@ -265,19 +272,20 @@ async fn publish<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>, event: status::Event
 }
 
 /// Records the decision of `plan_next` and turns it into an Action.
+/// `running`: the time between polls while the job runs (see `running_delay`).
 fn next_action<S: JobSource>(
     ij: &ImageJob,
     ctx: &Ctx<S>,
     key: &ObjectRef<ImageJob>,
     answered: &Answered,
     written: &ImageJobStatus,
+    running: Duration,
 ) -> Action {
     let outcome = &answered.outcome;
     let finished = written.is_finished();
-    let interval = poll_interval(ij.spec.poll_interval.as_deref(), ctx.args.poll_interval);
     let failures = ctx.schedule.failures(key) + 1;
     let (uid, generation) = (ij.uid(), ij.metadata.generation);
-    match plan_next(outcome, finished, interval, failures, answered.retry_after) {
+    match plan_next(outcome, finished, running, failures, answered.retry_after) {
         NextPoll::Never => {
             ctx.schedule.record(key, uid.as_deref(), generation, Duration::ZERO, false);
             Action::await_change()
@@ -291,8 +299,8 @@ fn next_action<S: JobSource>(
             let delay = if !failed && matches!(outcome, Outcome::Job(_)) {
                 let spread = ctx.schedule.spread(key, uid.as_deref());
                 match answered.shared_age {
-                    Some(age) => follow_delay(interval, age),
-                    None if spread => interval,
+                    Some(age) => follow_delay(running, age),
+                    None if spread => running,
                     None => delay,
                 }
             } else {
@@ -310,6 +318,30 @@ fn next_action<S: JobSource>(
 }
 
 const CONFLICT_RETRY: Duration = Duration::from_secs(1);
+
+/// Feeds the ImageJob's progress model with a RUNNING answer's percent (at
+/// the time it was fetched) and returns the model.
+fn observe_progress<S: JobSource>(
+    ij: &ImageJob,
+    ctx: &Ctx<S>,
+    key: &ObjectRef<ImageJob>,
+    answered: &Answered,
+    now: Timestamp,
+) -> Progress {
+    let seen = match &answered.outcome {
+        Outcome::Job(job) if job.status == Some(JobStatus::Running) => job.progress,
+        _ => None,
+    };
+    let age = answered.shared_age.and_then(|a| SignedDuration::try_from(a).ok()).unwrap_or_default();
+    let at = now.checked_sub(age).unwrap_or(now);
+    ctx.schedule.progress(key, ij.uid().as_deref(), seen.map(|p| (at, p)))
+}
+
+/// The time between polls while the job runs, by its poll policy.
+fn running_delay<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>, progress: &Progress, now: Timestamp) -> Duration {
+    let interval = poll_interval(ij.spec.poll_interval.as_deref(), ctx.args.poll_interval);
+    plan::running_delay(ij.spec.poll_policy, interval, progress, now)
+}
 
 /// Kubernetes API failures (status patch, Secret read) use the same backoff.
 pub fn error_policy<S: JobSource>(ij: Arc<ImageJob>, error: &Error, ctx: Arc<Ctx<S>>) -> Action {

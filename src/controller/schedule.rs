@@ -7,10 +7,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use backon::BackoffBuilder;
+use jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
 use tokio::time::Instant;
 
 use crate::crd::ImageJob;
+use crate::progress::Progress;
 
 #[derive(Debug, Default)]
 struct Entry {
@@ -24,6 +26,9 @@ struct Entry {
     written: Option<(u64, Instant)>,
     /// When a `requestedAt` poll last went out.
     forced: Option<Instant>,
+    /// The job's progress as this ImageJob saw it (the ETA, Adaptive polling).
+    /// In memory only: after a restart it is learned again from the next rises.
+    progress: Progress,
 }
 
 #[derive(Debug, Default)]
@@ -128,6 +133,20 @@ impl Schedule {
 
     pub fn mark_forced(&self, key: &ObjectRef<ImageJob>) {
         self.entries.lock().unwrap().entry(key.clone()).or_default().forced = Some(Instant::now());
+    }
+
+    /// Adds what a poll saw (`Some((when, percent))`) to the ImageJob's
+    /// progress model, and returns the model.
+    pub fn progress(&self, key: &ObjectRef<ImageJob>, uid: Option<&str>, seen: Option<(Timestamp, u8)>) -> Progress {
+        let mut entries = self.entries.lock().unwrap();
+        let entry = entries.entry(key.clone()).or_default();
+        if entry.uid.as_deref() != uid {
+            *entry = Entry { uid: uid.map(str::to_owned), ..Entry::default() };
+        }
+        if let Some((at, percent)) = seen {
+            entry.progress.observe(at, percent);
+        }
+        entry.progress.clone()
     }
 
     /// Consecutive failures so far.
@@ -300,6 +319,20 @@ mod tests {
         s.retain(state, window);
         assert_eq!(s.len(), 1, "a finished one once its last write has settled");
         assert!(s.remaining(&key("running"), Some("u"), Some(1)).is_some());
+    }
+
+    #[test]
+    fn the_progress_model_is_kept_per_object_and_starts_afresh_when_recreated() {
+        let s = Schedule::default();
+        let k = key("a");
+        let at = |sec: i64| Timestamp::from_second(1_800_000_000 + sec).unwrap();
+        assert_eq!(s.progress(&k, Some("u1"), None).percent(), None);
+        s.progress(&k, Some("u1"), Some((at(0), 10)));
+        let seen = s.progress(&k, Some("u1"), Some((at(10), 20)));
+        assert_eq!(seen.percent(), Some(20));
+        assert!(seen.eta().is_some(), "two values that rose: an estimate");
+        assert_eq!(s.progress(&k, Some("u1"), None), seen, "nothing new seen: the same model");
+        assert_eq!(s.progress(&k, Some("u2"), None).percent(), None, "a recreated object starts afresh");
     }
 
     #[test]

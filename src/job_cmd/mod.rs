@@ -34,6 +34,15 @@ impl From<Exit> for std::process::ExitCode {
     }
 }
 
+/// Parses the command line. Bad flags exit 4, the usage error (clap's own
+/// 2 means timeout here); `--help` and `--version` exit 0.
+pub fn parse_args<C: clap::Parser>() -> Result<C, std::process::ExitCode> {
+    C::try_parse().map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() { Exit::Usage.into() } else { std::process::ExitCode::SUCCESS }
+    })
+}
+
 /// Which job, where: the flags `job get` and `job wait` share.
 #[derive(Clone, Debug, clap::Args)]
 pub struct JobArgs {

@@ -27,15 +27,17 @@ pub fn status_line(elapsed: Duration, status: &ImageJobStatus, remaining: Option
 
 /// `RUNNING 45% CreateImageByInstanceTask`: status, percent and task.
 pub fn state(status: &ImageJobStatus) -> String {
-    let mut text = status.job_status.clone().unwrap_or_else(|| "INIT".into());
-    if let Some(p) = status.progress {
-        text.push_str(&format!(" {p}%"));
-    }
-    if let Some(task) = status.current_task.as_deref().filter(|t| !t.is_empty()) {
-        text.push(' ');
-        text.push_str(&clean(task));
-    }
-    text
+    let percent = status.progress.map(|p| format!(" {p}%")).unwrap_or_default();
+    format!("{}{percent}{}", job_status(status), task(status))
+}
+
+fn job_status(status: &ImageJobStatus) -> &str {
+    status.job_status.as_deref().unwrap_or("INIT")
+}
+
+/// ` CreateImageByInstanceTask`, or nothing.
+fn task(status: &ImageJobStatus) -> String {
+    status.current_task.as_deref().filter(|t| !t.is_empty()).map(|t| format!(" {}", clean(t))).unwrap_or_default()
 }
 
 /// `[0:45] retry 2 in 4s: IMS answered 503 Service Unavailable …`.
@@ -123,7 +125,8 @@ impl Watcher for BarView {
     fn answered(&mut self, status: &ImageJobStatus, eta: Option<Timestamp>) {
         *self.eta.lock().expect("not poisoned") = eta;
         self.bar.set_position(status.progress.unwrap_or(0).clamp(0, 100) as u64);
-        self.bar.set_message(state(status));
+        // The bar shows the percent already.
+        self.bar.set_message(format!("{}{}", job_status(status), task(status)));
     }
 
     fn retrying(&mut self, err: &ImsError, failures: u32, delay: Duration) {

@@ -208,13 +208,13 @@ pub fn summary(ending: &Ending, target: &JobTarget, tally: Tally, elapsed: Durat
     }
     let retried =
         if tally.retried > 0 { format!(" ({} retried after transient errors)", tally.retried) } else { String::new() };
-    let _ = writeln!(out, "{:<12}{}{retried}", "Requests:", tally.requests);
+    let _ = writeln!(out, "{:<14}{}{retried}", "Requests:", tally.requests);
     out
 }
 
 fn field(out: &mut String, name: &str, value: Option<&str>) {
     if let Some(value) = value {
-        let _ = writeln!(out, "{:<12}{}", format!("{name}:"), clean(value));
+        let _ = writeln!(out, "{:<14}{}", format!("{name}:"), clean(value));
     }
 }
 

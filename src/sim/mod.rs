@@ -22,6 +22,7 @@ pub mod lifecycle;
 pub mod responses;
 pub mod scenario;
 pub mod server;
+pub mod shapes;
 pub mod state;
 pub mod throttle;
 

@@ -2,7 +2,7 @@ use super::*;
 use crate::ims::model::{Job, JobStatus, SubJob};
 
 fn ctx(now: i64) -> Inputs<'static> {
-    Inputs { generation: Some(3), now: Timestamp::from_second(now).unwrap(), requested_at: None }
+    Inputs { generation: Some(3), now: Timestamp::from_second(now).unwrap(), requested_at: None, eta: None }
 }
 
 fn job(status: JobStatus) -> Job {
@@ -372,4 +372,34 @@ fn the_minimal_status_keeps_the_verdict_and_says_why() {
     assert_eq!(cond_of(&min, STATUS_TOO_LARGE), ("True".into(), STATUS_TOO_LARGE.into()));
     assert!(event.warning && event.reason == STATUS_TOO_LARGE && event.message.contains("HTTP 422"));
     assert!(bound::serialised_len(&min) < 4096, "{}", bound::serialised_len(&min));
+}
+
+/// `estimatedCompletionTime`: set when progress moves while RUNNING, kept
+/// while it does not (so it never causes a write of its own), cleared when
+/// the job ends.
+#[test]
+fn the_eta_moves_with_progress_only_and_is_cleared_at_the_end() {
+    let running = |p: u8| Outcome::Job(Job { progress: Some(p), ..job(JobStatus::Running) });
+    let eta = |s: i64| Some(Timestamp::from_second(s).unwrap());
+    let with_eta = |now: i64, at: i64| Inputs { eta: eta(at), ..ctx(now) };
+    let shown = |s: &ImageJobStatus| s.estimated_completion_time.as_ref().map(|t| t.0.as_second());
+
+    let first = next_status(None, &running(10), &with_eta(1, 500));
+    assert_eq!(shown(&first), Some(500), "progress appeared");
+    let same = next_status(Some(&first), &running(10), &with_eta(2, 900));
+    assert_eq!(shown(&same), Some(500), "progress unchanged: the ETA stays");
+    assert!(!differs(&first, &same), "no write for a new ETA alone");
+    let moved = next_status(Some(&same), &running(20), &with_eta(3, 600));
+    assert_eq!(shown(&moved), Some(600), "progress moved: the new ETA");
+    let unknown = next_status(Some(&moved), &running(30), &ctx(4));
+    assert_eq!(shown(&unknown), None, "progress moved and no estimate: none shown");
+    let transient = Outcome::Transient { message: "503".into() };
+    assert_eq!(shown(&next_status(Some(&moved), &transient, &with_eta(5, 700))), Some(600), "a cloud error keeps it");
+    let done = next_status(Some(&moved), &Outcome::Job(job(JobStatus::Success)), &with_eta(6, 700));
+    assert_eq!(shown(&done), None, "cleared on SUCCESS");
+    let failed = next_status(Some(&moved), &Outcome::Job(job(JobStatus::Fail)), &with_eta(6, 700));
+    assert_eq!(shown(&failed), None, "cleared on FAIL");
+    let late =
+        next_status(Some(&moved), &Outcome::DeadlineExceeded { seconds: 5, last_error: None }, &with_eta(6, 700));
+    assert_eq!(shown(&late), None, "cleared past the deadline");
 }

@@ -247,7 +247,7 @@ fn a_poll_that_learned_nothing_new_writes_nothing_despite_millisecond_times() {
     // IMS sends milliseconds; the API server keeps whole seconds.
     let begin: Timestamp = "2026-11-27T10:00:00.123Z".parse().unwrap();
     let job = Job { status: Some(JobStatus::Running), progress: Some(40), begin_time: Some(begin), ..Job::default() };
-    let sctx = status::Inputs { generation: Some(1), now: Timestamp::now(), requested_at: None };
+    let sctx = status::Inputs { generation: Some(1), now: Timestamp::now(), requested_at: None, eta: None };
     let written = as_stored(status::next_status(None, &Outcome::Job(job.clone()), &sctx));
     // What the watch brings back is the JSON the API server stored.
     let stored: ImageJobStatus = serde_json::from_value(serde_json::to_value(&written).unwrap()).unwrap();
@@ -277,4 +277,31 @@ fn the_fingerprint_ignores_what_differs_ignores() {
     assert_eq!(fingerprint(&a), fingerprint(&b));
     let c = ImageJobStatus { progress: Some(11), ..a.clone() };
     assert_ne!(fingerprint(&a), fingerprint(&c));
+}
+
+#[test]
+fn the_poll_policy_sets_the_delay_while_running_and_how_old_a_shared_answer_may_be() {
+    let t = Duration::from_secs(10);
+    let now = Timestamp::from_second(1_800_000_000).unwrap();
+    let at = |s: i64| Timestamp::from_second(1_800_000_000 + s).unwrap();
+    // 1 % every 10 s, now at 99 %: the end is about 10 s away.
+    let mut near_end = Progress::new();
+    for k in 0..=9 {
+        near_end.observe(at(10 * k - 90), 90 + k as u8);
+    }
+    let cases = [
+        (None, Progress::new(), t, "no policy: Fixed"),
+        (Some(PollPolicy::Fixed), near_end.clone(), t, "Fixed ignores progress"),
+        (Some(PollPolicy::Adaptive), Progress::new(), t, "Adaptive without progress: the interval"),
+        (Some(PollPolicy::Adaptive), near_end.clone(), Duration::from_secs(3), "Adaptive near the end"),
+    ];
+    for (policy, progress, want, what) in cases {
+        assert_eq!(running_delay(policy, t, &progress, now), want, "{what}");
+    }
+    assert_eq!(max_shared_age(None, t), Duration::from_secs(8));
+    assert_eq!(
+        max_shared_age(Some(PollPolicy::Adaptive), t),
+        Duration::from_secs(2),
+        "under T/4: never its own answer"
+    );
 }

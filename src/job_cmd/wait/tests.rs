@@ -149,14 +149,14 @@ fn summaries() {
         status_of(&Job::parse(br#"{"status":"SUCCESS","entities":{"image_id":"img-1","image_name":"web"}}"#).unwrap());
     assert_eq!(
         summary(&Ending::Finished(ok), &t, tally, Duration::from_secs(75)),
-        "Job j succeeded after 1m 15s.\nImage ID:   img-1\nImage name: web\nRequests:   9 (2 retried after transient errors)\n"
+        "Job j succeeded after 1m 15s.\nImage ID:     img-1\nImage name:   web\nRequests:     9 (2 retried after transient errors)\n"
     );
     let failed = status_of(&Job::parse(crate::job_cmd::render::tests::OVA.as_bytes()).unwrap());
     let text = summary(&Ending::Finished(failed), &t, Tally { requests: 3, retried: 0 }, Duration::from_secs(5));
     assert_eq!(
         text,
-        "Job j failed after 5s.\nError code: IMG.0014\nReason:     An exception occurred\nFailed sub-jobs:\n  \
-         JOB ID  TYPE                   ERROR\n  sub-b   imsImportDataImageJob  IMG.1075: registration failed\nRequests:   3\n"
+        "Job j failed after 5s.\nError code:   IMG.0014\nReason:       An exception occurred\nFailed sub-jobs:\n  \
+         JOB ID  TYPE                   ERROR\n  sub-b   imsImportDataImageJob  IMG.1075: registration failed\nRequests:     3\n"
     );
     let running = status_of(&Job::parse(RUNNING.as_bytes()).unwrap());
     let text = summary(&Ending::TimedOut(Some(running)), &t, tally, Duration::from_secs(600));
