@@ -114,16 +114,16 @@ impl RunArgs {
         }
         let e = &self.endpoints;
         for (flag, template) in [("--ims-endpoint", &e.ims_endpoint), ("--iam-endpoint", &e.iam_endpoint)] {
-            check_endpoint(flag, template, self.allow_insecure_http)?;
+            check_endpoint(flag, &template.replace("{region}", &self.default_region), self.allow_insecure_http)?;
         }
         Ok(())
     }
 }
 
-/// An endpoint template, `{region}` filled in, must be https:// (or http://
-/// on loopback unless `allow_insecure`): the rule `job get`/`job wait` apply.
-pub fn check_endpoint(flag: &str, template: &str, allow_insecure: bool) -> Result<(), String> {
-    crate::job_cmd::validate::endpoint(flag, &template.replace("{region}", "eu-de"), allow_insecure)
+/// An endpoint (for the default region) must be https:// (or http:// on
+/// loopback unless `allow_insecure`): the rule `job get`/`job wait` apply.
+pub fn check_endpoint(flag: &str, endpoint: &str, allow_insecure: bool) -> Result<(), String> {
+    crate::job_cmd::validate::endpoint(flag, endpoint, allow_insecure)
 }
 
 /// Parses `10s`, `2m`, `1h30m`, `500ms`.
