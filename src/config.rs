@@ -83,6 +83,47 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Accept plain `http://` IMS/IAM endpoints on hosts other than loopback
+    /// (credentials and tokens then cross the network unencrypted).
+    #[arg(long, env = "ALLOW_INSECURE_HTTP", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_insecure_http: bool,
+}
+
+impl RunArgs {
+    /// Refuses at start what would fail later or leak: nonsense numbers and
+    /// plain-HTTP endpoints off this machine (unless allowed).
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.ims_rate_limit.is_finite() || self.ims_rate_limit <= 0.0 {
+            return Err(format!(
+                "--ims-rate-limit must be a positive number of requests per second, not {}",
+                self.ims_rate_limit
+            ));
+        }
+        if self.ims_rate_burst == 0 {
+            return Err("--ims-rate-burst must be at least 1".into());
+        }
+        if self.concurrency == 0 {
+            return Err("--concurrency must be at least 1".into());
+        }
+        if self.ims_timeout.is_zero() {
+            return Err("--ims-timeout must be longer than zero".into());
+        }
+        if self.poll_interval < Duration::from_secs(1) || self.poll_interval > Duration::from_secs(3600) {
+            return Err(format!("--poll-interval must be between 1s and 1h, not {:?}", self.poll_interval));
+        }
+        let e = &self.endpoints;
+        for (flag, template) in [("--ims-endpoint", &e.ims_endpoint), ("--iam-endpoint", &e.iam_endpoint)] {
+            check_endpoint(flag, &template.replace("{region}", &self.default_region), self.allow_insecure_http)?;
+        }
+        Ok(())
+    }
+}
+
+/// An endpoint (for the default region) must be https:// (or http:// on
+/// loopback unless `allow_insecure`): the rule `job get`/`job wait` apply.
+pub fn check_endpoint(flag: &str, endpoint: &str, allow_insecure: bool) -> Result<(), String> {
+    crate::job_cmd::validate::endpoint(flag, endpoint, allow_insecure)
 }
 
 /// Parses `10s`, `2m`, `1h30m`, `500ms`.
@@ -107,6 +148,40 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("banana").is_err());
+    }
+
+    fn args(extra: &[&str]) -> RunArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let argv = std::iter::once("op").chain(extra.iter().copied());
+        <Cli as clap::Parser>::try_parse_from(argv).unwrap().run
+    }
+
+    #[test]
+    fn validation_refuses_nonsense_at_start() {
+        let cases: [(&[&str], Option<&str>); 11] = [
+            (&[], None),
+            (&["--ims-rate-limit", "NaN"], Some("--ims-rate-limit")),
+            (&["--ims-rate-limit", "inf"], Some("--ims-rate-limit")),
+            (&["--ims-rate-limit", "0"], Some("--ims-rate-limit")),
+            (&["--ims-rate-limit", "0.5"], None),
+            (&["--ims-rate-burst", "0"], Some("--ims-rate-burst")),
+            (&["--concurrency", "0"], Some("--concurrency")),
+            (&["--ims-endpoint", "http://127.0.0.1:9999"], None),
+            (&["--ims-endpoint", "http://ims.{region}.example.com"], Some("refusing plain http://")),
+            (&["--ims-endpoint", "http://ims.example.com", "--allow-insecure-http"], None),
+            (&["--iam-endpoint", "ftp://iam.example.com"], Some("scheme")),
+        ];
+        for (argv, want) in cases {
+            let got = args(argv).validate();
+            match want {
+                None => assert_eq!(got, Ok(()), "{argv:?}"),
+                Some(text) => assert!(got.as_ref().is_err_and(|e| e.contains(text)), "{argv:?}: {got:?}"),
+            }
+        }
     }
 
     /// `run`, `job get` and `job wait` share the endpoint flags: their names,

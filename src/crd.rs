@@ -167,8 +167,11 @@ impl ImageJobStatus {
 }
 
 /// What the operator last learned about the job.
+// The schema default makes a new ImageJob read `observedGeneration: 0`
+// before the first write, so kstatus (Flux) sees it InProgress, not Current.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("default" = {"observedGeneration": 0}))]
 pub struct ImageJobStatus {
     /// `Pending` (INIT, or not polled yet), `Running`, `Succeeded` or `Failed`.
     /// Succeeded and Failed are final: the job is not polled again.

@@ -49,6 +49,13 @@ pub struct Metrics {
     pub events: Family<ReasonLabels, Counter>,
     pub imagejobs: Family<PhaseLabels, Gauge>,
     pub leader: Gauge,
+    /// Errors of the ImageJob and Secret watches (they retry by themselves).
+    pub watch_errors: Family<ResourceLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ResourceLabels {
+    pub resource: &'static str,
 }
 
 impl Default for Metrics {
@@ -90,7 +97,14 @@ impl Default for Metrics {
             "1 while this replica holds the leader Lease (or runs without election)",
             leader.clone(),
         );
+        let watch_errors = Family::<ResourceLabels, Counter>::default();
+        registry.register(
+            "watch_errors",
+            "Errors of the Kubernetes watches, by resource (imagejobs, secrets); each is retried with backoff",
+            watch_errors.clone(),
+        );
         Self {
+            watch_errors,
             registry,
             reconciles,
             reconcile_duration,

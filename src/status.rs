@@ -23,6 +23,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use crate::crd::{ImageJobStatus, JobResultStatus, Phase, SubJobStatus};
 use crate::ims::model::{Job, JobStatus};
 
+pub mod bound;
+
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
@@ -67,8 +69,12 @@ pub enum Outcome {
     Transient { message: String },
     /// Nothing will change until the configuration is fixed.
     Stalled { reason: StallReason, message: String },
-    /// The job ran longer than `activeDeadlineSeconds`.
-    DeadlineExceeded { seconds: i64 },
+    /// The job ran longer than `activeDeadlineSeconds`; `last_error` is
+    /// why IMS could not be asked at the deadline, if it could not.
+    DeadlineExceeded { seconds: i64, last_error: Option<String> },
+    /// IMS answered 404 for a job it never answered for, while the
+    /// ImageJob is young: the job may not be visible yet. Retried soon.
+    NotYetKnown { message: String },
     /// `spec.suspend` is true: no polling.
     Suspended,
     /// Nothing new to learn (the job finished): the spec was read, so only
@@ -88,8 +94,15 @@ pub struct Inputs<'a> {
 }
 
 /// The new status. Fields not touched by the outcome keep their previous
-/// values, so a transient error never loses what was known.
+/// values, so a transient error never loses what was known. Always within
+/// the bounds of [`bound`], whatever the answer.
 pub fn next_status(prev: Option<&ImageJobStatus>, outcome: &Outcome, ctx: &Inputs) -> ImageJobStatus {
+    let mut status = unbounded_status(prev, outcome, ctx);
+    bound::bound(&mut status);
+    status
+}
+
+fn unbounded_status(prev: Option<&ImageJobStatus>, outcome: &Outcome, ctx: &Inputs) -> ImageJobStatus {
     let mut status = prev.cloned().unwrap_or_default();
     status.observed_generation = ctx.generation;
     if let Some(value) = ctx.requested_at {
@@ -124,6 +137,10 @@ pub fn next_status(prev: Option<&ImageJobStatus>, outcome: &Outcome, ctx: &Input
 }
 
 const REFRESH_FAILED: &str = "RefreshFailed";
+/// Reason while IMS does not know a young job yet.
+pub const NOT_YET_KNOWN: &str = "WaitingForJob";
+/// Condition type and Event reason when the API server refused the full status.
+pub const STATUS_TOO_LARGE: &str = "StatusTooLarge";
 
 /// The error of a forced poll (`requestedAt`) of a finished job.
 fn failed_refresh<'a>(prev: Option<&ImageJobStatus>, outcome: &'a Outcome) -> Option<&'a str> {
@@ -156,6 +173,10 @@ pub fn apply_job(status: &mut ImageJobStatus, job: &Job) {
     status.results = job.results.iter().map(result_status).collect();
     status.sub_jobs = job.sub_jobs.iter().map(sub_job_status).collect();
     status.sub_job_ids = job.sub_job_ids.clone();
+    // Set when the parser cut a list; `bound` sets them when it cuts.
+    let total = |n: Option<usize>| n.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
+    status.sub_jobs_total = total(job.sub_jobs_total);
+    status.results_total = total(job.results_total);
 }
 
 /// The ETA shows only while the job runs, and moves only with the progress:
@@ -220,10 +241,19 @@ fn cond(type_: &'static str, status: bool, reason: &str, message: impl Into<Stri
 fn conditions_for(status: &ImageJobStatus, outcome: &Outcome) -> Vec<Cond> {
     match outcome {
         Outcome::Job(_) => job_conditions(status),
-        Outcome::DeadlineExceeded { seconds } => {
-            let msg = format!("the job ran longer than activeDeadlineSeconds ({seconds}s); polling stopped");
+        Outcome::DeadlineExceeded { seconds, last_error } => {
+            let mut msg = format!("the job ran longer than activeDeadlineSeconds ({seconds}s); polling stopped");
+            if let Some(err) = last_error {
+                msg.push_str(&format!("; IMS could not be asked at the deadline: {err}"));
+            }
             terminal_failure("DeadlineExceeded", &msg)
         }
+        Outcome::NotYetKnown { message } => vec![
+            cond(READY, false, "Pending", message.clone()),
+            cond(RECONCILING, true, NOT_YET_KNOWN, message.clone()),
+            cond(STALLED, false, NOT_YET_KNOWN, message.clone()),
+            cond(FAILED, false, NOT_YET_KNOWN, "the job itself has not failed"),
+        ],
         Outcome::Stalled { reason, message } => vec![
             cond(READY, false, reason.as_str(), message.clone()),
             cond(RECONCILING, false, reason.as_str(), message.clone()),
@@ -402,11 +432,48 @@ fn push_if_flipped(events: &mut Vec<EventSpec>, prev: Option<&ImageJobStatus>, n
 }
 
 fn normal(reason: &str, message: &str) -> EventSpec {
-    EventSpec { warning: false, reason: reason.to_owned(), message: message.to_owned() }
+    EventSpec { warning: false, reason: reason.to_owned(), message: bound::cut(message, bound::MAX_MESSAGE) }
 }
 
 fn warning(reason: &str, message: &str) -> EventSpec {
-    EventSpec { warning: true, reason: reason.to_owned(), message: message.to_owned() }
+    EventSpec { warning: true, reason: reason.to_owned(), message: bound::cut(message, bound::MAX_MESSAGE) }
+}
+
+/// What to write when the API server refused `intended` as too large
+/// (it should never be, see `bound`; this is the last line): the phase and
+/// the short fields, no lists, short messages, and a `StatusTooLarge`
+/// condition that says what happened. Returns it with its Event.
+pub fn minimal_status(intended: &ImageJobStatus, refusal: &str, ctx: &Inputs) -> (ImageJobStatus, EventSpec) {
+    const SHORT: usize = 256;
+    let short = |f: &Option<String>| f.as_deref().map(|t| bound::cut(t, SHORT));
+    let count = |n: usize, total: Option<i32>| total.or((n > 0).then(|| i32::try_from(n).unwrap_or(i32::MAX)));
+    let mut status = ImageJobStatus {
+        phase: intended.phase,
+        job_status: short(&intended.job_status),
+        job_type: short(&intended.job_type),
+        image_id: short(&intended.image_id),
+        image_name: short(&intended.image_name),
+        progress: intended.progress,
+        begin_time: intended.begin_time.clone(),
+        end_time: intended.end_time.clone(),
+        error_code: short(&intended.error_code),
+        fail_reason: short(&intended.fail_reason),
+        sub_jobs_total: count(intended.sub_jobs.len(), intended.sub_jobs_total),
+        results_total: count(intended.results.len(), intended.results_total),
+        observed_generation: intended.observed_generation,
+        last_handled_reconcile_at: short(&intended.last_handled_reconcile_at),
+        conditions: intended.conditions.clone(),
+        ..ImageJobStatus::default()
+    };
+    for c in &mut status.conditions {
+        c.message = bound::cut(&c.message, SHORT);
+    }
+    let message = bound::cut(
+        &format!("the API server refused the full status ({refusal}); lists and long texts are left out"),
+        bound::MAX_MESSAGE,
+    );
+    set_condition(&mut status.conditions, cond(STATUS_TOO_LARGE, true, STATUS_TOO_LARGE, message.clone()), ctx);
+    (status, warning(STATUS_TOO_LARGE, &message))
 }
 
 #[cfg(test)]

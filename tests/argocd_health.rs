@@ -365,7 +365,7 @@ fn fixtures_match_what_the_operator_writes() {
         }),
         ("deadline-exceeded.yaml", |ij, s| {
             let seconds = ij.spec.active_deadline_seconds.expect("activeDeadlineSeconds");
-            vec![Outcome::Job(job_of(s)), Outcome::DeadlineExceeded { seconds }]
+            vec![Outcome::Job(job_of(s)), Outcome::DeadlineExceeded { seconds, last_error: None }]
         }),
         ("stalled-authentication-failed.yaml", |_, s| {
             vec![Outcome::Stalled { reason: StallReason::AuthenticationFailed, message: ready_message(s, "Ready") }]
@@ -420,6 +420,8 @@ fn job_of(s: &imagejob_operator::crd::ImageJobStatus) -> imagejob_operator::ims:
         image_name: s.image_name.clone(),
         current_task: s.current_task.clone(),
         progress: s.progress.map(|p| u8::try_from(p).unwrap()),
+        sub_jobs_total: None,
+        results_total: None,
         results: s
             .results
             .iter()

@@ -115,6 +115,7 @@ async fn fixture() -> Fixture {
         metrics: Arc::new(Metrics::default()),
         outputs: None,
         wake,
+        fence: imagejob_operator::controller::fence::Fence::none(),
         args,
     });
     let api = Api::namespaced(client.clone(), &ns.name);
@@ -200,6 +201,8 @@ async fn transient_errors_back_off_and_keep_the_status() {
     let first = requeue_of(&action).unwrap();
     assert!(first >= Duration::from_secs(2) && first <= Duration::from_secs(4), "{first:?}");
 
+    // `requestedAt` is honoured at most once per FORCED_POLL_GAP (issue 10).
+    tokio::time::sleep(imagejob_operator::controller::plan::FORCED_POLL_GAP).await;
     f.request_poll("2").await;
     f.ims.push(unavailable());
     let (action, _) = f.reconcile().await;

@@ -19,6 +19,7 @@ use std::time::Duration;
 use kube::runtime::reflector::ObjectRef;
 use tokio::time::Instant;
 
+use super::gate::{Admission, CredentialGate, GateKey};
 use crate::crd::ImageJob;
 use crate::ims::credentials::{CacheKey, Credentials};
 use crate::ims::model::Job;
@@ -76,16 +77,22 @@ pub const MAX_INLINE_WAIT: Duration = Duration::from_millis(250);
 pub struct Coalescer<S> {
     source: S,
     limiter: Buckets,
+    gate: CredentialGate,
     slots: Mutex<HashMap<FetchKey, Arc<tokio::sync::Mutex<JobSlot>>>>,
     subscribers: Mutex<HashMap<FetchKey, HashSet<ObjectRef<ImageJob>>>>,
 }
 
-/// Token buckets per (endpoint, project) as GCRA: the theoretical arrival
+/// A bucket per endpoint, project and credential fingerprint: an ImageJob
+/// naming someone else's project with other (or garbage) credentials cannot
+/// use up or pause that tenant's budget.
+type BucketKey = (String, String, CacheKey);
+
+/// Token buckets per `BucketKey` as GCRA: the theoretical arrival
 /// time of the next request, one `period` per request, `tolerance` of burst.
 struct Buckets {
     period: Duration,
     tolerance: Duration,
-    tat: Mutex<HashMap<(String, String), Instant>>,
+    tat: Mutex<HashMap<BucketKey, Instant>>,
 }
 
 impl Buckets {
@@ -96,7 +103,7 @@ impl Buckets {
 
     /// Takes the next token of `key`: the time the request may be sent
     /// (`now` when the bucket has one). Never fails; reservations queue.
-    fn reserve(&self, key: &(String, String), now: Instant) -> Instant {
+    fn reserve(&self, key: &BucketKey, now: Instant) -> Instant {
         let mut tat = self.tat.lock().unwrap();
         let next = match tat.get_mut(key) {
             Some(t) => t,
@@ -110,7 +117,7 @@ impl Buckets {
 
     /// Pushes the bucket's next free time to `until` at the earliest: the
     /// cloud said it is throttling this project.
-    fn hold(&self, key: &(String, String), until: Instant) {
+    fn hold(&self, key: &BucketKey, until: Instant) {
         let mut tat = self.tat.lock().unwrap();
         let next = tat.entry(key.clone()).or_insert(until);
         *next = (*next).max(until + self.tolerance);
@@ -137,7 +144,13 @@ pub fn quota(per_second: f64, burst: u32) -> Quota {
 
 impl<S: JobSource> Coalescer<S> {
     pub fn new(source: S, quota: Quota) -> Self {
-        Self { source, limiter: Buckets::new(quota), slots: Mutex::default(), subscribers: Mutex::default() }
+        Self {
+            source,
+            limiter: Buckets::new(quota),
+            gate: CredentialGate::default(),
+            slots: Mutex::default(),
+            subscribers: Mutex::default(),
+        }
     }
 
     /// The job's answer: a shared one younger than `max_age`, else a new
@@ -189,15 +202,27 @@ impl<S: JobSource> Coalescer<S> {
         {
             return Ok(Fetched { answer: answer.clone(), shared_age: Some(at.elapsed()), wake: Vec::new() });
         }
-        let bucket = (key.ims_endpoint.clone(), key.project_id.clone());
+        let bucket = (key.ims_endpoint.clone(), key.project_id.clone(), key.credentials);
         let now = Instant::now();
         let send_at = *slot.reserved.get_or_insert_with(|| self.limiter.reserve(&bucket, now));
         if send_at > now + MAX_INLINE_WAIT {
             return Err(send_at - now);
         }
+        // One probe per credential: wait while it is being verified, and
+        // send nothing with one that was refused.
+        let gate_key = GateKey { endpoint: key.ims_endpoint.clone(), credentials: key.credentials };
+        let ticket = match self.gate.admit(&gate_key).await {
+            Admission::Send(ticket) => ticket,
+            Admission::Refused(error) => {
+                slot.reserved = None;
+                return Ok(Fetched { answer: Err(error), shared_age: Some(Duration::ZERO), wake: Vec::new() });
+            }
+        };
         tokio::time::sleep_until(send_at).await;
         slot.reserved = None;
         let answer = self.source.get_job(target, creds).await.map_err(Arc::new);
+        self.gate.report(&ticket, answer.as_ref().map(|_| ()));
+        drop(ticket);
         if let Err(e) = &answer
             && e.status() == Some(429)
         {
@@ -241,6 +266,7 @@ impl<S: JobSource> Coalescer<S> {
             Err(_) => true, // a request is in flight
         });
         self.limiter.prune(Instant::now());
+        self.gate.sweep();
         let mut subs = self.subscribers.lock().unwrap();
         subs.values_mut().for_each(|set| set.retain(&alive));
         subs.retain(|_, set| !set.is_empty());
@@ -344,13 +370,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn reservations_queue_in_arrival_order_after_the_burst() {
         let b = Buckets::new(quota(10.0, 3));
-        let key = ("http://ims".to_owned(), "p".to_owned());
+        let key = ("http://ims".to_owned(), "p".to_owned(), creds("u").cache_key());
         let t = Instant::now();
         let at: Vec<Duration> = (0..6).map(|_| b.reserve(&key, t) - t).collect();
         let ms = |n| Duration::from_millis(n);
         assert_eq!(at, [ms(0), ms(0), ms(0), ms(100), ms(200), ms(300)]);
         // Another project has its own bucket.
-        assert_eq!(b.reserve(&("http://ims".to_owned(), "q".to_owned()), t), t);
+        assert_eq!(b.reserve(&("http://ims".to_owned(), "q".to_owned(), creds("u").cache_key()), t), t);
+        // So has another tenant's credential in the same project.
+        assert_eq!(b.reserve(&("http://ims".to_owned(), "p".to_owned(), creds("other").cache_key()), t), t);
         // The cloud answered 429 with Retry-After 2 s: nothing before then.
         b.hold(&key, t + Duration::from_secs(2));
         assert!(b.reserve(&key, t) >= t + Duration::from_secs(2));

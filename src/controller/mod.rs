@@ -10,6 +10,8 @@
 //! - `run`: wiring — watches, leader election, housekeeping, the HTTP server.
 
 pub mod coalesce;
+pub mod fence;
+pub mod gate;
 pub mod output;
 pub mod plan;
 pub mod reconcile;
@@ -58,6 +60,8 @@ pub struct Ctx<S> {
     pub outputs: Option<kube::runtime::reflector::Store<k8s_openapi::api::core::v1::ConfigMap>>,
     /// ImageJobs to reconcile now (Secret changed, shared answer changed).
     pub wake: mpsc::UnboundedSender<ObjectRef<ImageJob>>,
+    /// Writes only while this replica leads (see `fence`).
+    pub fence: fence::Fence,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +74,12 @@ pub enum Error {
     Output(#[source] kube::Error),
     #[error("ImageJob has no namespace")]
     NoNamespace,
+    #[error("the ImageJob changed since it was read; reconciling again with a fresh read")]
+    Conflict,
+    #[error("not the leader: this replica writes nothing")]
+    NotLeader,
+    #[error("reading the leader Lease: {0}")]
+    Lease(#[source] kube::Error),
 }
 
 impl<S: JobSource> Ctx<S> {

@@ -33,9 +33,58 @@ pub fn pending_request(ij: &ImageJob) -> Option<&str> {
 /// cloud reports it) or, before the first answer, since the ImageJob was made.
 pub fn deadline_exceeded(ij: &ImageJob, now: Timestamp) -> Option<i64> {
     let seconds = ij.spec.active_deadline_seconds?;
+    (now > deadline_of(ij)?).then_some(seconds)
+}
+
+/// When `activeDeadlineSeconds` runs out, if set.
+pub fn deadline_of(ij: &ImageJob) -> Option<Timestamp> {
+    let seconds = ij.spec.active_deadline_seconds?;
     let status = ij.status.as_ref();
     let begin = status.and_then(|s| s.begin_time.as_ref()).or(ij.metadata.creation_timestamp.as_ref())?;
-    (now.as_second() - begin.0.as_second() > seconds).then_some(seconds)
+    begin.0.checked_add(jiff::SignedDuration::from_secs(seconds)).ok()
+}
+
+/// The verdict at the deadline, from the one poll made there: a job that
+/// IMS says ended (before the deadline, or without an end time) is shown as
+/// IMS says; otherwise DeadlineExceeded, naming the error if IMS could not
+/// be asked.
+pub fn at_deadline(answer: Outcome, deadline: Timestamp, seconds: i64) -> Outcome {
+    match answer {
+        Outcome::Job(job)
+            if job.status.is_some_and(|s| s.is_finished()) && job.end_time.is_none_or(|end| end <= deadline) =>
+        {
+            Outcome::Job(job)
+        }
+        Outcome::Transient { message } | Outcome::Stalled { message, .. } | Outcome::NotYetKnown { message } => {
+            Outcome::DeadlineExceeded { seconds, last_error: Some(message) }
+        }
+        _ => Outcome::DeadlineExceeded { seconds, last_error: None },
+    }
+}
+
+/// How long a never-answered job's 404 is read as "not visible yet".
+pub const YOUNG_JOB_GRACE: Duration = Duration::from_secs(60);
+/// Backoff while waiting for a young job to appear.
+const YOUNG_MIN: Duration = Duration::from_secs(1);
+const YOUNG_MAX: Duration = Duration::from_secs(10);
+
+/// True while a 404 may only mean IMS does not show the job yet: IMS never
+/// answered for it and the ImageJob is younger than `YOUNG_JOB_GRACE`.
+pub fn in_young_grace(ij: &ImageJob, now: Timestamp) -> bool {
+    let never_answered = ij.status.as_ref().is_none_or(|s| s.job_status.is_none());
+    let created = ij.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    never_answered
+        && created.is_some_and(|c| now.duration_since(c) < jiff::SignedDuration::try_from(YOUNG_JOB_GRACE).unwrap())
+}
+
+/// A forced poll (`requestedAt`) is honoured at most this often per
+/// ImageJob, so an annotation loop cannot burn the project's quota.
+pub const FORCED_POLL_GAP: Duration = Duration::from_secs(5);
+
+/// Pure: how long before a forced poll may go, given the last one.
+pub fn forced_poll_wait(last_forced: Option<tokio::time::Instant>, now: tokio::time::Instant) -> Option<Duration> {
+    let left = FORCED_POLL_GAP.checked_sub(now.checked_duration_since(last_forced?)?)?;
+    (!left.is_zero()).then_some(left)
 }
 
 /// A region only of `[a-z0-9-]`: it is placed into a host name, and must
@@ -44,6 +93,20 @@ pub fn valid_region(region: &str) -> bool {
     !region.is_empty()
         && region.len() <= 32
         && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Maps an IMS failure for this ImageJob to what the status shows: a 404
+/// of a young, never-answered job is waited for, not stalled.
+pub fn outcome_for(ij: &ImageJob, err: &ImsError, now: Timestamp) -> Outcome {
+    if err.kind() == ErrorKind::JobNotFound && in_young_grace(ij, now) {
+        let message = format!(
+            "IMS does not know job {} yet ({}); it may not be visible for a few seconds after its creation: retrying",
+            ij.spec.job_id,
+            stable_message(err)
+        );
+        return Outcome::NotYetKnown { message };
+    }
+    outcome_of_error(err)
 }
 
 /// Maps an IMS failure to what the status shows.
@@ -97,6 +160,9 @@ pub fn target_of(ij: &ImageJob, args: &RunArgs, secret_project: Option<&str>) ->
         .as_deref()
         .or(secret_project)
         .ok_or_else(|| "no project ID: set spec.projectId or add projectId to the credentials Secret".to_owned())?;
+    // IDs go into the request path; a Secret's projectId is not schema-checked.
+    crate::job_cmd::validate::project_id(project_id)?;
+    crate::job_cmd::validate::job_id(&ij.spec.job_id)?;
     Ok(JobTarget {
         ims_endpoint: resolve_endpoint(&args.endpoints.ims_endpoint, region),
         iam_endpoint: resolve_endpoint(&args.endpoints.iam_endpoint, region),
@@ -187,6 +253,7 @@ pub fn plan_next(
         _ if finished => NextPoll::Never,
         Outcome::Job(_) => NextPoll::After { delay: schedule::jittered(interval), failed: false },
         Outcome::Transient { .. } => failed(schedule::backoff(failures, TRANSIENT_MIN, TRANSIENT_MAX, retry_after)),
+        Outcome::NotYetKnown { .. } => failed(schedule::backoff(failures, YOUNG_MIN, YOUNG_MAX, retry_after)),
         Outcome::Stalled { reason: StallReason::CredentialsNotFound | StallReason::InvalidSpec, .. } => {
             failed(CONFIG_RECHECK)
         }

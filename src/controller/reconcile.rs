@@ -12,8 +12,9 @@ use kube::{Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
 use super::plan::{
-    self, NextPoll, TRANSIENT_MAX, TRANSIENT_MIN, WRITE_ECHO_WINDOW, as_stored, deadline_exceeded, fingerprint,
-    follow_delay, max_shared_age, outcome_label, outcome_of_error, pending_request, plan_next, target_of,
+    self, NextPoll, TRANSIENT_MAX, TRANSIENT_MIN, WRITE_ECHO_WINDOW, as_stored, at_deadline, deadline_exceeded,
+    deadline_of, fingerprint, follow_delay, forced_poll_wait, max_shared_age, outcome_for, outcome_label,
+    pending_request, plan_next, target_of,
 };
 use super::secrets::SecretError;
 use super::{Ctx, Error, FIELD_MANAGER, key_of, output, schedule};
@@ -62,11 +63,16 @@ async fn reconcile_inner<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>) -> Result<Ac
     {
         return Ok(Action::requeue(left));
     }
-    if let Some(seconds) = deadline_exceeded(ij, Timestamp::now()) {
-        write_status(ij, ctx, &Outcome::DeadlineExceeded { seconds }, requested, None).await?;
-        return Ok(Action::await_change());
+    // An annotation loop must not burn the quota: one forced poll per few seconds.
+    if requested.is_some()
+        && let Some(left) = forced_poll_wait(ctx.schedule.last_forced(&key), tokio::time::Instant::now())
+    {
+        return Ok(Action::requeue(left));
     }
-    let answered = match poll(ij, &key, ctx, requested.is_some()).await? {
+    // At the deadline, ask IMS once before deciding: a job that ended in time wins.
+    let deadline = deadline_exceeded(ij, Timestamp::now()).zip(deadline_of(ij));
+    let forced = requested.is_some() || deadline.is_some();
+    let mut answered = match poll(ij, &key, ctx, forced).await? {
         Polled::Done(answered) => answered,
         Polled::Deferred(wait) => {
             // The project's token bucket reserved a later send time: give the
@@ -76,6 +82,12 @@ async fn reconcile_inner<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>) -> Result<Ac
             return Ok(Action::requeue(wait));
         }
     };
+    if let Some((seconds, at)) = deadline {
+        let outcome = std::mem::replace(&mut answered.outcome, Outcome::Observed);
+        answered.outcome = at_deadline(outcome, at, seconds);
+        write_status(ij, ctx, &answered.outcome, requested, None).await?;
+        return Ok(Action::await_change());
+    }
     let now = Timestamp::now();
     let progress = observe_progress(ij, ctx, &key, &answered, now);
     let written = write_status(ij, ctx, &answered.outcome, requested, progress.eta()).await?;
@@ -133,6 +145,9 @@ async fn poll<S: JobSource>(
     // A forced poll must not be served from the shared cache.
     let max_age = if forced { Duration::ZERO } else { max_shared_age(ij.spec.poll_policy, interval) };
     let started = std::time::Instant::now();
+    if forced {
+        ctx.schedule.mark_forced(key);
+    }
     let fetched = match ctx.coalescer.fetch_or_defer(key, &target, &loaded.credentials, max_age).await {
         Ok(fetched) => fetched,
         Err(wait) => return Ok(Polled::Deferred(wait)),
@@ -154,7 +169,7 @@ async fn poll<S: JobSource>(
         }
         Err(err) => {
             debug!(error = %err, "IMS query failed");
-            (outcome_of_error(&err), err.retry_after())
+            (outcome_for(ij, &err, Timestamp::now()), err.retry_after())
         }
     };
     Ok(Polled::Done(Answered { outcome, retry_after, shared_age: fetched.shared_age }))
@@ -176,7 +191,7 @@ async fn write_status<S: JobSource>(
     // The result ConfigMap first, then the status that reports it; a failed
     // export is shown in the status and retried with backoff.
     let exported = output::export(ij, ctx, &mut new, &sctx).await;
-    let new = write_if_changed(ij, ctx, prev, new).await?;
+    let new = write_if_changed(ij, ctx, prev, new, &sctx).await?;
     exported.map_err(Error::Output)?;
     Ok(new)
 }
@@ -188,6 +203,7 @@ async fn write_if_changed<S: JobSource>(
     ctx: &Ctx<S>,
     prev: Option<&ImageJobStatus>,
     new: ImageJobStatus,
+    sctx: &status::Inputs<'_>,
 ) -> Result<ImageJobStatus, Error> {
     if prev.is_some_and(|p| !status::differs(p, &new)) {
         return Ok(new);
@@ -200,30 +216,73 @@ async fn write_if_changed<S: JobSource>(
     if ctx.schedule.recently_written(&key, uid.as_deref(), print, WRITE_ECHO_WINDOW) {
         return Ok(new);
     }
-    let api: Api<ImageJob> = Api::namespaced(ctx.client.clone(), &ij.namespace().ok_or(Error::NoNamespace)?);
-    let patch = serde_json::json!({
-        "apiVersion": ImageJob::api_version(&()),
-        "kind": ImageJob::kind(&()),
-        "status": new,
-    });
-    api.patch_status(&ij.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(Error::Patch)?;
-    ctx.schedule.written(&key, uid.as_deref(), print);
+    ctx.fence.check().await?;
+    let (new, extra_event) = match patch_status(ij, ctx, &new).await {
+        Err(Error::Patch(e)) if too_large(&e) => {
+            // Never loop on a status the API server will not store: write
+            // the short one and say so.
+            warn!(error = %e, bytes = status::bound::serialised_len(&new), "the API server refused the status; writing a minimal one");
+            let (minimal, event) = status::minimal_status(&new, &refusal(&e), sctx);
+            patch_status(ij, ctx, &minimal).await?;
+            (minimal, Some(event))
+        }
+        other => (other.map(|()| new)?, None),
+    };
+    ctx.schedule.written(&key, uid.as_deref(), fingerprint(&new));
     ctx.metrics.status_patches.inc();
     info!(phase = ?new.phase, job_status = new.job_status.as_deref(), progress = new.progress, "status updated");
-    for event in status::transition_events(prev, &new).into_iter().chain(output::transition_events(prev, &new)) {
+    let events = status::transition_events(prev, &new).into_iter().chain(output::transition_events(prev, &new));
+    for event in extra_event.into_iter().chain(events) {
         publish(ij, ctx, event).await;
     }
     Ok(new)
 }
 
+/// Server-side apply of the status, fenced by the resourceVersion we read:
+/// if anyone wrote since (e.g. a new leader), the API server answers 409
+/// and the reconcile comes again with a fresh read, so an old view never
+/// overwrites a newer one.
+async fn patch_status<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>, new: &ImageJobStatus) -> Result<(), Error> {
+    let api: Api<ImageJob> = Api::namespaced(ctx.client.clone(), &ij.namespace().ok_or(Error::NoNamespace)?);
+    let patch = serde_json::json!({
+        "apiVersion": ImageJob::api_version(&()),
+        "kind": ImageJob::kind(&()),
+        "metadata": {"resourceVersion": ij.resource_version()},
+        "status": new,
+    });
+    match api.patch_status(&ij.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Conflict),
+        Err(e) => Err(Error::Patch(e)),
+    }
+}
+
+/// 413, 422 or etcd's "request is too large": the status itself is refused.
+fn too_large(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => {
+            s.code == 413 || s.code == 422 || s.message.contains("too large") || s.message.contains("Too long")
+        }
+        _ => false,
+    }
+}
+
+fn refusal(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("HTTP {}: {}", s.code, status::bound::cut(&s.message, 300)),
+        other => status::bound::cut(&other.to_string(), 300),
+    }
+}
+
 async fn publish<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>, event: status::EventSpec) {
+    if ctx.fence.check().await.is_err() {
+        return;
+    }
     ctx.metrics.events.get_or_create(&crate::metrics::ReasonLabels { reason: event.reason.clone() }).inc();
     let ev = Event {
         type_: if event.warning { EventType::Warning } else { EventType::Normal },
         reason: event.reason,
-        note: Some(event.message.chars().take(1000).collect()),
+        note: Some(status::bound::cut(&event.message, status::bound::MAX_MESSAGE)),
         action: "PollIMSJob".into(),
         secondary: None,
     };
@@ -269,11 +328,18 @@ fn next_action<S: JobSource>(
             } else {
                 delay
             };
+            // Poll once at the deadline rather than an interval after it.
+            let delay = match deadline_of(ij).map(|d| d.duration_since(Timestamp::now())) {
+                Some(left) => delay.min(left.try_into().unwrap_or(Duration::ZERO) + Duration::from_millis(200)),
+                None => delay,
+            };
             ctx.schedule.record(key, uid.as_deref(), generation, delay, failed);
             Action::requeue(delay)
         }
     }
 }
+
+const CONFLICT_RETRY: Duration = Duration::from_secs(1);
 
 /// Feeds the ImageJob's progress model with a RUNNING answer's percent (at
 /// the time it was fetched) and returns the model.
@@ -301,6 +367,13 @@ fn running_delay<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>, progress: &Progress,
 
 /// Kubernetes API failures (status patch, Secret read) use the same backoff.
 pub fn error_policy<S: JobSource>(ij: Arc<ImageJob>, error: &Error, ctx: Arc<Ctx<S>>) -> Action {
+    match error {
+        // Someone wrote since we read: come again soon with a fresh read.
+        Error::Conflict => return Action::requeue(CONFLICT_RETRY),
+        // Not the leader: the new leader writes; nothing to retry here.
+        Error::NotLeader => return Action::await_change(),
+        _ => {}
+    }
     let key = key_of(&ij);
     let failures = ctx.schedule.failures(&key) + 1;
     let next = schedule::backoff(failures, TRANSIENT_MIN, TRANSIENT_MAX, None);

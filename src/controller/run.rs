@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::coalesce::{Coalescer, quota};
+use super::fence::Fence;
 use super::schedule::Schedule;
 use super::secrets::{self, SecretCache};
 use super::{Ctx, error_policy, reconcile};
@@ -28,9 +29,10 @@ use crate::crd::ImageJob;
 use crate::crd::Phase;
 use crate::http::{self, HttpState};
 use crate::ims::ImsClient;
-use crate::metrics::{Metrics, PhaseLabels};
+use crate::metrics::{Metrics, PhaseLabels, ResourceLabels};
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    args.validate().map_err(|e| anyhow::anyhow!(e))?;
     let client = Client::try_default().await.map_err(|e| anyhow::anyhow!("no Kubernetes configuration: {e}"))?;
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
@@ -48,9 +50,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     if !args.leader_elect {
         metrics.leader.set(1);
-        return run_controller(client, args, metrics, ready, shutdown.cancelled_owned()).await;
+        return run_controller(client, args, metrics, ready, Fence::none(), shutdown.cancelled_owned()).await;
     }
-    let (mut leader, lease_task) = leader_election(client.clone(), &args).await?;
+    let (mut leader, lease_task, fence) = leader_election(client.clone(), &args).await?;
     // A standby is ready: it serves metrics and waits for the Lease.
     http::mark_ready(&ready);
     info!("waiting for the leader Lease");
@@ -72,7 +74,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = lost.wait_for(|is_leader| !is_leader) => warn!("lost the leader Lease"),
         }
     };
-    let result = run_controller(client, args, metrics, ready, stop).await;
+    let result = run_controller(client, args, metrics, ready, fence, stop).await;
     let still_leader = *leader.borrow();
     drop(leader);
     // Closing the channel makes the lease task release the Lease.
@@ -89,6 +91,7 @@ async fn leader_election(
 ) -> anyhow::Result<(
     tokio::sync::watch::Receiver<bool>,
     tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
+    Fence,
 )> {
     let namespace = args
         .leader_election_namespace
@@ -100,15 +103,18 @@ async fn leader_election(
     // client-go's 2 s retry against a 10 s deadline): one slow request on a
     // loaded API server or node does not cost the Lease, and a standby
     // still takes over about 15 s after a crash.
+    let leases = Api::namespaced(client.clone(), &namespace);
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &args.leader_election_lease)
         .with_namespace(namespace)
-        .with_identity(identity)
+        .with_identity(&identity)
         .with_duration(15)
         .with_grace(12)
         .with_field_manager(super::FIELD_MANAGER)
         .build()
         .await?;
-    Ok(manager.watch().await)
+    let (leader, task) = manager.watch().await;
+    let fence = Fence::lease(leases, &args.leader_election_lease, &identity, leader.clone());
+    Ok((leader, task, fence))
 }
 
 fn hostname() -> String {
@@ -122,6 +128,7 @@ async fn run_controller(
     args: RunArgs,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    fence: Fence,
     stop: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
     let imagejobs: Api<ImageJob> = scoped(&client, &args);
@@ -152,6 +159,7 @@ async fn run_controller(
         metrics: metrics.clone(),
         outputs: Some(outputs),
         wake: wake_tx,
+        fence,
         args,
     });
 
@@ -164,10 +172,17 @@ async fn run_controller(
         .with_config(controller::Config::default().concurrency(ctx.args.concurrency))
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx.clone())
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile error");
+        .for_each(|result| {
+            match result {
+                // The watch retries with backoff; say so where operators look.
+                Err(controller::Error::QueueError(e)) => {
+                    warn!(error = %e, "ImageJob watch error; retrying");
+                    metrics.watch_errors.get_or_create(&ResourceLabels { resource: "imagejobs" }).inc();
+                }
+                Err(e) => tracing::debug!(error = %e, "reconcile error"),
+                Ok(_) => {}
             }
+            std::future::ready(())
         });
     tokio::select! {
         _ = controller => info!("controller stopped"),
@@ -228,7 +243,10 @@ async fn watch_secrets<S: crate::ims::JobSource>(
         .for_each(|event| {
             match event {
                 Ok(event) => ctx.wake_all(ctx.secrets.observe(&event, users)),
-                Err(e) => warn!(error = %e, "Secret watch error; retrying"),
+                Err(e) => {
+                    warn!(error = %e, "Secret watch error; retrying");
+                    ctx.metrics.watch_errors.get_or_create(&ResourceLabels { resource: "secrets" }).inc();
+                }
             }
             std::future::ready(())
         })

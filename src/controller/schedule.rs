@@ -24,6 +24,8 @@ struct Entry {
     spread: bool,
     /// Fingerprint of the status we last wrote, and when.
     written: Option<(u64, Instant)>,
+    /// When a `requestedAt` poll last went out.
+    forced: Option<Instant>,
     /// The job's progress as this ImageJob saw it (the ETA, Adaptive polling).
     /// In memory only: after a restart it is learned again from the next rises.
     progress: Progress,
@@ -122,6 +124,15 @@ impl Schedule {
         entries.get(key).is_some_and(|e| {
             e.uid.as_deref() == uid && e.written.is_some_and(|(f, at)| f == fingerprint && at.elapsed() < window)
         })
+    }
+
+    /// When a forced (`requestedAt`) poll of this ImageJob last went out.
+    pub fn last_forced(&self, key: &ObjectRef<ImageJob>) -> Option<Instant> {
+        self.entries.lock().unwrap().get(key).and_then(|e| e.forced)
+    }
+
+    pub fn mark_forced(&self, key: &ObjectRef<ImageJob>) {
+        self.entries.lock().unwrap().entry(key.clone()).or_default().forced = Some(Instant::now());
     }
 
     /// Adds what a poll saw (`Some((when, percent))`) to the ImageJob's

@@ -69,7 +69,19 @@ pub struct Job {
     pub results: Vec<JobResult>,
     pub sub_jobs: Vec<SubJob>,
     pub sub_job_ids: Vec<String>,
+    /// How many sub-jobs (or sub-job IDs) IMS listed, when more than
+    /// `MAX_PARSED_ITEMS` and so cut at parse time.
+    pub sub_jobs_total: Option<usize>,
+    /// How many results IMS listed, when cut at parse time.
+    pub results_total: Option<usize>,
 }
+
+/// Lists are cut to this many entries at parse time (failed ones first),
+/// and texts to `MAX_PARSED_TEXT` bytes: a hostile 4 MiB answer becomes a
+/// small `Job`, which is what the shared-answer cache keeps. The status
+/// cuts further (see `status::bound`).
+pub const MAX_PARSED_ITEMS: usize = 100;
+pub const MAX_PARSED_TEXT: usize = 8 * 1024;
 
 /// `entities.results[]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -123,7 +135,14 @@ impl Job {
         let status = JobStatus::parse(&raw_status).ok_or(ParseError::UnknownStatus(raw_status))?;
         let empty = Map::new();
         let entities = top.get("entities").and_then(Value::as_object).unwrap_or(&empty);
-        let sub_jobs: Vec<SubJob> = objects(entities, "sub_jobs_result").map(sub_job).collect();
+        let (sub_jobs, sub_jobs_total) = bounded_objects(entities, "sub_jobs_result", is_fail);
+        let (results, results_total) = bounded_objects(entities, "results", |o| {
+            string(o, "status").is_some_and(|s| !s.eq_ignore_ascii_case("SUCCESS"))
+        });
+        let mut sub_job_ids = strings(entities, "sub_jobs_list");
+        let ids_total = sub_job_ids.len();
+        sub_job_ids.truncate(MAX_PARSED_ITEMS);
+        let cut = |total: usize| (total > MAX_PARSED_ITEMS).then_some(total);
         Ok(Job {
             job_id: string(top, "job_id"),
             status: Some(status),
@@ -136,9 +155,11 @@ impl Job {
             image_name: string(entities, "image_name"),
             current_task: string(entities, "current_task"),
             progress: entities.get("process_percent").and_then(percent),
-            results: objects(entities, "results").map(job_result).collect(),
-            sub_job_ids: strings(entities, "sub_jobs_list"),
-            sub_jobs,
+            results: results.into_iter().map(job_result).collect(),
+            sub_job_ids,
+            sub_jobs: sub_jobs.into_iter().map(sub_job).collect(),
+            sub_jobs_total: cut(sub_jobs_total.max(ids_total)),
+            results_total: cut(results_total),
         })
     }
 }
@@ -179,10 +200,33 @@ fn entity_fail_reason(entities: &Map<String, Value>) -> Option<String> {
         .find_map(|k| string(entities, k))
 }
 
-/// A non-empty string; numbers and booleans are accepted and printed.
+fn is_fail(obj: &Map<String, Value>) -> bool {
+    obj.get("status").and_then(Value::as_str).is_some_and(|s| s.trim().eq_ignore_ascii_case("FAIL"))
+}
+
+/// The objects of the array at `key`, at most `MAX_PARSED_ITEMS` of them
+/// (those `failed` first when cutting, else in order), and how many there were.
+fn bounded_objects<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    failed: impl Fn(&Map<String, Value>) -> bool,
+) -> (Vec<&'a Map<String, Value>>, usize) {
+    let all: Vec<_> = objects(obj, key).collect();
+    let total = all.len();
+    if total <= MAX_PARSED_ITEMS {
+        return (all, total);
+    }
+    let mut kept: Vec<_> = all.iter().copied().filter(|o| failed(o)).take(MAX_PARSED_ITEMS).collect();
+    let room = MAX_PARSED_ITEMS - kept.len();
+    kept.extend(all.iter().copied().filter(|o| !failed(o)).take(room));
+    (kept, total)
+}
+
+/// A non-empty string, cut to `MAX_PARSED_TEXT`; numbers and booleans are
+/// accepted and printed.
 fn string(obj: &Map<String, Value>, key: &str) -> Option<String> {
     match obj.get(key)? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        Value::String(s) if !s.trim().is_empty() => Some(crate::status::bound::cut(s.trim(), MAX_PARSED_TEXT)),
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
@@ -194,7 +238,7 @@ fn strings(obj: &Map<String, Value>, key: &str) -> Vec<String> {
     items
         .iter()
         .filter_map(|v| match v {
-            Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+            Value::String(s) if !s.trim().is_empty() => Some(crate::status::bound::cut(s.trim(), MAX_PARSED_TEXT)),
             Value::Number(n) => Some(n.to_string()),
             _ => None,
         })
@@ -351,6 +395,36 @@ mod tests {
         assert_eq!(Job::parse(b"[1,2]"), Err(ParseError::NotAnObject));
         assert_eq!(Job::parse(b"{}"), Err(ParseError::MissingStatus));
         assert_eq!(Job::parse(br#"{"status":"PAUSED"}"#), Err(ParseError::UnknownStatus("PAUSED".into())));
+    }
+
+    /// A hostile answer (3,000 sub-jobs, a 2 MB `fail_reason`) parses into
+    /// a small Job that keeps the failed sub-job and says how many there were.
+    #[test]
+    fn a_maximal_answer_is_cut_at_parse_time() {
+        let sub_jobs: Vec<Value> = (0..3000)
+            .map(|i| {
+                json!({"job_id": format!("s{i}"), "status": if i == 2500 { "FAIL" } else { "SUCCESS" },
+                "fail_reason": "r".repeat(500)})
+            })
+            .collect();
+        let body = json!({"status": "FAIL", "fail_reason": "é".repeat(1_000_000), "entities": {
+            "sub_jobs_result": sub_jobs, "sub_jobs_list": (0..3000).map(|i| format!("s{i}")).collect::<Vec<_>>(),
+            "results": (0..150).map(|_| json!({"status": "success"})).collect::<Vec<_>>()}});
+        let job = Job::parse(&serde_json::to_vec(&body).unwrap()).unwrap();
+        assert_eq!(job.sub_jobs.len(), MAX_PARSED_ITEMS);
+        assert_eq!(job.sub_jobs[0].job_id.as_deref(), Some("s2500"), "the failed one first");
+        assert_eq!(job.sub_jobs[1].job_id.as_deref(), Some("s0"));
+        assert_eq!((job.sub_jobs_total, job.results_total), (Some(3000), Some(150)));
+        assert_eq!(job.sub_job_ids.len(), MAX_PARSED_ITEMS);
+        let reason = job.fail_reason.unwrap();
+        assert!(reason.len() <= MAX_PARSED_TEXT && reason.ends_with('…'), "{}", reason.len());
+        // A small answer keeps its order and has no totals.
+        let small = Job::parse(
+            br#"{"status":"RUNNING","entities":{"sub_jobs_result":[{"job_id":"a"},{"job_id":"b","status":"FAIL"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(small.sub_jobs[0].job_id.as_deref(), Some("a"));
+        assert_eq!(small.sub_jobs_total, None);
     }
 
     #[test]

@@ -12,6 +12,18 @@ use super::error::{ImsError, Service};
 /// A job answer is small; anything bigger than this is not one.
 pub(crate) const MAX_BODY_BYTES: usize = 4 << 20;
 
+/// Bodies up to this size are read freely; a bigger one (a hostile answer)
+/// first takes one of `LARGE_BODIES_AT_ONCE` permits, held until it is
+/// parsed. 32 reconciles each reading 4 MiB would otherwise hold 32 bodies
+/// and 32 parse trees at once (about 20 MiB each).
+const SMALL_BODY_BYTES: usize = 256 << 10;
+const LARGE_BODIES_AT_ONCE: usize = 2;
+
+fn large_bodies() -> &'static std::sync::Arc<tokio::sync::Semaphore> {
+    static PERMITS: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| std::sync::Arc::new(tokio::sync::Semaphore::new(LARGE_BODIES_AT_ONCE)))
+}
+
 /// The value is never put in the error: it may be a secret.
 pub(crate) fn header_value(value: &str, what: &str) -> Result<reqwest::header::HeaderValue, ImsError> {
     let mut value = reqwest::header::HeaderValue::from_str(value).map_err(|_| ImsError::InvalidRequest {
@@ -49,6 +61,8 @@ pub(crate) struct HttpResponse {
     pub body: Vec<u8>,
     /// The body was cut at `MAX_BODY_BYTES`.
     pub truncated: bool,
+    /// Held while a large body is in memory (see `SMALL_BODY_BYTES`).
+    _large: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl HttpResponse {
@@ -87,7 +101,11 @@ async fn receive(service: Service, request: reqwest::RequestBuilder) -> Result<H
     let headers = std::mem::take(response.headers_mut());
     let mut body = Vec::new();
     let mut truncated = false;
+    let mut large = None;
     while let Some(chunk) = response.chunk().await.map_err(|e| ImsError::from_reqwest(service, e))? {
+        if large.is_none() && body.len() + chunk.len() > SMALL_BODY_BYTES {
+            large = Some(large_bodies().clone().acquire_owned().await.expect("the semaphore is never closed"));
+        }
         let room = MAX_BODY_BYTES - body.len();
         if chunk.len() > room {
             body.extend_from_slice(&chunk[..room]);
@@ -96,5 +114,5 @@ async fn receive(service: Service, request: reqwest::RequestBuilder) -> Result<H
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(HttpResponse { status, headers, body, truncated })
+    Ok(HttpResponse { status, headers, body, truncated, _large: large })
 }

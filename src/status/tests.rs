@@ -53,7 +53,7 @@ fn contract_condition_table() {
         ),
         (
             "deadline",
-            Outcome::DeadlineExceeded { seconds: 60 },
+            Outcome::DeadlineExceeded { seconds: 60, last_error: None },
             Phase::Failed,
             row(
                 ("False", "DeadlineExceeded"),
@@ -322,6 +322,58 @@ fn a_failed_refresh_of_a_finished_job_keeps_its_result() {
     assert_eq!(cond_of(&again, RECONCILING), ("False".into(), "Succeeded".into()));
 }
 
+#[test]
+fn waiting_for_a_young_job_is_reconciling_not_stalled() {
+    let out = Outcome::NotYetKnown { message: "IMS does not know job j yet".into() };
+    let s = next_status(None, &out, &ctx(100));
+    assert_eq!(
+        conds(&s),
+        row(("False", "Pending"), ("True", NOT_YET_KNOWN), ("False", NOT_YET_KNOWN), ("False", NOT_YET_KNOWN))
+    );
+    assert!(transition_events(None, &s).is_empty(), "no Warning for a job that is merely young");
+}
+
+#[test]
+fn deadline_message_names_the_last_error() {
+    let out = Outcome::DeadlineExceeded { seconds: 5, last_error: Some("IMS answered HTTP 503: busy".into()) };
+    let s = next_status(None, &out, &ctx(100));
+    let msg = &condition(&s, FAILED).unwrap().message;
+    assert!(msg.contains("activeDeadlineSeconds (5s)") && msg.contains("HTTP 503: busy"), "{msg}");
+}
+
+#[test]
+fn a_huge_failure_is_bounded_in_the_status_and_its_event() {
+    let mut j = job(JobStatus::Fail);
+    j.fail_reason = Some("ü".repeat(500_000));
+    j.sub_jobs = (0..100).map(|i| SubJob { job_id: Some(format!("s{i}")), ..SubJob::default() }).collect();
+    j.sub_jobs_total = Some(3000);
+    let s = next_status(None, &Outcome::Job(j), &ctx(100));
+    assert!(bound::serialised_len(&s) <= bound::MAX_STATUS_BYTES);
+    assert_eq!(s.sub_jobs.len(), bound::MAX_SUB_JOBS);
+    assert_eq!(s.sub_jobs_total, Some(3000), "the total IMS reported, not the parsed count");
+    assert!(s.conditions.iter().all(|c| c.message.len() <= bound::MAX_MESSAGE));
+    for e in transition_events(None, &s) {
+        assert!(e.message.len() <= bound::MAX_MESSAGE, "{} bytes", e.message.len());
+    }
+}
+
+#[test]
+fn the_minimal_status_keeps_the_verdict_and_says_why() {
+    let mut j = job(JobStatus::Fail);
+    j.error_code = Some("IMG.0014".into());
+    j.fail_reason = Some("x".repeat(5000));
+    j.sub_jobs = vec![SubJob::default(); 3];
+    let full = next_status(None, &Outcome::Job(j), &ctx(100));
+    let (min, event) = minimal_status(&full, "HTTP 422: too long", &ctx(100));
+    assert_eq!(min.phase, Some(Phase::Failed));
+    assert_eq!(min.error_code.as_deref(), Some("IMG.0014"));
+    assert!(min.sub_jobs.is_empty() && min.sub_jobs_total == Some(3));
+    assert_eq!(cond_of(&min, FAILED), ("True".into(), "JobFailed".into()));
+    assert_eq!(cond_of(&min, STATUS_TOO_LARGE), ("True".into(), STATUS_TOO_LARGE.into()));
+    assert!(event.warning && event.reason == STATUS_TOO_LARGE && event.message.contains("HTTP 422"));
+    assert!(bound::serialised_len(&min) < 4096, "{}", bound::serialised_len(&min));
+}
+
 /// `estimatedCompletionTime`: set when progress moves while RUNNING, kept
 /// while it does not (so it never causes a write of its own), cleared when
 /// the job ends.
@@ -347,6 +399,7 @@ fn the_eta_moves_with_progress_only_and_is_cleared_at_the_end() {
     assert_eq!(shown(&done), None, "cleared on SUCCESS");
     let failed = next_status(Some(&moved), &Outcome::Job(job(JobStatus::Fail)), &with_eta(6, 700));
     assert_eq!(shown(&failed), None, "cleared on FAIL");
-    let late = next_status(Some(&moved), &Outcome::DeadlineExceeded { seconds: 5 }, &with_eta(6, 700));
+    let late =
+        next_status(Some(&moved), &Outcome::DeadlineExceeded { seconds: 5, last_error: None }, &with_eta(6, 700));
     assert_eq!(shown(&late), None, "cleared past the deadline");
 }

@@ -40,9 +40,10 @@ stop_pid_file() {
   local f=$1 pid
   if pid_alive "$f"; then
     pid=$(cat "$f")
-    kill "$pid" 2>/dev/null
+    # It may already have exited: that must not trip `set -e`.
+    kill "$pid" 2>/dev/null || true
     for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -9 "$pid" 2>/dev/null
+    kill -9 "$pid" 2>/dev/null || true
   fi
   rm -f "$f"
 }
@@ -58,9 +59,9 @@ stop_pid_files() {
   local f pids=()
   for f in "$@"; do pid_alive "$f" && pids+=("$(cat "$f")"); done
   if [ ${#pids[@]} -gt 0 ]; then
-    kill "${pids[@]}" 2>/dev/null
+    kill "${pids[@]}" 2>/dev/null || true
     for _ in $(seq 1 40); do any_alive "${pids[@]}" || break; sleep 0.25; done
-    kill -9 "${pids[@]}" 2>/dev/null
+    kill -9 "${pids[@]}" 2>/dev/null || true
   fi
   rm -f "$@"
 }

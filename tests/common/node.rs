@@ -203,6 +203,8 @@ pub fn helm_install(release: &str, ns: &str, sim_url: &str, run_label: &str, ext
         format!("imsEndpoint={sim_url}"),
         format!("iamEndpoint={sim_url}"),
         format!("watchLabelSelector=e2e-run={run_label}"),
+        // The in-cluster ims-sim is plain http:// at a Service IP.
+        "allowInsecureHttp=true".to_owned(),
     ]
     .into_iter()
     .chain(extra.iter().map(|s| s.to_string()))

@@ -85,6 +85,85 @@ fn deadline_counts_from_the_cloud_begin_time_else_creation() {
     assert_eq!(deadline_exceeded(&ij, t(99999)), None);
 }
 
+mod reliability_tests {
+    use super::*;
+    use crate::ims::error::Service;
+    use crate::ims::model::{Job, JobStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    fn finished(status: JobStatus, end: Option<i64>) -> Outcome {
+        Outcome::Job(Job { status: Some(status), end_time: end.map(t), ..Job::default() })
+    }
+
+    fn http(status: u16) -> ImsError {
+        let body = br#"{"error":{"code":"IMG.0001","message":"m"}}"#;
+        ImsError::from_response(Service::Ims, status, &Default::default(), body)
+    }
+
+    #[test]
+    fn at_the_deadline_a_job_that_ended_in_time_wins() {
+        let deadline = t(1005);
+        let exceeded = |e: Option<&str>| Outcome::DeadlineExceeded { seconds: 5, last_error: e.map(str::to_owned) };
+        let cases: Vec<(&str, Outcome, Outcome)> = vec![
+            ("success before", finished(JobStatus::Success, Some(1002)), finished(JobStatus::Success, Some(1002))),
+            ("fail before", finished(JobStatus::Fail, Some(1004)), finished(JobStatus::Fail, Some(1004))),
+            ("success, no end time", finished(JobStatus::Success, None), finished(JobStatus::Success, None)),
+            ("success after", finished(JobStatus::Success, Some(1006)), exceeded(None)),
+            ("still running", finished(JobStatus::Running, None), exceeded(None)),
+            ("unreachable", Outcome::Transient { message: "HTTP 503".into() }, exceeded(Some("HTTP 503"))),
+        ];
+        for (name, answer, want) in cases {
+            assert_eq!(at_deadline(answer, deadline, 5), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_young_never_answered_job_is_waited_for() {
+        let mut ij = imagejob(spec());
+        ij.metadata.creation_timestamp = Some(Time(t(1000)));
+        let waiting = |ij: &ImageJob, now| matches!(outcome_for(ij, &http(404), t(now)), Outcome::NotYetKnown { .. });
+        assert!(waiting(&ij, 1003));
+        assert!(waiting(&ij, 1059));
+        assert!(!waiting(&ij, 1061), "after the grace period: JobNotFound");
+        let Outcome::NotYetKnown { message } = outcome_for(&ij, &http(404), t(1003)) else { unreachable!() };
+        assert!(message.contains("does not know job job-1 yet"), "{message}");
+        // Observed generation 0 (the CRD default) is still "never answered".
+        ij.status = Some(ImageJobStatus { observed_generation: Some(0), ..Default::default() });
+        assert!(waiting(&ij, 1003));
+        ij.status = Some(ImageJobStatus { job_status: Some("RUNNING".into()), ..Default::default() });
+        assert!(!waiting(&ij, 1003), "answered before: the job is gone");
+        assert!(matches!(outcome_for(&ij, &http(503), t(1003)), Outcome::Transient { .. }));
+        let short =
+            plan_next(&Outcome::NotYetKnown { message: String::new() }, false, Duration::from_secs(30), 1, None);
+        assert!(matches!(short, NextPoll::After { delay, failed: true } if delay <= Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn forced_polls_are_spaced() {
+        let now = tokio::time::Instant::now();
+        assert_eq!(forced_poll_wait(None, now), None);
+        assert_eq!(forced_poll_wait(Some(now), now), Some(FORCED_POLL_GAP));
+        assert_eq!(forced_poll_wait(Some(now), now + Duration::from_secs(2)), Some(Duration::from_secs(3)));
+        assert_eq!(forced_poll_wait(Some(now), now + FORCED_POLL_GAP), None);
+    }
+
+    #[test]
+    fn ids_from_the_spec_and_the_secret_are_checked() {
+        for bad in ["", ".", "..", "../x", "a/b", "p?q", "p#", &"p".repeat(65)] {
+            assert!(target_of(&imagejob(spec()), &args(), Some(bad)).is_err(), "Secret projectId {bad:?} accepted");
+        }
+        for bad in [".", "..", ".x", "a/b", "a b", &"j".repeat(129)] {
+            let ij = imagejob(ImageJobSpec { job_id: bad.into(), ..spec() });
+            assert!(target_of(&ij, &args(), Some("p")).is_err(), "job ID {bad:?} accepted");
+        }
+        assert!(target_of(&imagejob(spec()), &args(), Some("0b0a1e4b2c2d4e8f9a0b1c2d3e4f5a6b")).is_ok());
+    }
+}
+
 mod plan_next_tests {
     use super::*;
     use crate::ims::model::{Job, JobStatus};
@@ -114,7 +193,10 @@ mod plan_next_tests {
         let done = Outcome::Job(Job { status: Some(JobStatus::Success), ..Job::default() });
         assert_eq!(plan_next(&done, true, MIN, 1, None), NextPoll::Never);
         assert_eq!(plan_next(&Outcome::Suspended, false, MIN, 1, None), NextPoll::Never);
-        assert_eq!(plan_next(&Outcome::DeadlineExceeded { seconds: 5 }, true, MIN, 1, None), NextPoll::Never);
+        assert_eq!(
+            plan_next(&Outcome::DeadlineExceeded { seconds: 5, last_error: None }, true, MIN, 1, None),
+            NextPoll::Never
+        );
         // A forced refresh of a finished job that failed is not retried.
         let t = Outcome::Transient { message: "503".into() };
         assert_eq!(plan_next(&t, true, MIN, 1, None), NextPoll::Never);
