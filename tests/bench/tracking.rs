@@ -96,7 +96,9 @@ impl Tracker {
             self.unknown_events += 1;
             return;
         };
-        let Some(st) = &ij.status else { return };
+        // A new object reads the CRD's default `{observedGeneration: 0}`
+        // until the operator's first write: not a status anyone wrote.
+        let Some(st) = ij.status.as_ref().filter(|s| !s.conditions.is_empty()) else { return };
         let mut h = std::collections::hash_map::DefaultHasher::new();
         serde_json::to_vec(st).unwrap_or_default().hash(&mut h);
         let h = h.finish();
