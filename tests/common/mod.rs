@@ -139,3 +139,19 @@ pub fn helm_template<S: AsRef<str>>(release: &str, namespace: &str, sets: &[S]) 
         .filter(|v| !v.is_null())
         .collect()
 }
+
+/// Runs `cmd` to its end with `stdin` fed in (or none), capturing its output.
+pub fn run(cmd: &mut Command, stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}

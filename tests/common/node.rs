@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::common::e2e::{AK, PROJECT, SK};
+use crate::common::run;
 
 pub const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/imagejob-operator");
 const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cluster");
@@ -81,20 +82,6 @@ pub fn stripped_binaries() -> tempfile::TempDir {
 /// `repository` and `tag` of an image reference, for the chart's values.
 pub fn split_image(image: &str) -> (&str, &str) {
     image.rsplit_once(':').expect("image reference with a tag")
-}
-
-fn run(cmd: &mut Command, stdin: Option<&str>) -> Output {
-    use std::io::Write;
-    let mut child = cmd
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    }
-    child.wait_with_output().unwrap()
 }
 
 pub fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
