@@ -43,7 +43,7 @@ metadata:
     pod-security.kubernetes.io/warn: restricted
 NS
 { echo "$header"; cat "$chart/crds/imagejob.yaml"; } >"$out/01-crd.yaml"
-{ echo "$header"; "$helm" template "$release" "$chart" --namespace "$namespace" --kube-version "$kube_version"; } >"$out/02-imagejob-operator.yaml"
+{ echo "$header"; "$helm" template "$release" "$chart" --namespace "$namespace" --kube-version "$kube_version" --skip-tests; } >"$out/02-imagejob-operator.yaml"
 
 # Named `Kustomization` (no extension) so that `kubectl apply -f deploy/`
 # skips it while `kubectl apply -k deploy/` and Flux use it; it also keeps

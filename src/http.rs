@@ -1,4 +1,6 @@
-//! `/metrics`, `/healthz` and `/readyz`.
+//! `/metrics`, `/healthz` and `/readyz`, and the probe that checks them.
+
+pub mod probe;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use imagejob_operator::config::{LogFormat, RunArgs};
-use imagejob_operator::{controller, crd, job_cmd, telemetry};
+use imagejob_operator::{controller, crd, http, job_cmd, telemetry};
 
 #[derive(Parser)]
 #[command(name = "imagejob-operator", version, about = "Open Telekom Cloud IMS jobs as Kubernetes ImageJob resources")]
@@ -25,6 +25,8 @@ enum Command {
     /// Query IMS jobs directly.
     #[command(subcommand)]
     Job(JobCommand),
+    /// GET a URL once; exit 0 on a 2xx answer (`helm test` checks /readyz this way).
+    Probe(http::probe::ProbeArgs),
 }
 
 #[derive(Subcommand)]
@@ -55,6 +57,7 @@ async fn main() -> ExitCode {
             telemetry::init(LogFormat::Text, "warn");
             return job_cmd::wait::run(args).await;
         }
+        Some(Command::Probe(args)) => return http::probe::run(args).await,
         Some(Command::Run(args)) => run(args).await,
         None => run(cli.run).await,
     };

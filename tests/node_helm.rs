@@ -5,7 +5,8 @@
 //! the `kubernetes` Service through kube-proxy) against ims-sim running as a
 //! Deployment from the same image; then `helm upgrade` rolls the Pod without
 //! losing or regressing any status, at no more than 1.2x the minimum
-//! requests to the cloud.
+//! requests to the cloud. `helm test` checks /readyz from a Pod of the
+//! same image through the chart's Service.
 
 mod common;
 #[path = "common/node.rs"]
@@ -76,6 +77,7 @@ async fn helm_install_runs_the_operator_in_a_pod_and_upgrade_rolls_it() {
     .await;
     eprintln!("node: ImageJob Succeeded {:.1}s after creation (in-Pod operator)", t.elapsed().as_secs_f64());
     assert_eq!(s.image_id.as_deref(), Some("49e9447f-7dff-41e0-8036-f66fe5488c8b"));
+    helm_test_passes(&release, &ns);
     for i in 0..long.len() {
         e2e::wait_status(&client, &ns, &format!("long-{i}"), Duration::from_secs(30), "long Running", |s| {
             s.phase == Some(Phase::Running)
@@ -163,6 +165,15 @@ async fn helm_install_runs_the_operator_in_a_pod_and_upgrade_rolls_it() {
     assert!(ratio <= 1.2, "requests during the rollout: {ratio:.2}x the minimum");
 
     node::cleanup(&client, &release, &ns).await;
+}
+
+/// `helm test`: the chart's test Pod (same image, restricted Pod Security
+/// Standard) GETs the operator's /readyz through its Service.
+fn helm_test_passes(release: &str, ns: &str) {
+    let t = Instant::now();
+    let stdout = node::helm_ok(&["test", release, "-n", ns, "--timeout", "120s"]);
+    eprintln!("node: helm test passed in {:.1}s", t.elapsed().as_secs_f64());
+    assert!(stdout.contains("test-readyz") && stdout.contains("Succeeded"), "helm test output: {stdout}");
 }
 
 async fn total_requests(sim: &str, ids: &[String]) -> u64 {

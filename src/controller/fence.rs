@@ -47,23 +47,26 @@ impl Fence {
 /// Pure: `identity` holds `lease` at `now` (holder, and renewed within its
 /// duration).
 pub fn holds(lease: &Lease, identity: &str, now: Timestamp) -> bool {
-    let Some(spec) = &lease.spec else { return false };
-    let holder = spec.holder_identity.as_deref() == Some(identity);
-    let until = spec
-        .renew_time
-        .as_ref()
-        .zip(spec.lease_duration_seconds)
-        .and_then(|(renewed, secs)| renewed.0.checked_add(jiff::SignedDuration::from_secs(i64::from(secs))).ok());
-    holder && until.is_some_and(|until| now < until)
+    live_holder(lease, now) == Some(identity)
+}
+
+/// Pure: who holds `lease` at `now`, if anyone (a holder whose time ran out
+/// or an empty holder, as a released Lease has, holds nothing).
+pub fn live_holder(lease: &Lease, now: Timestamp) -> Option<&str> {
+    let spec = lease.spec.as_ref()?;
+    let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty())?;
+    let renewed = spec.renew_time.as_ref()?.0;
+    let until = renewed.checked_add(jiff::SignedDuration::from_secs(i64::from(spec.lease_duration_seconds?))).ok()?;
+    (now < until).then_some(holder)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use k8s_openapi::api::coordination::v1::LeaseSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 
-    fn lease(holder: &str, renewed: i64, duration: i32) -> Lease {
+    pub(crate) fn lease(holder: &str, renewed: i64, duration: i32) -> Lease {
         Lease {
             spec: Some(LeaseSpec {
                 holder_identity: Some(holder.into()),

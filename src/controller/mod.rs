@@ -7,9 +7,11 @@
 //!   ImageJobs naming that job, behind a per-project token bucket.
 //! - `schedule`: per-ImageJob timing (due time, backoff, own writes).
 //! - `secrets`: parsed credentials cached per Secret, and who reads which.
+//! - `election`: the leader Lease, claimed within a second of its release.
 //! - `run`: wiring — watches, leader election, housekeeping, the HTTP server.
 
 pub mod coalesce;
+pub mod election;
 pub mod fence;
 pub mod gate;
 pub mod output;

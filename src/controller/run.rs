@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::coalesce::{Coalescer, quota};
+use super::election::{Elected, Election};
 use super::fence::Fence;
 use super::schedule::Schedule;
 use super::secrets::{self, SecretCache};
@@ -52,19 +53,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics.leader.set(1);
         return run_controller(client, args, metrics, ready, Fence::none(), shutdown.cancelled_owned()).await;
     }
-    let (mut leader, lease_task, fence) = leader_election(client.clone(), &args).await?;
+    let election = election(client.clone(), &args);
     // A standby is ready: it serves metrics and waits for the Lease.
     http::mark_ready(&ready);
-    info!("waiting for the leader Lease");
-    loop {
-        if *leader.borrow_and_update() {
-            break;
-        }
-        tokio::select! {
-            changed = leader.changed() => changed?,
-            _ = shutdown.cancelled() => return Ok(()),
-        }
-    }
+    info!(lease = %election.lease, identity = %election.identity, "waiting for the leader Lease");
+    let Some(Elected { leader, task: lease_task, fence }) = election.acquire(&shutdown).await? else {
+        return Ok(());
+    };
     info!("acquired the leader Lease");
     metrics.leader.set(1);
     let mut lost = leader.clone();
@@ -85,36 +80,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     result
 }
 
-async fn leader_election(
-    client: Client,
-    args: &RunArgs,
-) -> anyhow::Result<(
-    tokio::sync::watch::Receiver<bool>,
-    tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
-    Fence,
-)> {
+fn election(client: Client, args: &RunArgs) -> Election {
     let namespace = args
         .leader_election_namespace
         .clone()
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| client.default_namespace().to_owned());
     let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
-    // A 15 s Lease renewed from 12 s before it ends (every ~3 s, as
-    // client-go's 2 s retry against a 10 s deadline): one slow request on a
-    // loaded API server or node does not cost the Lease, and a standby
-    // still takes over about 15 s after a crash.
-    let leases = Api::namespaced(client.clone(), &namespace);
-    let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &args.leader_election_lease)
-        .with_namespace(namespace)
-        .with_identity(&identity)
-        .with_duration(15)
-        .with_grace(12)
-        .with_field_manager(super::FIELD_MANAGER)
-        .build()
-        .await?;
-    let (leader, task) = manager.watch().await;
-    let fence = Fence::lease(leases, &args.leader_election_lease, &identity, leader.clone());
-    Ok((leader, task, fence))
+    Election { client, namespace, lease: args.leader_election_lease.clone(), identity }
 }
 
 fn hostname() -> String {

@@ -33,7 +33,12 @@ NODE_PARTS="kube-proxy kubelet kube-scheduler kube-controller-manager apiserver-
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A zombie (killed, not yet reaped by whoever adopted it) is not alive.
+pid_alive() {
+  local pid
+  [ -f "$1" ] && pid=$(cat "$1") && kill -0 "$pid" 2>/dev/null &&
+    ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null
+}
 
 # SIGTERM, up to 10 s, then SIGKILL; removes the pid file.
 stop_pid_file() {

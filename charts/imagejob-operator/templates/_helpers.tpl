@@ -54,3 +54,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
+
+{{/* The `helm test` Pod: the release's labels but not its selector labels,
+     so neither the Service nor the PodDisruptionBudget selects it. */}}
+{{- define "imagejob-operator.testLabels" -}}
+helm.sh/chart: {{ include "imagejob-operator.chart" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: test
+app.kubernetes.io/part-of: imagejob-operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
