@@ -531,14 +531,25 @@ fn network_policy_allows_only_dns_the_api_server_the_cloud_and_metrics() {
     let d = find(&objs, "Deployment", "imagejob-operator");
     assert_eq!(np["spec"]["podSelector"]["matchLabels"], d["spec"]["selector"]["matchLabels"]);
     assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
-    // Ingress: the metrics port, from the configured namespace only.
+    // Ingress: the metrics port, from the configured namespace and the
+    // release's own `helm test` Pod only.
     let ingress = np["spec"]["ingress"].as_array().unwrap();
-    assert_eq!(ingress.len(), 1);
+    assert_eq!(ingress.len(), 2);
     assert_eq!(ingress[0]["ports"], json!([{"port": "http", "protocol": "TCP"}]));
     assert_eq!(
         ingress[0]["from"],
         json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}}])
     );
+    let test_pod = find(&objs, "Pod", "imagejob-operator-test-readyz");
+    assert_eq!(ingress[1]["ports"], ingress[0]["ports"]);
+    assert_eq!(
+        ingress[1]["from"],
+        json!([{"podSelector": {"matchLabels": {
+        "app.kubernetes.io/instance": "imagejob-operator", "app.kubernetes.io/component": "test"}}}])
+    );
+    for (k, v) in ingress[1]["from"][0]["podSelector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&test_pod["metadata"]["labels"][k], v, "the rule admits the test Pod");
+    }
     // Egress: DNS, the API server (narrowed), IMS on 443 and IAM on its own port.
     let egress = np["spec"]["egress"].as_array().unwrap();
     let ports = |rule: &Value| -> Vec<(i64, String)> {
@@ -564,6 +575,35 @@ fn network_policy_allows_only_dns_the_api_server_the_cloud_and_metrics() {
     ));
     let np = find(&objs, "NetworkPolicy", "x-imagejob-operator");
     assert_eq!(ports(&np["spec"]["egress"][2]), [(18080, "TCP".into())]);
+}
+
+/// `helm test`: a hook Pod from the operator's image, as hardened as the
+/// operator, that GETs /readyz through the metrics Service without DNS.
+#[test]
+fn helm_test_pod_probes_readyz_through_the_service() {
+    let objs = docs(&template("imagejob-operator", "imagejob-system", &[]));
+    let pod = find(&objs, "Pod", "imagejob-operator-test-readyz");
+    let d = find(&objs, "Deployment", "imagejob-operator");
+    let svc = find(&objs, "Service", "imagejob-operator-metrics");
+    assert_eq!(pod["metadata"]["annotations"]["helm.sh/hook"], "test");
+    let operator = &d["spec"]["template"]["spec"]["containers"][0];
+    let probe = &pod["spec"]["containers"][0];
+    assert_eq!(probe["image"], operator["image"]);
+    assert_eq!(probe["securityContext"], operator["securityContext"]);
+    assert_eq!(pod["spec"]["securityContext"], d["spec"]["template"]["spec"]["securityContext"]);
+    assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
+    // The Service (and the PodDisruptionBudget) must not select the test Pod.
+    let selector = svc["spec"]["selector"].as_object().unwrap();
+    assert!(selector.iter().any(|(k, v)| &pod["metadata"]["labels"][k] != v), "{selector:?}");
+    // The address comes from the Service's environment variables.
+    let env = svc["metadata"]["name"].as_str().unwrap().to_uppercase().replace('-', "_");
+    assert_eq!(
+        probe["args"],
+        json!(["probe", "--timeout", "10s", format!("http://$({env}_SERVICE_HOST):$({env}_SERVICE_PORT_HTTP)/readyz")])
+    );
+    assert_eq!(svc["spec"]["ports"][0]["name"], "http");
+    let objs = docs(&template("imagejob-operator", "imagejob-system", &["tests.enabled=false"]));
+    assert!(!objs.iter().any(|o| o["kind"] == "Pod"), "tests.enabled=false leaves the test out");
 }
 
 #[test]
