@@ -14,7 +14,7 @@ use kube::api::Api;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::fence::{Fence, live_holder};
 
@@ -94,14 +94,18 @@ impl Election {
     async fn until_claimable(&self, leases: &Api<Lease>) {
         let mut tick = tokio::time::interval(STANDBY_POLL);
         let mut holder_seen: Option<String> = None;
+        let mut error_seen = String::new();
         loop {
             tick.tick().await;
             let lease = match leases.get_opt(&self.lease).await {
                 Ok(lease) => lease,
-                Err(e) => {
-                    debug!(error = %e, "reading the leader Lease; retrying");
+                // Said once per kind of error (RBAC, API server away), not each second.
+                Err(e) if e.to_string() != error_seen => {
+                    error_seen = e.to_string();
+                    warn!(error = %e, "reading the leader Lease; retrying every second");
                     continue;
                 }
+                Err(_) => continue,
             };
             let now = Timestamp::now();
             if claimable(lease.as_ref(), &self.identity, now) {
