@@ -109,6 +109,23 @@ pub fn outcome_for(ij: &ImageJob, err: &ImsError, now: Timestamp) -> Outcome {
     outcome_of_error(err)
 }
 
+/// Pure: a reconcile failed because the API server could not be reached or
+/// was not serving (connection errors, 5xx) — not for a refusal (403, 422,
+/// 429), which a retry as soon as the API server answers again would not mend.
+pub fn api_unavailable(error: &super::Error) -> bool {
+    use super::Error;
+    let kube_error = match error {
+        Error::Patch(e) | Error::Output(e) | Error::Lease(e) => e,
+        Error::Secret(super::SecretError::Kube { source, .. }) => source,
+        _ => return false,
+    };
+    match kube_error {
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        kube::Error::Api(status) => status.code >= 500,
+        _ => false,
+    }
+}
+
 /// Maps an IMS failure to what the status shows.
 pub fn outcome_of_error(err: &ImsError) -> Outcome {
     let reason = match err.kind() {

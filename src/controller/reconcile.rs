@@ -378,6 +378,9 @@ pub fn error_policy<S: JobSource>(ij: Arc<ImageJob>, error: &Error, ctx: Arc<Ctx
     let failures = ctx.schedule.failures(&key) + 1;
     let next = schedule::backoff(failures, TRANSIENT_MIN, TRANSIENT_MAX, None);
     ctx.schedule.record(&key, ij.uid().as_deref(), ij.metadata.generation, next, true);
+    if super::plan::api_unavailable(error) {
+        ctx.schedule.await_api(&key);
+    }
     warn!(namespace = ij.namespace(), name = ij.name_any(), error = %error, retry_in = ?next, "reconcile failed");
     Action::requeue(next)
 }

@@ -12,6 +12,7 @@ use kube::api::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::utils::ResetTimerBackoff;
 use kube::runtime::{Predicate, predicates};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
@@ -111,14 +112,7 @@ async fn run_controller(
         wc = wc.labels(selector);
     }
     let (reader, writer) = reflector::store();
-    // Status writes change neither generation nor annotations: filtering on
-    // them keeps our own patches from waking reconciles.
-    let imagejob_stream = watcher(imagejobs, wc)
-        .default_backoff()
-        .modify(slim)
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default());
+    let imagejob_stream = imagejob_changes(watcher(imagejobs, wc), writer, metrics.clone());
 
     let (outputs, outputs_writer) = reflector::store();
     let (wake_tx, mut wake_rx) = mpsc::unbounded_channel::<ObjectRef<ImageJob>>();
@@ -139,6 +133,7 @@ async fn run_controller(
     let secret_watch = watch_secrets(secrets, reader.clone(), ctx.clone());
     let output_watch = watch_outputs(scoped(&client, &ctx.args), outputs_writer, reader.clone(), ctx.clone());
     let housekeeping = housekeeping(reader.clone(), ctx.clone(), ready);
+    let api_return = retry_when_the_api_server_returns(client.clone(), ctx.clone());
     let wake_stream = futures::stream::poll_fn(move |cx| wake_rx.poll_recv(cx));
     let controller = Controller::for_stream(imagejob_stream, reader)
         .reconcile_on(wake_stream)
@@ -146,14 +141,8 @@ async fn run_controller(
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| {
-            match result {
-                // The watch retries with backoff; say so where operators look.
-                Err(controller::Error::QueueError(e)) => {
-                    warn!(error = %e, "ImageJob watch error; retrying");
-                    metrics.watch_errors.get_or_create(&ResourceLabels { resource: "imagejobs" }).inc();
-                }
-                Err(e) => tracing::debug!(error = %e, "reconcile error"),
-                Ok(_) => {}
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile error");
             }
             std::future::ready(())
         });
@@ -163,8 +152,35 @@ async fn run_controller(
         _ = secret_watch => anyhow::bail!("the Secret watch ended unexpectedly"),
         _ = output_watch => anyhow::bail!("the ConfigMap watch ended unexpectedly"),
         _ = housekeeping => anyhow::bail!("housekeeping ended unexpectedly"),
+        _ = api_return => anyhow::bail!("the API server check ended unexpectedly"),
     }
     Ok(())
+}
+
+/// The ImageJob watch as the controller's trigger: cached (`writer`), and
+/// only changes of generation or annotations (status writes, ours among
+/// them, change neither). Its errors (e.g. the API server restarting) are
+/// logged and counted here and go no further: the controller would back off
+/// all its triggers on them, requeues and wake-ups included, for up to 30 s
+/// after the API server was back.
+fn imagejob_changes(
+    watch: impl futures::Stream<Item = watcher::Result<watcher::Event<ImageJob>>> + Send + 'static,
+    writer: reflector::store::Writer<ImageJob>,
+    metrics: Arc<Metrics>,
+) -> impl futures::Stream<Item = watcher::Result<ImageJob>> + Send + 'static {
+    watch
+        .backoff(watch_backoff())
+        .modify(slim)
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation.combine(predicates::annotations), Default::default())
+        .filter(move |result| {
+            if let Err(e) = result {
+                warn!(error = %e, "ImageJob watch error; retrying");
+                metrics.watch_errors.get_or_create(&ResourceLabels { resource: "imagejobs" }).inc();
+            }
+            std::future::ready(result.is_ok())
+        })
 }
 
 /// Drops what no reconcile reads before the object enters the cache:
@@ -185,6 +201,23 @@ fn slim(ij: &mut ImageJob) {
             meta.annotations = None;
         }
     }
+}
+
+/// The watches' retry backoff: client-go's 0.8 s doubling with jitter, but
+/// 2–4 s apart at most (not 30–60 s) and reset after 30 s without an error
+/// (not 120 s). A restarted API server first answers the old watch with 410
+/// Expired; client-go relists at once, kube-runtime backs off first, and
+/// with the default that cost 6–27 s more after the API server was back
+/// (status writes wait for the cache: they carry its resourceVersion).
+/// Three watches retrying every few seconds cost an API server nothing.
+fn watch_backoff() -> ResetTimerBackoff<watcher::ExponentialBackoff> {
+    let exponential = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(800))
+        .with_max_delay(Duration::from_secs(2))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    ResetTimerBackoff::new(exponential.into(), Duration::from_secs(30))
 }
 
 fn scoped<K>(client: &Client, args: &RunArgs) -> Api<K>
@@ -211,7 +244,7 @@ async fn watch_secrets<S: crate::ims::JobSource>(
     };
     // The watcher retries with backoff by itself; an error (e.g. the API
     // server restarting) is reported and the watch goes on.
-    let stream = watcher(api, watcher::Config::default().any_semantic()).default_backoff();
+    let stream = watcher(api, watcher::Config::default().any_semantic()).backoff(watch_backoff());
     stream
         .for_each(|event| {
             match event {
@@ -237,7 +270,7 @@ async fn watch_outputs<S: crate::ims::JobSource>(
 ) {
     let wc = watcher::Config::default().labels(&super::output::selector()).any_semantic();
     watcher(api, wc)
-        .default_backoff()
+        .backoff(watch_backoff())
         .modify(|cm| cm.metadata.managed_fields = None)
         .reflect(writer)
         .touched_objects()
@@ -276,6 +309,41 @@ async fn housekeeping<S: crate::ims::JobSource>(reader: Store<ImageJob>, ctx: Ar
     }
 }
 
+/// While reconciles wait out a backoff because the API server was away,
+/// asks its `/readyz` every second; once it is ready again after failing,
+/// retries them at once. An outage of a minute would otherwise cost up to a
+/// minute more of backoff after the API server is back.
+async fn retry_when_the_api_server_returns<S: crate::ims::JobSource>(client: Client, ctx: Arc<Ctx<S>>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut seen_away = false;
+    loop {
+        tick.tick().await;
+        if !ctx.schedule.any_awaiting_api() {
+            seen_away = false;
+            continue;
+        }
+        // Only after an outage seen here: a write failing with a 5xx while
+        // the API server answers (a broken webhook) keeps its backoff.
+        match api_server_ready(&client).await {
+            false => seen_away = true,
+            true if seen_away => {
+                seen_away = false;
+                let waiting = ctx.schedule.take_awaiting_api();
+                info!(imagejobs = waiting.len(), "the API server is back; retrying now");
+                ctx.wake_all(waiting);
+            }
+            true => {}
+        }
+    }
+}
+
+/// `/readyz`, not `/version`: a restarted API server answers the version
+/// seconds before it serves writes (503 meanwhile).
+async fn api_server_ready(client: &Client) -> bool {
+    let request = ::http::Request::get("/readyz").body(Vec::new()).expect("a static request");
+    client.request_text(request).await.is_ok()
+}
+
 fn count_phases(imagejobs: &[Arc<ImageJob>], metrics: &Metrics) {
     let mut counts = [0i64; 4];
     for ij in imagejobs {
@@ -284,5 +352,16 @@ fn count_phases(imagejobs: &[Arc<ImageJob>], metrics: &Metrics) {
     }
     for (phase, count) in Phase::ALL.into_iter().zip(counts) {
         metrics.imagejobs.get_or_create(&PhaseLabels { phase }).set(count);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn watch_backoff_stays_under_four_seconds() {
+        let delays: Vec<_> = super::watch_backoff().take(20).collect();
+        // 0.8 s doubling to 2 s, plus up to as much again of jitter.
+        assert!(delays[0].as_secs_f64() < 1.7, "{delays:?}");
+        assert!(delays.iter().all(|d| d.as_secs_f64() <= 4.0), "{delays:?}");
     }
 }

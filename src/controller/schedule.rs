@@ -26,6 +26,9 @@ struct Entry {
     written: Option<(u64, Instant)>,
     /// When a `requestedAt` poll last went out.
     forced: Option<Instant>,
+    /// Its last reconcile failed because the API server was away: retry as
+    /// soon as it is back, not when the backoff ends.
+    awaits_api: bool,
     /// The job's progress as this ImageJob saw it (the ETA, Adaptive polling).
     /// In memory only: after a restart it is learned again from the next rises.
     progress: Progress,
@@ -70,6 +73,7 @@ impl Schedule {
         entry.generation = generation;
         entry.next_poll = Some(Instant::now() + next);
         entry.failures = if failed { entry.failures.saturating_add(1) } else { 0 };
+        entry.awaits_api &= failed;
         entry.failures
     }
 
@@ -147,6 +151,28 @@ impl Schedule {
             entry.progress.observe(at, percent);
         }
         entry.progress.clone()
+    }
+
+    /// Marks the ImageJob to be retried when the API server is back.
+    pub fn await_api(&self, key: &ObjectRef<ImageJob>) {
+        if let Some(e) = self.entries.lock().unwrap().get_mut(key) {
+            e.awaits_api = true;
+        }
+    }
+
+    pub fn any_awaiting_api(&self) -> bool {
+        self.entries.lock().unwrap().values().any(|e| e.awaits_api)
+    }
+
+    /// The ImageJobs waiting for the API server, unmarked.
+    pub fn take_awaiting_api(&self) -> Vec<ObjectRef<ImageJob>> {
+        let mut entries = self.entries.lock().unwrap();
+        let mut taken = Vec::new();
+        for (key, entry) in entries.iter_mut().filter(|(_, e)| e.awaits_api) {
+            entry.awaits_api = false;
+            taken.push(key.clone());
+        }
+        taken
     }
 
     /// Consecutive failures so far.
@@ -237,6 +263,23 @@ mod tests {
         assert_eq!(s.remaining(&k, Some("u1"), Some(1)), Some(Duration::from_secs(6)));
         tokio::time::advance(Duration::from_secs(6)).await;
         assert_eq!(s.remaining(&k, Some("u1"), Some(1)), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn those_awaiting_the_api_server_are_taken_once_and_a_success_clears_them() {
+        let s = Schedule::default();
+        let (a, b, c) = (key("a"), key("b"), key("c"));
+        for k in [&a, &b, &c] {
+            s.record(k, Some("u"), Some(1), Duration::from_secs(60), true);
+        }
+        s.await_api(&a);
+        s.await_api(&b);
+        s.record(&b, Some("u"), Some(1), Duration::from_secs(10), false); // wrote after all
+        assert!(s.any_awaiting_api());
+        assert_eq!(s.take_awaiting_api(), vec![a.clone()]);
+        assert!(!s.any_awaiting_api() && s.take_awaiting_api().is_empty());
+        s.await_api(&key("unknown")); // no entry: nothing to retry
+        assert!(!s.any_awaiting_api());
     }
 
     #[tokio::test(start_paused = true)]

@@ -85,6 +85,31 @@ fn deadline_counts_from_the_cloud_begin_time_else_creation() {
     assert_eq!(deadline_exceeded(&ij, t(99999)), None);
 }
 
+#[test]
+fn only_an_api_server_away_is_retried_when_it_returns() {
+    use super::super::{Error, SecretError};
+    use kube::core::Status;
+    let status = |code: u16| kube::Error::Api(Box::new(Status { code, ..Status::default() }));
+    let away = || kube::Error::Service("connection refused".into());
+    let secret = |source| Error::Secret(SecretError::Kube { namespace: "ns".into(), name: "s".into(), source });
+    let cases = [
+        (Error::Patch(away()), true),
+        (Error::Lease(away()), true),
+        (secret(away()), true),
+        (Error::Output(status(503)), true),
+        (Error::Patch(status(500)), true),
+        (Error::Patch(status(403)), false), // RBAC: a retry will not mend it
+        (Error::Patch(status(422)), false),
+        (Error::Patch(status(429)), false), // the API server asks us to slow down
+        (Error::Conflict, false),
+        (Error::NotLeader, false),
+        (secret(status(404)), false),
+    ];
+    for (error, want) in cases {
+        assert_eq!(api_unavailable(&error), want, "{error}");
+    }
+}
+
 mod reliability_tests {
     use super::*;
     use crate::ims::error::Service;
