@@ -91,7 +91,7 @@ pub struct Args {
     /// Run the 429-throttling phase.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub throttle: bool,
-    /// ImageJobs per poll policy in the policy phase (default: a quarter of --jobs; 0 skips it).
+    /// ImageJobs per poll policy in the policy phase (default: a quarter of --jobs, at most 500; 0 skips it).
     #[arg(long)]
     pub policy_jobs: Option<usize>,
     /// Poll interval of the policy phase (default: a quarter of --interval, at most 10s).

@@ -37,7 +37,7 @@ impl Sizes {
             namespaces: args.namespaces.unwrap_or((args.jobs / 10).clamp(1, 20)),
             shared_groups: args.shared_groups.unwrap_or(args.jobs / 100),
             burst: args.burst.unwrap_or(args.jobs.min(1000)),
-            policy_jobs: args.policy_jobs.unwrap_or(args.jobs / 4),
+            policy_jobs: args.policy_jobs.unwrap_or((args.jobs / 4).min(500)),
         }
     }
 }
