@@ -84,11 +84,12 @@ impl Bench {
                 sim.put_job(&u.job.project, &u.job.job_id, &u.job.sim_def()).await.map_err(anyhow::Error::msg)?;
                 let _ = u.job.t0.set(Instant::now());
                 for (ns, name) in &u.objects {
-                    let ij: ImageJob = serde_json::from_value(json!({
+                    let mut ij: ImageJob = serde_json::from_value(json!({
                         "apiVersion": "ims.otc.io/v1alpha1", "kind": "ImageJob",
                         "metadata": {"name": name, "labels": {"scale-bench": self.run, "scale-op": u.op_label}},
                         "spec": {"jobId": u.job.job_id, "projectId": u.job.project, "credentialsRef": {"name": "otc-credentials"}}
                     }))?;
+                    ij.spec.poll_policy = u.policy;
                     self.tracker.lock().unwrap().objs.insert(
                         (ns.clone(), name.clone()),
                         Tracked::new(u.job.clone(), u.group),

@@ -4,6 +4,8 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use imagejob_operator::crd::PollPolicy;
+use imagejob_operator::sim::shapes::Shape;
 use serde_json::{Value, json};
 
 use crate::Args;
@@ -18,6 +20,18 @@ pub enum Group {
     BurstSingle,
     ThrottleOver,
     ThrottleUnder,
+    PolicyFixed,
+    PolicyAdaptive,
+}
+
+impl Group {
+    /// The group whose ImageJobs carry `spec.pollPolicy: policy`.
+    pub fn of_policy(policy: PollPolicy) -> Self {
+        match policy {
+            PollPolicy::Fixed => Group::PolicyFixed,
+            PollPolicy::Adaptive => Group::PolicyAdaptive,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -39,6 +53,8 @@ pub struct CloudJob {
     pub t0: OnceLock<Instant>,
     pub sharers: usize,
     pub group: Group,
+    /// A progress shape from `sim::shapes` and its INIT time (s), instead of `steps`' progress.
+    pub shape: Option<(Shape, f64)>,
 }
 
 impl CloudJob {
@@ -65,13 +81,36 @@ impl CloudJob {
             steps.push(Step { after, status: "RUNNING", progress: Some(progress) });
         }
         steps.push(Step { after: end, status: if fails { "FAIL" } else { "SUCCESS" }, progress: None });
-        CloudJob { project, job_id, steps, fails, duration, t0: OnceLock::new(), sharers: 1, group }
+        CloudJob { project, job_id, steps, fails, duration, t0: OnceLock::new(), sharers: 1, group, shape: None }
+    }
+
+    /// A job whose progress follows `shape`: INIT for `init`, RUNNING for
+    /// `running`, then SUCCESS. Its steps are only INIT and SUCCESS (the
+    /// tracker measures when the end is seen, not each percent).
+    pub fn shaped(project: String, job_id: String, shape: Shape, init: f64, running: f64, group: Group) -> Self {
+        let duration = init + running;
+        let steps = vec![
+            Step { after: 0.0, status: "INIT", progress: None },
+            Step { after: duration, status: "SUCCESS", progress: None },
+        ];
+        let shape = Some((shape, init));
+        CloudJob { project, job_id, steps, fails: false, duration, t0: OnceLock::new(), sharers: 1, group, shape }
     }
 
     /// The scenario job definition for the simulator's admin API.
     pub fn sim_def(&self) -> Value {
-        let phases: Vec<Value> = self
-            .steps
+        let phases = match self.shape {
+            Some((shape, init)) => {
+                let running = Duration::from_secs_f64(self.duration - init);
+                shape.phases(Duration::from_secs_f64(init), running, IMAGE_ID)
+            }
+            None => self.step_phases(),
+        };
+        json!({"job_type": "imsCreateImageByInstance", "clock": "sim_start", "image_name": "scale-image", "phases": phases})
+    }
+
+    fn step_phases(&self) -> Vec<Value> {
+        self.steps
             .iter()
             .map(|s| match s.status {
                 "INIT" => json!({"after": s.after, "status": "INIT"}),
@@ -83,8 +122,7 @@ impl CloudJob {
                 _ => json!({"after": s.after, "status": "FAIL", "error_code": "IMG.0014",
                     "fail_reason": "An exception occurred when IaaS OpenStack was executing the task."}),
             })
-            .collect();
-        json!({"job_type": "imsCreateImageByInstance", "clock": "sim_start", "image_name": "scale-image", "phases": phases})
+            .collect()
     }
 
     /// When the cloud started showing what this status shows.
@@ -128,6 +166,8 @@ pub struct Unit {
     pub objects: Vec<(String, String)>,
     pub group: Group,
     pub op_label: String,
+    /// `spec.pollPolicy` of its ImageJobs (none: the operator's default).
+    pub policy: Option<PollPolicy>,
 }
 
 impl Bench {
@@ -167,9 +207,48 @@ impl Bench {
                     (ns, format!("ij-{tag:02x}-{j:05}-{c}"))
                 })
                 .collect();
-            units.push(Unit { job: Arc::new(job), objects, group, op_label: op_label.to_owned() });
+            units.push(Unit { job: Arc::new(job), objects, group, op_label: op_label.to_owned(), policy: None });
             made += sharers;
             j += 1;
+        }
+        units
+    }
+}
+
+impl Bench {
+    /// Twin cloud jobs for the poll-policy comparison, `count` per policy,
+    /// the shapes in turn: INIT for 0.5–3 intervals, then RUNNING for 0.6–1.0
+    /// × `lifetime` intervals. The twins share a script but not a job ID (so
+    /// nothing coalesces their requests) nor a project (nor a bucket); they
+    /// come out in pairs, so both policies' jobs start at the same moments.
+    pub fn plan_policies(
+        &self,
+        count: usize,
+        interval: f64,
+        lifetime: f64,
+        projects: [&[String]; 2],
+        labels: [&str; 2],
+    ) -> Vec<Unit> {
+        let mut units = Vec::with_capacity(2 * count);
+        for j in 0..count {
+            let shape = Shape::ALL[j % Shape::ALL.len()];
+            let running = lifetime * interval * (0.6 + 0.4 * frac(j));
+            let init = interval * (0.5 + 2.5 * (j as f64 * 0.414_213_562_373_095).fract());
+            for (i, policy) in [PollPolicy::Fixed, PollPolicy::Adaptive].into_iter().enumerate() {
+                let tag = 6 + i as u8;
+                let group = Group::of_policy(policy);
+                let project = projects[i][j % projects[i].len()].clone();
+                let job = CloudJob::shaped(project, job_id(self.run_no, tag, j), shape, init, running, group);
+                let ns = self.namespaces[j % self.namespaces.len()].clone();
+                let objects = vec![(ns, format!("ij-{tag:02x}-{j:05}-0"))];
+                units.push(Unit {
+                    job: Arc::new(job),
+                    objects,
+                    group,
+                    op_label: labels[i].to_owned(),
+                    policy: Some(policy),
+                });
+            }
         }
         units
     }

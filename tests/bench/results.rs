@@ -11,6 +11,8 @@ pub struct Results {
     pub rows: Vec<Row>,
     pub context: Vec<(String, String)>,
     pub checks: Vec<(String, bool)>,
+    /// Tables printed after the main one: a title, the header and the rows.
+    pub tables: Vec<(String, Vec<String>, Vec<Vec<String>>)>,
 }
 
 pub struct Row {
@@ -102,6 +104,16 @@ pub fn print_results(bench: &Bench, res: &Results) {
         println!("| {} | {} | {} | {} |", r.target, r.goal, r.measured, met);
     }
     println!();
+    for (title, header, rows) in &res.tables {
+        println!("{title}");
+        println!();
+        println!("| {} |", header.join(" | "));
+        println!("|{}", "---|".repeat(header.len()));
+        for r in rows {
+            println!("| {} |", r.join(" | "));
+        }
+        println!();
+    }
     for (k, v) in &res.context {
         println!("- {k}: {v}");
     }

@@ -24,6 +24,10 @@
 //!    one project): time from the create call to the first status.
 //! 4. throttle: a simulator that throttles each project (429), one operator
 //!    whose token bucket is above the cloud's limit and one below it.
+//! 5. policies: the progress shapes of `sim::shapes` tracked twice, by
+//!    `--policy-jobs` ImageJobs with `pollPolicy: Fixed` and as many with
+//!    `Adaptive` (twin cloud jobs, one operator per policy): requests,
+//!    lateness from SUCCESS to Succeeded, status writes and CPU per shape.
 //!
 //! Numbers come from the simulator's counters (`/admin/requests`), the
 //! operator's `/metrics`, the API server's `/metrics`
@@ -87,6 +91,15 @@ pub struct Args {
     /// Run the 429-throttling phase.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub throttle: bool,
+    /// ImageJobs per poll policy in the policy phase (default: a quarter of --jobs, at most 500; 0 skips it).
+    #[arg(long)]
+    pub policy_jobs: Option<usize>,
+    /// Poll interval of the policy phase (default: a quarter of --interval, at most 10s).
+    #[arg(long, value_parser = parse_dur)]
+    pub policy_interval: Option<Duration>,
+    /// Running time of the policy phase's longest jobs, in its intervals (each runs 0.6–1.0 × this).
+    #[arg(long, default_value_t = 100.0)]
+    pub policy_lifetime: f64,
     /// Create calls in flight.
     #[arg(long, default_value_t = 32)]
     pub create_concurrency: usize,

@@ -88,6 +88,15 @@ fn visible(st: &ImageJobStatus) -> u64 {
     h.finish()
 }
 
+impl Tracked {
+    /// Seconds from the cloud's SUCCESS/FAIL (or the create call, if later)
+    /// to the watch showing it.
+    pub fn end_lateness(&self) -> Option<f64> {
+        let end = *self.job.t0.get()? + Duration::from_secs_f64(self.job.duration);
+        Some(self.finished?.saturating_duration_since(end.max(self.created)).as_secs_f64())
+    }
+}
+
 impl Tracker {
     pub fn observe(&mut self, ij: &ImageJob, now: Instant) {
         self.events += 1;

@@ -3,6 +3,7 @@
 
 mod burst;
 mod lifecycle;
+mod policies;
 mod restart;
 mod throttle;
 
@@ -22,6 +23,8 @@ pub struct Sizes {
     pub namespaces: usize,
     pub shared_groups: usize,
     pub burst: usize,
+    /// ImageJobs per poll policy in phase 5.
+    pub policy_jobs: usize,
 }
 
 impl Sizes {
@@ -34,6 +37,7 @@ impl Sizes {
             namespaces: args.namespaces.unwrap_or((args.jobs / 10).clamp(1, 20)),
             shared_groups: args.shared_groups.unwrap_or(args.jobs / 100),
             burst: args.burst.unwrap_or(args.jobs.min(1000)),
+            policy_jobs: args.policy_jobs.unwrap_or((args.jobs / 4).min(500)),
         }
     }
 }
@@ -63,6 +67,9 @@ pub async fn run(bench: &mut Bench, res: &mut Results) -> anyhow::Result<()> {
     drop(sim);
     if args.throttle {
         throttle::run(bench, res).await?;
+    }
+    if sizes.policy_jobs > 0 {
+        policies::run(bench, res, sizes.policy_jobs).await?;
     }
     watch.abort();
     Ok(())
