@@ -55,25 +55,30 @@ async fn configmap_appears_after_success_with_the_contract_keys() {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
     create(&client, &ns.name, &with_output(imagejob("build", &run, job, "creds"), "build-output")).await;
 
-    // Not while the job runs.
+    // Not while the job runs. The operator writes the ConfigMap just before
+    // the Succeeded status, so a status read a moment earlier may still say
+    // Running: the proof is that the ConfigMap was created after IMS's end.
     let deadline = Instant::now() + WAIT;
-    let mut saw_running = false;
+    let mut saw_running_without_output = false;
     let done = loop {
         assert!(Instant::now() < deadline, "not Succeeded in {WAIT:?}");
         let s = status(&client, &ns.name, "build").await;
         if s.as_ref().is_some_and(|s| s.phase == Some(Phase::Succeeded)) {
             break s.unwrap();
         }
-        saw_running |= s.as_ref().is_some_and(|s| s.phase == Some(Phase::Running));
-        assert!(cms.get_opt("build-output").await.unwrap().is_none(), "ConfigMap before Succeeded: {s:?}");
+        let running = s.as_ref().is_some_and(|s| s.phase == Some(Phase::Running));
+        saw_running_without_output |= running && cms.get_opt("build-output").await.unwrap().is_none();
         tokio::time::sleep(Duration::from_millis(150)).await;
     };
-    assert!(saw_running, "the job should have been seen running");
+    assert!(saw_running_without_output, "the job should have been seen running, without a ConfigMap");
 
     let cm = eventually(Duration::from_secs(10), "the output ConfigMap", || async {
         cms.get_opt("build-output").await.unwrap()
     })
     .await;
+    let created = cm.metadata.creation_timestamp.clone().expect("creationTimestamp").0;
+    let ended = done.end_time.clone().expect("endTime of a Succeeded job").0;
+    assert!(created >= ended, "ConfigMap created at {created}, before IMS ended the job at {ended}");
     let data = cm.data.clone().unwrap();
     let keys: Vec<&str> = data.keys().map(String::as_str).collect();
     assert_eq!(keys, ["imageId", "imageName", "jobId", "jobType", "projectId", "region"]);
