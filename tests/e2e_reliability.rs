@@ -183,8 +183,12 @@ async fn a_job_ims_does_not_know_yet_is_waited_for() {
     let created = Instant::now();
     e2e::create(&client, &ns.name, &e2e::imagejob("young", &run, "young", "creds")).await;
 
+    // At least 3 s unknown, and long enough to see the operator's answer
+    // on a loaded machine (the grace period is a minute).
     let mut saw_waiting = None;
-    while created.elapsed() < Duration::from_secs(3) {
+    while created.elapsed() < Duration::from_secs(3)
+        || (saw_waiting.is_none() && created.elapsed() < Duration::from_secs(20))
+    {
         if let Some(s) = e2e::status(&client, &ns.name, "young").await {
             assert_ne!(e2e::condition(&s, "Stalled").map(|c| c.0), Some("True".into()), "stalled: {s:?}");
             if let Some((st, _, msg)) = e2e::condition(&s, "Reconciling").filter(|c| c.0 == "True") {
@@ -199,11 +203,16 @@ async fn a_job_ims_does_not_know_yet_is_waited_for() {
     let job = e2e::succeeding_job("young", "0s", "1s");
     let put = reqwest::Client::new().put(url).json(&job).send().await.unwrap();
     assert!(put.status().is_success());
+    let known = Instant::now();
+    // Far less than the 5 min a stalled JobNotFound would wait.
     let status =
         e2e::wait_status(&client, &ns.name, "young", Duration::from_secs(30), "finished", |s| s.is_finished()).await;
-    eprintln!("young job: Succeeded {:.1}s after the ImageJob was created", created.elapsed().as_secs_f64());
+    eprintln!(
+        "young job: Succeeded {:.1}s after the ImageJob was created, {:.1}s after IMS knew the job",
+        created.elapsed().as_secs_f64(),
+        known.elapsed().as_secs_f64()
+    );
     assert_eq!(status.phase, Some(Phase::Succeeded));
-    assert!(created.elapsed() < Duration::from_secs(20), "{:?}", created.elapsed());
     ns.cleanup().await;
 }
 

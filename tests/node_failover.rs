@@ -170,9 +170,11 @@ async fn standby_takes_over_when_the_leader_pod_is_deleted_or_killed() {
     assert!(stop < Duration::from_secs(grace), "graceful stop within the grace period");
     assert_ne!(holder_at_exit.as_deref(), Some(name.as_str()), "the stopped leader released its Lease");
     // A standby reads the Lease every second (controller::election): it
-    // claims a released Lease at once, not when the old one would expire.
+    // claims a released Lease at once (1.8 s measured), not when the old one
+    // would expire: renewed every ~3 s, a 15 s Lease outlives its holder by
+    // at least 12 s. 8 s leaves room for a loaded machine.
     let after_exit = h.lease_after.saturating_sub(stop);
-    assert!(after_exit < Duration::from_secs(5), "takeover {after_exit:?} after the leader ended; the Lease is 15 s");
+    assert!(after_exit < Duration::from_secs(8), "takeover {after_exit:?} after the leader ended; the Lease is 15 s");
 
     // 2. SIGKILL the leader's process: no release; the Lease must expire
     // (or the restarted container, same Pod name, renews it).
