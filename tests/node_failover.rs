@@ -120,6 +120,16 @@ async fn leader_pod(client: &Client, ns: &str, release: &str, lease: &str) -> Po
     pods.into_iter().find(|p| p.metadata.name.as_deref() == Some(holder.as_str())).expect("the leader is a Ready Pod")
 }
 
+/// SIGKILLs the leader's process (no graceful stop): its Pod name, and when.
+async fn kill_leader(client: &Client, ns: &str, release: &str, lease: &str) -> (String, Instant) {
+    let leader = leader_pod(client, ns, release, lease).await;
+    let pid = main_pid(&leader);
+    let t0 = Instant::now();
+    let killed = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+    assert!(killed.success(), "kill -KILL {pid}");
+    (leader.metadata.name.unwrap(), t0)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn standby_takes_over_when_the_leader_pod_is_deleted_or_killed() {
     node::up_node();
@@ -178,12 +188,7 @@ async fn standby_takes_over_when_the_leader_pod_is_deleted_or_killed() {
 
     // 2. SIGKILL the leader's process: no release; the Lease must expire
     // (or the restarted container, same Pod name, renews it).
-    let leader = leader_pod(&client, &ns, &release, &lease).await;
-    let name = leader.metadata.name.clone().unwrap();
-    let pid = main_pid(&leader);
-    let t0 = Instant::now();
-    let killed = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
-    assert!(killed.success());
+    let (name, t0) = kill_leader(&client, &ns, &release, &lease).await;
     let h = watch_handover(&client, &ns, &lease, &run, &name, t0, true).await;
     eprintln!(
         "node: SIGKILL leader container: Lease to {} ({}) after {:.2}s, next status write after {:.2}s",
@@ -197,12 +202,7 @@ async fn standby_takes_over_when_the_leader_pod_is_deleted_or_killed() {
     // 3. SIGKILL and the Pod gone at once (as when a node dies): nobody
     // releases the Lease and no process with the old name comes back, so
     // the standby waits for the Lease to expire.
-    let leader = leader_pod(&client, &ns, &release, &lease).await;
-    let name = leader.metadata.name.clone().unwrap();
-    let pid = main_pid(&leader);
-    let t0 = Instant::now();
-    let killed = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
-    assert!(killed.success());
+    let (name, t0) = kill_leader(&client, &ns, &release, &lease).await;
     pods.delete(&name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
     let h = watch_handover(&client, &ns, &lease, &run, &name, t0, false).await;
     eprintln!(
