@@ -99,13 +99,15 @@ impl Election {
             tick.tick().await;
             let lease = match leases.get_opt(&self.lease).await {
                 Ok(lease) => lease,
-                // Said once per kind of error (RBAC, API server away), not each second.
-                Err(e) if e.to_string() != error_seen => {
-                    error_seen = e.to_string();
-                    warn!(error = %e, "reading the leader Lease; retrying every second");
+                Err(e) => {
+                    // Said once per kind of error (RBAC, API server away), not each second.
+                    let error = e.to_string();
+                    if error != error_seen {
+                        warn!(%error, "reading the leader Lease; retrying every second");
+                        error_seen = error;
+                    }
                     continue;
                 }
-                Err(_) => continue,
             };
             let now = Timestamp::now();
             if claimable(lease.as_ref(), &self.identity, now) {
