@@ -233,6 +233,8 @@ impl Bench {
         for j in 0..count {
             let shape = Shape::ALL[j % Shape::ALL.len()];
             let running = lifetime * interval * (0.6 + 0.4 * frac(j));
+            // √2 − 1, not `frac`'s golden ratio: INIT and running times
+            // spread independently instead of rising together.
             let init = interval * (0.5 + 2.5 * (j as f64 * 0.414_213_562_373_095).fract());
             for (i, policy) in [PollPolicy::Fixed, PollPolicy::Adaptive].into_iter().enumerate() {
                 let tag = 6 + i as u8;

@@ -58,6 +58,10 @@ impl Figures {
     fn requests_per_job(&self) -> f64 {
         self.requests as f64 / self.jobs.max(1) as f64
     }
+    /// This policy's requests as a multiple of `other`'s.
+    fn requests_against(&self, other: &Figures) -> f64 {
+        self.requests as f64 / other.requests.max(1) as f64
+    }
     fn writes_per_job(&self) -> f64 {
         self.writes as f64 / self.jobs.max(1) as f64
     }
@@ -197,7 +201,7 @@ fn row(name: &str, fixed: &Figures, adaptive: &Figures) -> Vec<String> {
         fixed.jobs.to_string(),
         format!("{:.1}", fixed.requests_per_job()),
         format!("{:.1}", adaptive.requests_per_job()),
-        format!("{:.2}", adaptive.requests as f64 / fixed.requests.max(1) as f64),
+        format!("{:.2}", adaptive.requests_against(fixed)),
         fixed.late_cell(),
         adaptive.late_cell(),
         format!("{:.1} / {:.1}", fixed.writes_per_job(), adaptive.writes_per_job()),
@@ -236,7 +240,7 @@ fn shape_table(res: &mut Results, by: &ByShape, iv: Duration) {
 fn report_foretold(res: &mut Results, by: &ByShape, iv: Duration) {
     let t = iv.as_secs_f64();
     let (fixed, adaptive) = (over(by, 0, &FORETOLD), over(by, 1, &FORETOLD));
-    let ratio = adaptive.requests as f64 / fixed.requests.max(1) as f64;
+    let ratio = adaptive.requests_against(&fixed);
     let ((f50, f99, _), (a50, a99, _)) = (fixed.late(), adaptive.late());
     res.row(
         "Adaptive requests, shapes whose progress foretells the end",
@@ -280,7 +284,7 @@ fn report_foretold(res: &mut Results, by: &ByShape, iv: Duration) {
 /// Shapes the model cannot read, and the worst shape.
 fn report_rest(res: &mut Results, by: &ByShape) {
     let (fixed, adaptive) = (over(by, 0, &UNREAD), over(by, 1, &UNREAD));
-    let ratio = adaptive.requests as f64 / fixed.requests.max(1) as f64;
+    let ratio = adaptive.requests_against(&fixed);
     res.row(
         "Adaptive requests, steps and no progress",
         format!("≤ {MAX_UNREAD_RATIO} × Fixed's"),
@@ -304,7 +308,7 @@ fn report_rest(res: &mut Results, by: &ByShape) {
             worst.name(),
             a.late_cell(),
             f.late_cell(),
-            a.requests as f64 / f.requests.max(1) as f64
+            a.requests_against(&f)
         ),
         None,
     );
