@@ -173,6 +173,9 @@ done
 
 # --- summary.
 say "all ImageJobs finished"
+# The OVA import hands its images on through its output ConfigMap.
+handed=$(k get configmap appliance-image -n "$ns" -o jsonpath='imageId={.data.imageId} dataImageIds={.data.dataImageIds}' 2>/dev/null || true)
+[ -n "$handed" ] && say "ConfigMap appliance-image (from the OVA import): $handed"
 k get imagejobs -n "$ns" -o custom-columns='NAME:.metadata.name,PHASE:.status.phase,IMS:.status.jobStatus,TYPE:.status.jobType,IMAGE:.status.imageId,READY:.status.conditions[?(@.type=="Ready")].status,MESSAGE:.status.conditions[?(@.type=="Ready")].message' \
   | sed 's/^/    /' >&2
 say "Events:"

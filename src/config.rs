@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::ims::JobApi;
+
 /// Output format of the operator's logs.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -24,6 +26,12 @@ pub struct EndpointArgs {
     /// IAM base URL for password authentication; `{region}` is replaced.
     #[arg(long, env = "IAM_ENDPOINT", default_value = "https://iam.{region}.otc.t-systems.com")]
     pub iam_endpoint: String,
+
+    /// Which IMS API to poll: `progress` (`GET /v1/cloudimages/job/{job_id}`, with
+    /// progress), `status` (`GET /v1/{project_id}/jobs/{job_id}`), or `auto`: the
+    /// progress API, and the status API where an endpoint lacks it.
+    #[arg(long, env = "IMS_JOB_API", value_enum, default_value_t = JobApi::Auto)]
+    pub ims_job_api: JobApi,
 }
 
 #[derive(clap::Args, Clone, Debug)]

@@ -186,13 +186,19 @@ pub struct ImageJobStatus {
     /// The task IMS is running now (`entities.current_task`), e.g. `CreateImageByInstanceTask`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_task: Option<String>,
-    /// The ID of the image the job made, once IMS reports it (`entities.image_id`).
-    /// With `outputConfigMapRef` it is also exported as the ConfigMap key `imageId`.
+    /// The ID of the image the job made, once IMS reports it (`entities.image_id`);
+    /// for a job that makes several images (OVA import, volumes to system and
+    /// data images) the system disk image. With `outputConfigMapRef` it is also
+    /// exported as the ConfigMap key `imageId`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
     /// The name of the image the job made (`entities.image_name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_name: Option<String>,
+    /// Every image the job made (a system disk image and data disk images),
+    /// from the job and its sub-jobs. Cut to keep the object small.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageStatus>,
     /// Percent, 0 to 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
@@ -247,6 +253,22 @@ pub struct ImageJobStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// One image a job made.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageStatus {
+    /// The image ID.
+    pub id: String,
+    /// The image name, when IMS reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `system` (a bootable system disk image) or `data` (a data disk image).
+    pub kind: String,
+    /// The sub-job that made the image, when IMS says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_job_id: Option<String>,
 }
 
 /// One entry of the cloud's `entities.results`.

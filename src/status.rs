@@ -20,7 +20,7 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{ImageJobStatus, JobResultStatus, Phase, SubJobStatus};
+use crate::crd::{ImageJobStatus, ImageStatus, JobResultStatus, Phase, SubJobStatus};
 use crate::ims::model::{Job, JobStatus};
 
 pub mod bound;
@@ -160,6 +160,7 @@ pub fn apply_job(status: &mut ImageJobStatus, job: &Job) {
     status.current_task = job.current_task.clone();
     status.image_id = job.image_id.clone();
     status.image_name = job.image_name.clone();
+    status.images = job.images.iter().map(image_status).collect();
     // A finished job is 100 % even when the cloud still says 0.2 (as the
     // API page's own SUCCESS example does).
     status.progress = match job_status {
@@ -168,8 +169,11 @@ pub fn apply_job(status: &mut ImageJobStatus, job: &Job) {
     };
     status.begin_time = job.begin_time.map(Time);
     status.end_time = job.end_time.map(Time);
-    status.error_code = job.error_code.clone().or_else(|| first_sub_job_error(job, |s| &s.error_code));
-    status.fail_reason = job.fail_reason.clone().or_else(|| first_sub_job_error(job, |s| &s.fail_reason));
+    // An error code on a SUCCESS answer (seen in an SDK's fixture) is not a
+    // failure: a Succeeded job shows none.
+    let failure_text = |text: &Option<String>| text.clone().filter(|_| job_status != JobStatus::Success);
+    status.error_code = failure_text(&job.error_code).or_else(|| first_sub_job_error(job, |s| &s.error_code));
+    status.fail_reason = failure_text(&job.fail_reason).or_else(|| first_sub_job_error(job, |s| &s.fail_reason));
     status.results = job.results.iter().map(result_status).collect();
     status.sub_jobs = job.sub_jobs.iter().map(sub_job_status).collect();
     status.sub_job_ids = job.sub_job_ids.clone();
@@ -203,6 +207,15 @@ pub fn phase_of(status: JobStatus) -> Phase {
         JobStatus::Running => Phase::Running,
         JobStatus::Success => Phase::Succeeded,
         JobStatus::Fail => Phase::Failed,
+    }
+}
+
+fn image_status(i: &crate::ims::model::Image) -> ImageStatus {
+    ImageStatus {
+        id: i.id.clone(),
+        name: i.name.clone(),
+        kind: i.kind.as_str().to_owned(),
+        sub_job_id: i.sub_job_id.clone(),
     }
 }
 

@@ -407,7 +407,7 @@ fn fixtures_match_what_the_operator_writes() {
 
 /// The cloud answer a fixture's job fields came from.
 fn job_of(s: &imagejob_operator::crd::ImageJobStatus) -> imagejob_operator::ims::model::Job {
-    use imagejob_operator::ims::model::{Job, JobResult, JobStatus, SubJob};
+    use imagejob_operator::ims::model::{Image, ImageKind, Job, JobResult, JobStatus, SubJob};
     Job {
         job_id: None,
         status: s.job_status.as_deref().and_then(JobStatus::parse),
@@ -418,8 +418,19 @@ fn job_of(s: &imagejob_operator::crd::ImageJobStatus) -> imagejob_operator::ims:
         fail_reason: s.fail_reason.clone(),
         image_id: s.image_id.clone(),
         image_name: s.image_name.clone(),
+        images: s
+            .images
+            .iter()
+            .map(|i| Image {
+                id: i.id.clone(),
+                name: i.name.clone(),
+                kind: if i.kind == "data" { ImageKind::Data } else { ImageKind::System },
+                sub_job_id: i.sub_job_id.clone(),
+            })
+            .collect(),
         current_task: s.current_task.clone(),
         progress: s.progress.map(|p| u8::try_from(p).unwrap()),
+        sub_job_id: None,
         sub_jobs_total: None,
         results_total: None,
         results: s

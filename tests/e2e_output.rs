@@ -81,7 +81,7 @@ async fn configmap_appears_after_success_with_the_contract_keys() {
     assert!(created >= ended, "ConfigMap created at {created}, before IMS ended the job at {ended}");
     let data = cm.data.clone().unwrap();
     let keys: Vec<&str> = data.keys().map(String::as_str).collect();
-    assert_eq!(keys, ["imageId", "imageName", "jobId", "jobType", "projectId", "region"]);
+    assert_eq!(keys, ["dataImageIds", "imageId", "imageName", "jobId", "jobType", "projectId", "region"]);
     assert_eq!(data["imageId"], IMAGE);
     assert_eq!(data["imageName"], "e2e-image");
     assert_eq!(data["jobId"], job);

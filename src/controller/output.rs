@@ -66,9 +66,11 @@ pub fn recheck(status: &ImageJobStatus) -> Option<std::time::Duration> {
 pub fn output_data(ij: &ImageJob, status: &ImageJobStatus, region: &str, project_id: &str) -> BTreeMap<String, String> {
     // A cross-region copy may report its images only in the results.
     let image_id = status.image_id.clone().or_else(|| status.results.iter().find_map(|r| r.image_id.clone()));
+    let data_image_ids: Vec<&str> = status.images.iter().filter(|i| i.kind == "data").map(|i| i.id.as_str()).collect();
     BTreeMap::from([
         ("imageId".to_owned(), image_id.unwrap_or_default()),
         ("imageName".to_owned(), status.image_name.clone().unwrap_or_default()),
+        ("dataImageIds".to_owned(), data_image_ids.join(",")),
         ("jobId".to_owned(), ij.spec.job_id.clone()),
         ("jobType".to_owned(), status.job_type.clone().unwrap_or_default()),
         ("projectId".to_owned(), project_id.to_owned()),
@@ -340,7 +342,7 @@ mod tests {
     fn data_has_every_contract_key() {
         let data = output_data(&imagejob(Some("out")), &succeeded(), "eu-de", "p1");
         let keys: Vec<&str> = data.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["imageId", "imageName", "jobId", "jobType", "projectId", "region"]);
+        assert_eq!(keys, ["dataImageIds", "imageId", "imageName", "jobId", "jobType", "projectId", "region"]);
         // Flux's substituteFrom refuses the whole ConfigMap over one key that
         // is not a variable name (^[_a-zA-Z][_a-zA-Z0-9]*$).
         assert!(keys.iter().all(|k| k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')));
@@ -355,6 +357,15 @@ mod tests {
         assert_eq!(output_data(&imagejob(Some("out")), &copy, "eu-de", "p1")["imageId"], "img-1");
         let empty = ImageJobStatus { phase: Some(Phase::Succeeded), ..ImageJobStatus::default() };
         assert_eq!(output_data(&imagejob(Some("out")), &empty, "eu-de", "")["imageId"], "");
+        assert_eq!(output_data(&imagejob(Some("out")), &empty, "eu-de", "")["dataImageIds"], "");
+        // An OVA import: the system disk image is imageId, the data disks follow.
+        let image =
+            |id: &str, kind: &str| crate::crd::ImageStatus { id: id.into(), kind: kind.into(), ..Default::default() };
+        let ova = ImageJobStatus {
+            images: vec![image("sys", "system"), image("d1", "data"), image("d2", "data")],
+            ..succeeded()
+        };
+        assert_eq!(output_data(&imagejob(Some("out")), &ova, "eu-de", "p1")["dataImageIds"], "d1,d2");
         assert_eq!(results_json(&empty)["results.json"].0, b"[]");
     }
 

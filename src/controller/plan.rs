@@ -71,9 +71,8 @@ const YOUNG_MAX: Duration = Duration::from_secs(10);
 /// True while a 404 may only mean IMS does not show the job yet: IMS never
 /// answered for it and the ImageJob is younger than `YOUNG_JOB_GRACE`.
 pub fn in_young_grace(ij: &ImageJob, now: Timestamp) -> bool {
-    let never_answered = ij.status.as_ref().is_none_or(|s| s.job_status.is_none());
     let created = ij.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    never_answered
+    never_answered(ij)
         && created.is_some_and(|c| now.duration_since(c) < jiff::SignedDuration::try_from(YOUNG_JOB_GRACE).unwrap())
 }
 
@@ -96,9 +95,14 @@ pub fn valid_region(region: &str) -> bool {
 }
 
 /// Maps an IMS failure for this ImageJob to what the status shows: a 404
-/// of a young, never-answered job is waited for, not stalled.
+/// (or IMG.0023) of a young, never-answered job is waited for, not stalled;
+/// an IMG.0023 that outlasts the grace of a never-answered job is
+/// `JobNotFound`; for a job IMS has answered before it is transient.
 pub fn outcome_for(ij: &ImageJob, err: &ImsError, now: Timestamp) -> Outcome {
-    if err.kind() == ErrorKind::JobNotFound && in_young_grace(ij, now) {
+    if !err.may_mean_unknown_job() || !never_answered(ij) {
+        return outcome_of_error(err);
+    }
+    if in_young_grace(ij, now) {
         let message = format!(
             "IMS does not know job {} yet ({}); it may not be visible for a few seconds after its creation: retrying",
             ij.spec.job_id,
@@ -106,7 +110,11 @@ pub fn outcome_for(ij: &ImageJob, err: &ImsError, now: Timestamp) -> Outcome {
         );
         return Outcome::NotYetKnown { message };
     }
-    outcome_of_error(err)
+    Outcome::Stalled { reason: StallReason::JobNotFound, message: stable_message(err) }
+}
+
+fn never_answered(ij: &ImageJob) -> bool {
+    ij.status.as_ref().is_none_or(|s| s.job_status.is_none())
 }
 
 /// Pure: a reconcile failed because the API server could not be reached or

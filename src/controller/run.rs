@@ -119,7 +119,10 @@ async fn run_controller(
     let reporter = Reporter { controller: "imagejob-operator".into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Ctx {
         client: client.clone(),
-        coalescer: Coalescer::new(ImsClient::new(args.ims_timeout), quota(args.ims_rate_limit, args.ims_rate_burst)),
+        coalescer: Coalescer::new(
+            ImsClient::new(args.ims_timeout).with_job_api(args.endpoints.ims_job_api),
+            quota(args.ims_rate_limit, args.ims_rate_burst),
+        ),
         secrets: SecretCache::new(client.clone()),
         schedule: Schedule::default(),
         reporter,

@@ -1,25 +1,61 @@
 //! The IMS HTTP client: one GET of a job, signed with AK/SK or sent with an
-//! IAM token.
+//! IAM token, from the status or the progress API.
 //!
 //! The client makes exactly one IMS request per call, plus at most one
-//! token refresh after a 401 with password credentials. It never retries
-//! transient errors: the controller owns backoff. A 401 with AK/SK is
-//! never retried either, as the gateway locks an AK after five signature
-//! failures in a row.
+//! token refresh after IMS refused a token (401, or 400 IMG.0030) with
+//! password credentials, and in `auto` mode one status-API request when an
+//! endpoint turns out to have no progress API (then remembered for an
+//! hour). It never retries transient errors: the controller owns backoff.
+//! A refusal with AK/SK is never retried either, as the gateway locks an AK
+//! after five signature failures in a row.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
 
 use reqwest::Url;
 
 use super::auth::{TokenCache, TokenKey};
 use super::credentials::{Credentials, Secret};
-use super::error::{ImsError, Service};
+use super::error::{API_NOT_FOUND, ImsError, Service};
 use super::model::Job;
 use super::signer;
 use super::transport::{HttpResponse, MAX_BODY_BYTES, header_value, send, url_with_path};
 
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `auto` keeps to the status API on an endpoint without the
+/// progress API before asking the progress API again.
+const NO_PROGRESS_API_RECHECK: Duration = Duration::from_secs(3600);
+
+/// Which IMS API answers a poll (`--ims-job-api`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum JobApi {
+    /// The progress API, or the status API where the progress API is missing.
+    #[default]
+    Auto,
+    /// `GET /v1/{project_id}/jobs/{job_id}`: no progress in today's answers.
+    Status,
+    /// `GET /v1/cloudimages/job/{job_id}`: the job plus its progress.
+    Progress,
+}
+
+impl JobApi {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Status => "status",
+            Self::Progress => "progress",
+        }
+    }
+}
+
+/// The two job APIs, as one poll sends them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Api {
+    Status,
+    Progress,
+}
 
 /// Where one job lives. Endpoints are base URLs, already region-resolved.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -49,6 +85,9 @@ pub trait JobSource: Send + Sync + 'static {
 pub struct ImsClient {
     http: reqwest::Client,
     tokens: Arc<TokenCache>,
+    job_api: JobApi,
+    /// `auto`: IMS endpoints found without the progress API, and when.
+    no_progress_api: Arc<DashMap<String, Instant>>,
 }
 
 impl ImsClient {
@@ -71,19 +110,67 @@ impl ImsClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ImsError::InvalidRequest { detail: format!("HTTP client: {e}") })?;
-        Ok(ImsClient { http, tokens: Arc::new(TokenCache::new()) })
+        Ok(ImsClient {
+            http,
+            tokens: Arc::new(TokenCache::new()),
+            job_api: JobApi::default(),
+            no_progress_api: Arc::new(DashMap::new()),
+        })
+    }
+
+    /// Polls through `api` (default `auto`).
+    pub fn with_job_api(mut self, api: JobApi) -> Self {
+        self.job_api = api;
+        self
     }
 
     pub fn token_cache(&self) -> &TokenCache {
         &self.tokens
     }
 
-    /// `GET /v1/{project_id}/jobs/{job_id}`.
+    /// One poll of the job, from the API `--ims-job-api` chose.
     pub async fn get_job(&self, target: &JobTarget, creds: &Credentials) -> Result<Job, ImsError> {
         if target.project_id.trim().is_empty() || target.job_id.trim().is_empty() {
             return Err(ImsError::InvalidRequest { detail: "project ID and job ID must not be empty".into() });
         }
-        let url = url_with_path(&target.ims_endpoint, &["v1", &target.project_id, "jobs", &target.job_id])?;
+        let api = self.api_for(&target.ims_endpoint);
+        let answer = self.query(api, target, creds).await?;
+        if self.job_api == JobApi::Auto && api == Api::Progress && progress_api_missing(&answer) {
+            return self.fall_back_to_status_api(target, creds).await;
+        }
+        job_from(answer)
+    }
+
+    fn api_for(&self, ims_endpoint: &str) -> Api {
+        match self.job_api {
+            JobApi::Status => Api::Status,
+            JobApi::Progress => Api::Progress,
+            JobApi::Auto => match self.no_progress_api.get(ims_endpoint).map(|since| since.elapsed()) {
+                Some(age) if age < NO_PROGRESS_API_RECHECK => Api::Status,
+                _ => Api::Progress,
+            },
+        }
+    }
+
+    /// The endpoint has no progress API: this poll asks the status API, and
+    /// so do the next ones for an hour, once the status API knows the job
+    /// (a gateway 404 for an unknown job must not switch every job over).
+    async fn fall_back_to_status_api(&self, target: &JobTarget, creds: &Credentials) -> Result<Job, ImsError> {
+        let job = job_from(self.query(Api::Status, target, creds).await?)?;
+        if self.no_progress_api.insert(target.ims_endpoint.clone(), Instant::now()).is_none() {
+            tracing::info!(
+                endpoint = %target.ims_endpoint,
+                "IMS has no progress API here; polling the status API (answers may carry no progress)"
+            );
+        }
+        Ok(job)
+    }
+
+    async fn query(&self, api: Api, target: &JobTarget, creds: &Credentials) -> Result<HttpResponse, ImsError> {
+        let url = match api {
+            Api::Status => url_with_path(&target.ims_endpoint, &["v1", &target.project_id, "jobs", &target.job_id])?,
+            Api::Progress => url_with_path(&target.ims_endpoint, &["v1", "cloudimages", "job", &target.job_id])?,
+        };
         let answer = match creds {
             Credentials::AkSk { access_key, secret_key, security_token } => {
                 let request =
@@ -96,15 +183,16 @@ impl ImsClient {
                 self.get_with_token(&url, &key, password).await?
             }
         };
-        job_from(answer)
+        Ok(answer)
     }
 
     /// A token may be revoked before it expires (password or permission
-    /// change), so one 401 earns one fresh token; a second 401 is final.
+    /// change), so one refusal (401, or 400 IMG.0030) earns one fresh token;
+    /// a second is final.
     async fn get_with_token(&self, url: &Url, key: &TokenKey, password: &Secret) -> Result<HttpResponse, ImsError> {
         let token = self.tokens.token(&self.http, key, password).await?;
         let answer = send(Service::Ims, "GET", url, self.token_get(url, &token)?).await?;
-        if answer.status != 401 {
+        if !token_refused(&answer) {
             return Ok(answer);
         }
         tracing::debug!(path = url.path(), "IMS rejected the cached token; fetching a new one once");
@@ -156,6 +244,21 @@ impl JobSource for ImsClient {
     ) -> impl std::future::Future<Output = Result<Job, ImsError>> + Send {
         ImsClient::get_job(self, target, creds)
     }
+}
+
+fn error_of(answer: &HttpResponse) -> Option<ImsError> {
+    (!(200..300).contains(&answer.status))
+        .then(|| ImsError::from_response(Service::Ims, answer.status, &answer.headers, &answer.body))
+}
+
+fn token_refused(answer: &HttpResponse) -> bool {
+    error_of(answer).is_some_and(|e| e.rejects_token())
+}
+
+/// A 404 that names no IMS code (the gateway's "API not found", or a bare
+/// 404 of a proxy) says the path is unknown, not the job.
+fn progress_api_missing(answer: &HttpResponse) -> bool {
+    answer.status == 404 && error_of(answer).is_some_and(|e| e.code().is_none_or(|c| c == API_NOT_FOUND))
 }
 
 fn job_from(answer: HttpResponse) -> Result<Job, ImsError> {
@@ -231,7 +334,8 @@ mod tests {
         assert_eq!(job.status, Some(JobStatus::Running));
         assert_eq!(job.progress, Some(50));
         let seen = cloud.last_ims_request();
-        assert_eq!(seen.path, "/v1/proj/jobs/job1");
+        // The progress API has no project in its path: X-Project-Id, signed, names it.
+        assert_eq!(seen.path, "/v1/cloudimages/job/job1");
         let h = |n: &str| seen.headers.get(n).map(|v| v.to_str().unwrap().to_owned());
         assert_eq!(h("x-project-id").as_deref(), Some("proj"));
         assert_eq!(h("x-security-token").as_deref(), Some("temp-token"));
@@ -291,6 +395,104 @@ mod tests {
         let job = client().get_job(&target(&cloud), &password()).await.unwrap();
         assert_eq!(job.status, Some(JobStatus::Running));
         assert_eq!((cloud.iam_calls(), cloud.ims_calls()), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn password_400_img0030_refreshes_the_token_once() {
+        let cloud = FakeCloud::start().await;
+        cloud.set_ims_handler(|req| {
+            if req.headers.get("x-auth-token").is_some_and(|t| t == "token-1") {
+                FakeReply::json(400, TOKEN_INVALID_BODY)
+            } else {
+                FakeReply::json(200, RUNNING)
+            }
+        });
+        let client = client();
+        assert!(client.get_job(&target(&cloud), &password()).await.is_ok());
+        assert!(client.get_job(&target(&cloud), &password()).await.is_ok());
+        assert_eq!((cloud.iam_calls(), cloud.ims_calls()), (2, 3), "one new token, kept for the next poll");
+
+        cloud.set_ims_reply(FakeReply::json(400, TOKEN_INVALID_BODY));
+        let err = client.get_job(&target(&cloud), &password()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AuthenticationFailed);
+        assert_eq!((cloud.iam_calls(), cloud.ims_calls()), (3, 5), "one more token, then the refusal is final");
+    }
+
+    #[tokio::test]
+    async fn aksk_img0030_is_not_retried() {
+        let cloud = FakeCloud::start().await;
+        cloud.set_ims_reply(FakeReply::json(400, TOKEN_INVALID_BODY));
+        let err = client().get_job(&target(&cloud), &aksk(None)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AuthenticationFailed);
+        assert_eq!((cloud.iam_calls(), cloud.ims_calls()), (0, 1));
+    }
+
+    const TOKEN_INVALID_BODY: &str =
+        r#"{"error":{"code":"IMG.0030","message":"The project ID and token in the request are invalid."}}"#;
+    const NO_SUCH_API: &str = r#"{"error_code":"APIGW.0101","error_msg":"The API does not exist or has not been published in the environment","request_id":"r"}"#;
+
+    /// A cloud whose gateway has no progress API; the status API answers `status_api`.
+    fn without_progress_api(cloud: &FakeCloud, status_api: FakeReply) {
+        cloud.set_ims_handler(move |req| {
+            if req.path.starts_with("/v1/cloudimages/") {
+                FakeReply::json(404, NO_SUCH_API)
+            } else {
+                status_api.clone()
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn job_api_modes_choose_the_path() {
+        let cloud = FakeCloud::start().await;
+        cloud.set_ims_reply(FakeReply::json(200, RUNNING));
+        for (api, path) in [
+            (JobApi::Auto, "/v1/cloudimages/job/job1"),
+            (JobApi::Progress, "/v1/cloudimages/job/job1"),
+            (JobApi::Status, "/v1/proj/jobs/job1"),
+        ] {
+            let client = client().with_job_api(api);
+            for creds in [aksk(None), password()] {
+                client.get_job(&target(&cloud), &creds).await.unwrap();
+                assert_eq!(cloud.last_ims_request().path, path, "{api:?}");
+            }
+        }
+        assert_eq!(cloud.ims_calls(), 6, "one request per poll");
+    }
+
+    #[tokio::test]
+    async fn auto_falls_back_to_the_status_api_once_per_endpoint() {
+        let cloud = FakeCloud::start().await;
+        without_progress_api(&cloud, FakeReply::json(200, RUNNING));
+        let client = client();
+        let job = client.get_job(&target(&cloud), &aksk(None)).await.unwrap();
+        assert_eq!(job.status, Some(JobStatus::Running));
+        assert_eq!(cloud.ims_calls(), 2, "the progress API, then the status API");
+        for _ in 0..3 {
+            client.get_job(&target(&cloud), &password()).await.unwrap();
+            assert_eq!(cloud.last_ims_request().path, "/v1/proj/jobs/job1");
+        }
+        assert_eq!(cloud.ims_calls(), 5, "then one request per poll");
+        // A client told to use the progress API reports the missing API.
+        let err = client.clone().with_job_api(JobApi::Progress).get_job(&target(&cloud), &aksk(None)).await;
+        assert_eq!(err.unwrap_err().code(), Some("APIGW.0101"));
+    }
+
+    #[tokio::test]
+    async fn auto_learns_nothing_from_an_unknown_job() {
+        let cloud = FakeCloud::start().await;
+        without_progress_api(&cloud, FakeReply::json(404, r#"{"error":{"code":"IMG.0027","message":"no job"}}"#));
+        let client = client();
+        for _ in 0..2 {
+            let err = client.get_job(&target(&cloud), &aksk(None)).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::JobNotFound);
+            assert_eq!(cloud.last_ims_request().path, "/v1/proj/jobs/job1");
+        }
+        assert_eq!(cloud.ims_calls(), 4, "each poll asks the progress API first again");
+        // A job IMS knows on the progress API is never asked twice.
+        cloud.set_ims_reply(FakeReply::json(404, r#"{"error":{"code":"IMG.0027","message":"no job"}}"#));
+        let err = client.get_job(&target(&cloud), &aksk(None)).await.unwrap_err();
+        assert_eq!((err.kind(), cloud.ims_calls()), (ErrorKind::JobNotFound, 5));
     }
 
     #[tokio::test]

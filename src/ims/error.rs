@@ -49,6 +49,17 @@ impl fmt::Display for Service {
 
 /// The API gateway's code for a rejected AK/SK signature.
 pub const SIGNATURE_REJECTED: &str = "APIGW.0301";
+/// IMS answers every error of its own as HTTP 400 (but IMG.0026, 403), so
+/// the code, not the status, says what happened. "An exception occurred
+/// during task query": a fault of this very query, or a job IMS cannot find.
+pub const TASK_QUERY_FAILED: &str = "IMG.0023";
+/// "The project ID and token in the request are invalid": an expired or
+/// revoked token; a fresh one may work.
+pub const TOKEN_INVALID: &str = "IMG.0030";
+/// IMS's "no permission" (the one IMG code sent as 403).
+pub const IMS_FORBIDDEN: &str = "IMG.0026";
+/// The gateway's "API not found": the progress API is not published there.
+pub const API_NOT_FOUND: &str = "APIGW.0101";
 
 const MAX_MESSAGE_CHARS: usize = 500;
 const MAX_EXCERPT_CHARS: usize = 200;
@@ -137,6 +148,18 @@ impl ImsError {
         self.kind().is_transient()
     }
 
+    /// An answer that may only mean IMS does not show the job (yet): a 404,
+    /// or IMG.0023, which nothing public tells apart from an unknown job.
+    pub fn may_mean_unknown_job(&self) -> bool {
+        self.kind() == ErrorKind::JobNotFound
+            || (self.service() == Some(Service::Ims) && self.code() == Some(TASK_QUERY_FAILED))
+    }
+
+    /// IMS refused the token itself (401, or 400 IMG.0030): a fresh token may work.
+    pub fn rejects_token(&self) -> bool {
+        matches!(self, ImsError::Http { service: Service::Ims, status: 401, .. }) || self.code() == Some(TOKEN_INVALID)
+    }
+
     /// The server's Retry-After, if it sent one (IMS documents none).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -186,9 +209,14 @@ impl ImsError {
     }
 }
 
+/// The cloud's error code first (a table test in `tests` covers each row),
+/// then the HTTP status.
 fn http_kind(service: Service, status: u16, code: Option<&str>) -> ErrorKind {
-    if code == Some(SIGNATURE_REJECTED) {
-        return ErrorKind::AuthenticationFailed;
+    match code {
+        Some(SIGNATURE_REJECTED | TOKEN_INVALID) => return ErrorKind::AuthenticationFailed,
+        Some(IMS_FORBIDDEN) => return ErrorKind::Forbidden,
+        Some(TASK_QUERY_FAILED) if service == Service::Ims => return ErrorKind::Transient,
+        _ => {}
     }
     match status {
         408 | 429 | 500..=599 => ErrorKind::Transient,
@@ -337,12 +365,47 @@ mod tests {
     #[test]
     fn nested_error_shape() {
         let h = headers(&[("x-request-id", "8f1c2a")]);
-        let body = br#"{"error":{"code":"IMG.0030","message":"The project ID or token is invalid"}}"#;
-        let err = ImsError::from_response(Service::Ims, 403, &h, body);
-        assert_eq!(err.code(), Some("IMG.0030"));
+        let body = br#"{"error":{"code":"IMG.0024","message":"The imagetype is invalid."}}"#;
+        let err = ImsError::from_response(Service::Ims, 400, &h, body);
+        assert_eq!(err.code(), Some("IMG.0024"));
         assert_eq!(err.request_id(), Some("8f1c2a"));
-        assert_eq!(err.kind(), ErrorKind::Forbidden);
-        assert_eq!(err.to_string(), "HTTP 403 Forbidden: IMG.0030 The project ID or token is invalid (request 8f1c2a)");
+        assert_eq!(err.kind(), ErrorKind::BadRequest);
+        assert_eq!(err.to_string(), "HTTP 400 Bad Request: IMG.0024 The imagetype is invalid. (request 8f1c2a)");
+    }
+
+    /// IMS sends its own errors as HTTP 400 (IMG.0026 as 403): the code decides.
+    #[test]
+    fn kinds_by_ims_code() {
+        let nested = |code: &str| format!(r#"{{"error":{{"code":"{code}","message":"m"}}}}"#);
+        let flat = |code: &str| format!(r#"{{"error_code":"{code}","error_msg":"m","request_id":"r"}}"#);
+        let cases = [
+            (400, "IMG.0023", ErrorKind::Transient, false, true),
+            (400, "IMG.0030", ErrorKind::AuthenticationFailed, true, false),
+            (401, "IMG.0030", ErrorKind::AuthenticationFailed, true, false),
+            (403, "IMG.0026", ErrorKind::Forbidden, false, false),
+            (400, "IMG.0026", ErrorKind::Forbidden, false, false),
+            (400, "IMG.0014", ErrorKind::BadRequest, false, false),
+            (400, "IMG.0027", ErrorKind::BadRequest, false, false),
+            (400, "IMG.0024", ErrorKind::BadRequest, false, false),
+            (404, "IMG.0027", ErrorKind::JobNotFound, false, true),
+            (401, "APIGW.0301", ErrorKind::AuthenticationFailed, true, false),
+            (400, "APIGW.0301", ErrorKind::AuthenticationFailed, false, false),
+            (429, "APIG.0308", ErrorKind::Transient, false, false),
+            (500, "IMG.0023", ErrorKind::Transient, false, true),
+        ];
+        for (status, code, kind, renews, unknown) in cases {
+            for body in [nested(code), flat(code)] {
+                let err = ims(status, &body);
+                assert_eq!(err.code(), Some(code), "{body}");
+                assert_eq!(err.kind(), kind, "HTTP {status} {code}");
+                assert_eq!(err.rejects_token(), renews, "HTTP {status} {code}: token renewal");
+                assert_eq!(err.may_mean_unknown_job(), unknown, "HTTP {status} {code}: unknown job");
+            }
+        }
+        // IAM's own answers are about the credentials, whatever the code.
+        let iam = ImsError::from_response(Service::Iam, 400, &HeaderMap::new(), nested("IMG.0023").as_bytes());
+        assert_eq!(iam.kind(), ErrorKind::AuthenticationFailed);
+        assert!(!iam.may_mean_unknown_job() && !iam.rejects_token());
     }
 
     #[test]

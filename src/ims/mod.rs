@@ -2,8 +2,14 @@
 //!
 //! What real IMS and IAM do, from public docs and SDKs, and what shaped this
 //! client (the simulator in `crate::sim` stands in for the same behaviour):
-//! - Job status: `GET {ims}/v1/{project_id}/jobs/{job_id}`; endpoints
+//! - Job status: `GET {ims}/v1/{project_id}/jobs/{job_id}` (the status API;
+//!   since 2025-12 its documented answers carry no progress) and
+//!   `GET {ims}/v1/cloudimages/job/{job_id}` (the progress API: the same job
+//!   plus `process_percent`, `current_task`, `subJobId`; the project from the
+//!   token's scope or the signed `X-Project-Id`); endpoints
 //!   `https://ims.{region}.otc.t-systems.com` and `https://iam.{region}…`.
+//! - Jobs that make several images (OVA import, volumes to system and data
+//!   images) name them only in `sub_jobs_result[].entities`.
 //! - Answers vary (`model`): times as RFC 3339 or the legacy
 //!   `04-Jun-2015 18:11:06:586`; `end_time` is `""` while running;
 //!   `process_percent` a 0–1 fraction (`1` when done); `error_code` and
@@ -12,7 +18,8 @@
 //!   documented list; sub-jobs with or without `sub_jobs_list`.
 //! - Errors (`error`): bodies as `{"error":{"code","message"}}` or flat
 //!   `{"error_code","error_msg","request_id"}`; request ID also in
-//!   `X-Request-Id`. Throttling is HTTP 429 `APIG.0308`, no Retry-After
+//!   `X-Request-Id`. IMS sends its own errors as HTTP 400 with an IMG code
+//!   (IMG.0026 as 403): the code classifies them. Throttling is HTTP 429 `APIG.0308`, no Retry-After
 //!   documented.
 //! - IAM password auth (`auth`): `POST /v3/auth/tokens` scoped to the
 //!   project; the token is the `X-Subject-Token` header, valid 24 h, revoked
@@ -33,7 +40,7 @@ pub mod model;
 pub mod signer;
 mod transport;
 
-pub use client::{ImsClient, JobSource, JobTarget, resolve_endpoint};
+pub use client::{ImsClient, JobApi, JobSource, JobTarget, resolve_endpoint};
 pub use credentials::{Credentials, CredentialsError, Secret};
 pub use error::{ErrorKind, ImsError};
 pub use model::Job;

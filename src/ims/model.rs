@@ -1,4 +1,5 @@
-//! The answer of `GET /v1/{project_id}/jobs/{job_id}`, parsed leniently.
+//! The job object of both job APIs (`GET /v1/{project_id}/jobs/{job_id}` and
+//! `GET /v1/cloudimages/job/{job_id}`), parsed leniently.
 //!
 //! Real IMS answers vary (see the `ims` module doc): two time formats, `null` or
 //! missing fields, numbers where strings are documented, unknown job types,
@@ -61,11 +62,18 @@ pub struct Job {
     pub end_time: Option<Timestamp>,
     pub error_code: Option<String>,
     pub fail_reason: Option<String>,
+    /// The job's image: `entities.image_id`, or for a job that makes several
+    /// images (and names them only in its sub-jobs) the system disk image.
     pub image_id: Option<String>,
     pub image_name: Option<String>,
+    /// Every image the job made, from `entities`, its sub-jobs and
+    /// `entities.__data_images`; see [`Image`].
+    pub images: Vec<Image>,
     pub current_task: Option<String>,
     /// Percent 0–100, from `process_percent`.
     pub progress: Option<u8>,
+    /// `entities.subJobId` (progress API): the sub-job doing the work.
+    pub sub_job_id: Option<String>,
     pub results: Vec<JobResult>,
     pub sub_jobs: Vec<SubJob>,
     pub sub_job_ids: Vec<String>,
@@ -90,6 +98,40 @@ pub struct JobResult {
     pub project_id: Option<String>,
     /// Upper-cased (`success` → `SUCCESS`); unknown values kept as sent.
     pub status: Option<String>,
+}
+
+/// Whether an image is a system disk (bootable) or a data disk image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ImageKind {
+    System,
+    Data,
+}
+
+impl ImageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::System => "system",
+            Self::Data => "data",
+        }
+    }
+
+    /// IMS names data-image work in the job type (`imsImportDataImageJob`).
+    fn of_job_type(job_type: Option<&str>) -> Self {
+        match job_type {
+            Some(t) if t.to_ascii_lowercase().contains("dataimage") => Self::Data,
+            _ => Self::System,
+        }
+    }
+}
+
+/// One image a job made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    pub id: String,
+    pub name: Option<String>,
+    pub kind: ImageKind,
+    /// The sub-job that made it, when IMS says.
+    pub sub_job_id: Option<String>,
 }
 
 /// `entities.sub_jobs_result[]`.
@@ -143,25 +185,102 @@ impl Job {
         let ids_total = sub_job_ids.len();
         sub_job_ids.truncate(MAX_PARSED_ITEMS);
         let cut = |total: usize| (total > MAX_PARSED_ITEMS).then_some(total);
+        let job_type = string(top, "job_type");
+        let sub_job_id = string(entities, "subJobId").or_else(|| string(entities, "sub_job_id"));
+        let sub_jobs: Vec<SubJob> = sub_jobs.into_iter().map(sub_job).collect();
+        let images = images_of(entities, job_type.as_deref(), sub_job_id.as_deref(), &sub_jobs);
+        let main_image = main_image(&images);
         Ok(Job {
             job_id: string(top, "job_id"),
             status: Some(status),
-            job_type: string(top, "job_type"),
+            job_type,
             begin_time: time(top, "begin_time"),
             end_time: time(top, "end_time"),
             error_code: string(top, "error_code").or_else(|| entity_error_code(entities)),
             fail_reason: string(top, "fail_reason").or_else(|| entity_fail_reason(entities)),
-            image_id: string(entities, "image_id"),
-            image_name: string(entities, "image_name"),
+            image_id: main_image.map(|i| i.id.clone()),
+            image_name: string(entities, "image_name").or_else(|| main_image.and_then(|i| i.name.clone())),
+            images,
             current_task: string(entities, "current_task"),
             progress: entities.get("process_percent").and_then(percent),
+            sub_job_id,
             results: results.into_iter().map(job_result).collect(),
             sub_job_ids,
-            sub_jobs: sub_jobs.into_iter().map(sub_job).collect(),
+            sub_jobs,
             sub_jobs_total: cut(sub_jobs_total.max(ids_total)),
             results_total: cut(results_total),
         })
     }
+
+    /// The data disk images, in the order IMS listed them.
+    pub fn data_image_ids(&self) -> impl Iterator<Item = &str> {
+        self.images.iter().filter(|i| i.kind == ImageKind::Data).map(|i| i.id.as_str())
+    }
+}
+
+/// The images of a job: its own `entities.image_id`; else those of its
+/// sub-jobs (OVA imports and volumes-to-images jobs name them only there);
+/// then `entities.__data_images`, which older SDKs read for data images.
+fn images_of(
+    entities: &Map<String, Value>,
+    job_type: Option<&str>,
+    sub_job_id: Option<&str>,
+    sub_jobs: &[SubJob],
+) -> Vec<Image> {
+    let mut images: Vec<Image> = match string(entities, "image_id") {
+        Some(id) => vec![Image {
+            id,
+            name: string(entities, "image_name"),
+            kind: ImageKind::of_job_type(job_type),
+            sub_job_id: sub_job_id.map(str::to_owned),
+        }],
+        None => sub_job_images(sub_jobs),
+    };
+    for id in data_image_ids(entities) {
+        if !images.iter().any(|i| i.id == id) {
+            images.push(Image { id, name: None, kind: ImageKind::Data, sub_job_id: None });
+        }
+    }
+    images
+}
+
+/// A data-image sub-job makes a data image; of the others (a volumes job's
+/// `imsCopyVolumeToImageJob`s all share one type) the first makes the system
+/// disk image, as Terraform's provider reads it, and the rest data images.
+fn sub_job_images(sub_jobs: &[SubJob]) -> Vec<Image> {
+    let mut system_seen = false;
+    let mut images = Vec::new();
+    for s in sub_jobs {
+        let Some(id) = s.image_id.clone() else { continue };
+        let kind = match ImageKind::of_job_type(s.job_type.as_deref()) {
+            ImageKind::System if !system_seen => ImageKind::System,
+            _ => ImageKind::Data,
+        };
+        system_seen |= kind == ImageKind::System;
+        images.push(Image { id, name: s.image_name.clone(), kind, sub_job_id: s.job_id.clone() });
+    }
+    images
+}
+
+/// `__data_images`: a string (one ID, or several separated by commas), or a list.
+fn data_image_ids(entities: &Map<String, Value>) -> Vec<String> {
+    let raw = match entities.get("__data_images") {
+        Some(Value::Array(_)) => strings(entities, "__data_images"),
+        _ => string(entities, "__data_images").into_iter().collect(),
+    };
+    raw.iter()
+        .flat_map(|s| s.split(|c: char| c == ',' || c.is_whitespace()))
+        .map(|id| id.trim_matches(|c: char| c == '"' || c == '[' || c == ']'))
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .take(MAX_PARSED_ITEMS)
+        .collect()
+}
+
+/// The image a user means by "the job's image": the system disk image, or
+/// the only kind there is.
+fn main_image(images: &[Image]) -> Option<&Image> {
+    images.iter().find(|i| i.kind == ImageKind::System).or_else(|| images.first())
 }
 
 fn job_result(obj: &Map<String, Value>) -> JobResult {
@@ -189,15 +308,31 @@ fn sub_job(obj: &Map<String, Value>) -> SubJob {
 }
 
 // The API page says an abnormal job carries "an error code and details" in
-// `entities` without naming the fields; these are the names IMS uses elsewhere.
+// `entities`; the vendor SDKs name them `error_code` and `error`, with an
+// `addition_error_code`/`addition_error_msg` pair beside them. The other
+// names are those IMS uses elsewhere.
 fn entity_error_code(entities: &Map<String, Value>) -> Option<String> {
-    ["error_code", "errorCode", "code"].iter().find_map(|k| string(entities, k))
+    ["error_code", "errorCode", "code", "addition_error_code"].iter().find_map(|k| string(entities, k))
 }
 
+/// The reason, with the additional error appended when it says more.
 fn entity_fail_reason(entities: &Map<String, Value>) -> Option<String> {
-    ["fail_reason", "failReason", "error_msg", "error_message", "message", "reason"]
+    let reason = ["fail_reason", "failReason", "error", "error_msg", "error_message", "message", "reason"]
         .iter()
-        .find_map(|k| string(entities, k))
+        .find_map(|k| string(entities, k));
+    let addition = string(entities, "addition_error_msg");
+    let addition_code = string(entities, "addition_error_code");
+    match (reason, addition) {
+        (Some(reason), Some(extra)) if !reason.contains(&extra) => {
+            let extra = match addition_code {
+                Some(code) => format!("{code}: {extra}"),
+                None => extra,
+            };
+            Some(crate::status::bound::cut(&format!("{reason} ({extra})"), MAX_PARSED_TEXT))
+        }
+        (Some(reason), _) => Some(reason),
+        (None, extra) => extra,
+    }
 }
 
 fn is_fail(obj: &Map<String, Value>) -> bool {

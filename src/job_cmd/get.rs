@@ -40,7 +40,7 @@ pub async fn run(args: JobGetArgs) -> ExitCode {
         Err(exit) => return exit.into(),
     };
     let client = match ImsClient::try_new(args.timeout) {
-        Ok(client) => client,
+        Ok(client) => client.with_job_api(args.job.endpoints.ims_job_api),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
@@ -154,6 +154,11 @@ mod tests {
         let client = ImsClient::new(Duration::from_secs(5));
         let text = fetch_and_render(&client, &a.job.target().unwrap(), a.output, &creds).await.unwrap();
         assert!(text.contains("\"jobStatus\": \"FAIL\""));
+        assert_eq!(cloud.last_ims_request().path, "/v1/cloudimages/job/job-1", "auto: the progress API");
+        assert_eq!(a.job.endpoints.ims_job_api, crate::ims::JobApi::Auto, "the default");
+        let b = args(&["--ims-endpoint", &cloud.url(), "--ims-job-api", "status"]);
+        let client = ImsClient::new(Duration::from_secs(5)).with_job_api(b.job.endpoints.ims_job_api);
+        fetch_and_render(&client, &b.job.target().unwrap(), b.output, &creds).await.unwrap();
         assert_eq!(cloud.last_ims_request().path, "/v1/proj/jobs/job-1");
     }
 
@@ -161,7 +166,7 @@ mod tests {
     async fn errors_show_status_code_message_and_request_id() {
         let cloud = FakeCloud::start().await;
         cloud.set_ims_reply(
-            FakeReply::json(403, r#"{"error":{"code":"IMG.0030","message":"The project ID or token is invalid"}}"#)
+            FakeReply::json(403, r#"{"error":{"code":"IMG.0026","message":"You do not have permission"}}"#)
                 .with_header("x-request-id", "8f1c"),
         );
         let a = args(&["--ims-endpoint", &cloud.url()]);
@@ -172,8 +177,8 @@ mod tests {
             describe_error(&err, &t),
             "error: querying job job-1 in project proj failed\n  \
              HTTP status: 403 Forbidden\n  \
-             error code:  IMG.0030\n  \
-             message:     The project ID or token is invalid\n  \
+             error code:  IMG.0026\n  \
+             message:     You do not have permission\n  \
              request id:  8f1c\n  \
              hint: the credentials may not read IMS jobs in this project\n"
         );

@@ -64,14 +64,24 @@ pub fn render_table(job: &Job) -> String {
         ("Begin", time(job.begin_time)),
         ("End", time(job.end_time)),
     ];
+    // As in the status: an error code on a SUCCESS answer is no failure.
+    let succeeded = job.status == Some(crate::ims::model::JobStatus::Success);
+    let failure = |text: &Option<String>| text.clone().filter(|_| !succeeded);
     let optional = [
-        ("Current task", &job.current_task),
-        ("Image ID", &job.image_id),
-        ("Image name", &job.image_name),
-        ("Error code", &job.error_code),
-        ("Fail reason", &job.fail_reason),
+        ("Current task", job.current_task.clone()),
+        ("Image ID", job.image_id.clone()),
+        ("Image name", job.image_name.clone()),
+        ("Error code", failure(&job.error_code)),
+        ("Fail reason", failure(&job.fail_reason)),
     ];
-    rows.extend(optional.into_iter().filter_map(|(k, v)| v.clone().map(|v| (k, v))));
+    rows.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+    let data: Vec<&str> = job.data_image_ids().collect();
+    if !data.is_empty() {
+        rows.push(("Data images", data.join(", ")));
+    }
+    if let Some(sub_job) = &job.sub_job_id {
+        rows.push(("Sub-job", sub_job.clone()));
+    }
     let listed: Vec<&String> = job.sub_jobs.iter().filter_map(|s| s.job_id.as_ref()).collect();
     let unlisted: Vec<&str> = job.sub_job_ids.iter().filter(|id| !listed.contains(id)).map(String::as_str).collect();
     if !unlisted.is_empty() {
@@ -161,6 +171,8 @@ pub(crate) mod tests {
             serde_json::json!({
                 "jobStatus": "FAIL", "jobType": "imsImportOvaImageJob",
                 "currentTask": "ImportImageTask:ObtainImageInfoTask", "progress": 24,
+                "imageId": "img-a", "imageName": "disk-0",
+                "images": [{"id": "img-a", "name": "disk-0", "kind": "system", "subJobId": "sub-a"}],
                 "phase": "Failed", "beginTime": "2015-06-04T18:11:06Z", "endTime": "2024-11-06T06:25:00Z",
                 "errorCode": "IMG.0014", "failReason": "An exception occurred",
                 "results": [{"imageId": "img-r", "status": "SUCCESS"}],
@@ -188,6 +200,8 @@ Progress:     24%
 Begin:        2015-06-04T18:11:06.586Z
 End:          2024-11-06T06:25:00Z
 Current task: ImportImageTask:ObtainImageInfoTask
+Image ID:     img-a
+Image name:   disk-0
 Error code:   IMG.0014
 Fail reason:  An exception occurred
 Sub-job IDs:  sub-c

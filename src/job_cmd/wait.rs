@@ -187,6 +187,9 @@ pub fn summary(ending: &Ending, target: &JobTarget, tally: Tally, elapsed: Durat
             let _ = writeln!(out, "Job {job} succeeded after {took}.");
             field(&mut out, "Image ID", s.image_id.as_deref());
             field(&mut out, "Image name", s.image_name.as_deref());
+            for i in s.images.iter().filter(|i| i.kind == "data") {
+                field(&mut out, "Data image", Some(&i.id));
+            }
             for r in s.results.iter().filter(|r| r.image_id.is_some() && r.image_id != s.image_id) {
                 field(&mut out, "Result image", r.image_id.as_deref());
             }
@@ -260,7 +263,7 @@ pub async fn run(args: JobWaitArgs) -> ExitCode {
         Err(exit) => return exit.into(),
     };
     let client = match ImsClient::try_new(args.request_timeout) {
-        Ok(client) => client,
+        Ok(client) => client.with_job_api(args.job.endpoints.ims_job_api),
         Err(e) => {
             eprintln!("error: {e}");
             return Exit::Usage.into();

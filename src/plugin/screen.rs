@@ -113,6 +113,10 @@ pub fn status_screen(f: &Fetched, events: &[Event], now: Timestamp) -> String {
         (None, None) => dash(),
     };
     rows.push(("Image", image));
+    let data: Vec<&str> = status.images.iter().filter(|i| i.kind == "data").map(|i| i.id.as_str()).collect();
+    if !data.is_empty() {
+        rows.push(("Data images", data.join(", ")));
+    }
     let time = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
         t.as_ref().map_or_else(dash, |t| format!("{} ({} ago)", t.0, age(now, t.0)))
     };

@@ -20,6 +20,7 @@ pub const MAX_SUB_JOB_REASON: usize = 512;
 pub const MAX_SUB_JOBS: usize = 20;
 pub const MAX_RESULTS: usize = 30;
 pub const MAX_SUB_JOB_IDS: usize = 30;
+pub const MAX_IMAGES: usize = 30;
 
 const ELLIPSIS: &str = "…";
 
@@ -96,13 +97,22 @@ pub fn bound(status: &mut ImageJobStatus) {
             *id = cut(id, MAX_FIELD);
         }
     }
+    for i in &mut status.images {
+        i.id = cut(&i.id, MAX_FIELD);
+        for field in [&mut i.name, &mut i.sub_job_id] {
+            cut_opt(field, MAX_FIELD);
+        }
+    }
     let (mut sub_jobs, mut results, mut ids) = (MAX_SUB_JOBS, MAX_RESULTS, MAX_SUB_JOB_IDS);
+    let mut images = MAX_IMAGES;
     loop {
         cut_lists(status, sub_jobs, results, ids);
-        if serialised_len(status) <= MAX_STATUS_BYTES || sub_jobs + results + ids == 0 {
+        // The system disk image is what `imageId` names: never the one dropped.
+        keep_failed_first(&mut status.images, images.max(1), |i| i.kind == "system");
+        if serialised_len(status) <= MAX_STATUS_BYTES || sub_jobs + results + ids + images <= 1 {
             return;
         }
-        (sub_jobs, results, ids) = (sub_jobs / 2, results / 2, ids / 2);
+        (sub_jobs, results, ids, images) = (sub_jobs / 2, results / 2, ids / 2, images / 2);
     }
 }
 

@@ -167,6 +167,38 @@ mod reliability_tests {
         assert!(matches!(short, NextPoll::After { delay, failed: true } if delay <= Duration::from_secs(10)));
     }
 
+    /// 400 IMG.0023 (IMS's "exception during task query") is waited for like
+    /// a young job's 404, stalls as JobNotFound for a job IMS never answered,
+    /// and is only transient for a job IMS has answered.
+    #[test]
+    fn task_query_errors_by_what_ims_said_before() {
+        let img0023 = ImsError::from_response(
+            crate::ims::error::Service::Ims,
+            400,
+            &Default::default(),
+            br#"{"error":{"code":"IMG.0023","message":"An exception occurred during task query."}}"#,
+        );
+        let mut ij = imagejob(spec());
+        ij.metadata.creation_timestamp = Some(Time(t(1000)));
+        assert!(matches!(outcome_for(&ij, &img0023, t(1003)), Outcome::NotYetKnown { .. }));
+        let after_grace = outcome_for(&ij, &img0023, t(1061));
+        assert!(
+            matches!(&after_grace, Outcome::Stalled { reason: StallReason::JobNotFound, message } if message.contains("IMG.0023")),
+            "{after_grace:?}"
+        );
+        ij.status = Some(ImageJobStatus { job_status: Some("RUNNING".into()), ..Default::default() });
+        assert!(matches!(outcome_for(&ij, &img0023, t(1003)), Outcome::Transient { .. }));
+        assert!(matches!(outcome_for(&ij, &img0023, t(5000)), Outcome::Transient { .. }));
+        // Other IMS 400s stay bad requests.
+        let other = ImsError::from_response(
+            crate::ims::error::Service::Ims,
+            400,
+            &Default::default(),
+            br#"{"error":{"code":"IMG.0024","message":"The imagetype is invalid."}}"#,
+        );
+        assert!(matches!(outcome_for(&ij, &other, t(1003)), Outcome::Stalled { reason: StallReason::BadRequest, .. }));
+    }
+
     #[test]
     fn forced_polls_are_spaced() {
         let now = tokio::time::Instant::now();
