@@ -472,7 +472,10 @@ async fn admin_adds_replaces_and_counts_jobs() {
     let counts = admin(&sim, &format!("/admin/jobs/{PROJECT}/{job_id}/requests")).await;
     assert_eq!((&counts["requests"], &counts["by_status"]), (&json!(2), &json!({"200": 1, "401": 1})));
     let all = admin(&sim, "/admin/requests").await;
-    assert_eq!((&all["total"]["requests"], &all["total"]["by_status"]), (&json!(5), &json!({"200": 3, "401": 1, "404": 1})));
+    assert_eq!(
+        (&all["total"]["requests"], &all["total"]["by_status"]),
+        (&json!(5), &json!({"200": 3, "401": 1, "404": 1}))
+    );
     assert_eq!(all["jobs"][format!("{PROJECT}/{job_id}")]["requests"], 2);
 
     let reset = client.post(sim.url("/admin/reset-counters")).send().await.unwrap();
@@ -722,7 +725,8 @@ async fn ims_errors_are_400_with_img_codes() {
 async fn unknown_job_can_be_a_task_query_error() {
     let sim = start(&SCENARIO.replace("settings:\n", "settings:\n  unknown_job: task_query_error\n")).await;
     let unknown = "ff8080814dbd65d7014dbe0d84dbffff";
-    for response in [poll_raw(&sim, &job_path(PROJECT, unknown)).await, progress_get(&sim, unknown).send().await.unwrap()]
+    for response in
+        [poll_raw(&sim, &job_path(PROJECT, unknown)).await, progress_get(&sim, unknown).send().await.unwrap()]
     {
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert_eq!(

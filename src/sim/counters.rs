@@ -41,7 +41,6 @@ impl StatusCounts {
         map
     }
 
-
     pub fn reset(&self) {
         self.common.iter().for_each(|c| c.store(0, Relaxed));
         self.rare.lock().unwrap_or_else(|e| e.into_inner()).clear();

@@ -127,12 +127,9 @@ fn fault_reply(action: &FaultAction, job: &JobDef, at: JobTime, style: &BodyStyl
             // Validation made sure one of the two is there.
             let status = status.or(ims_error_status(code.as_deref())).unwrap_or(400);
             let (default_code, default_message) = default_error(status);
-            ScriptedReply::Error {
-                status,
-                shape: *body,
-                code: code.clone().unwrap_or_else(|| default_code.into()),
-                message: message.clone().unwrap_or_else(|| default_message.into()),
-            }
+            let code = code.as_deref().unwrap_or(default_code);
+            let message = message.as_deref().or(img_message(code)).unwrap_or(default_message);
+            ScriptedReply::Error { status, shape: *body, code: code.into(), message: message.into() }
         }
         FaultAction::Malformed { body } => {
             ScriptedReply::Malformed(body.clone().unwrap_or_else(|| truncated(&self::body(job, at, style))))
@@ -157,6 +154,17 @@ fn default_error(status: u16) -> (&'static str, &'static str) {
         504 => ("APIGW.0202", "Backend timeout"),
         _ => ("SIM.0001", "Simulated error"),
     }
+}
+
+/// The documented messages (error-code table) of IMS codes a job query may meet.
+fn img_message(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "IMG.0014" => "An exception occurred when IaaS OpenStack was executing the task.",
+        "IMG.0023" => "An exception occurred during task query.",
+        "IMG.0027" => "The image ID in the request does not exist.",
+        "IMG.0030" => "The project ID and token in the request are invalid.",
+        _ => return None,
+    })
 }
 
 /// The real answer cut in half: what a proxy dropping the connection leaves.
@@ -513,9 +521,17 @@ mod tests {
         let done = body(&job, at(20.0), &style("{}", &job, JobApi::Progress));
         let entities = done["entities"].as_object().unwrap();
         let keys: Vec<&str> = entities.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["sub_jobs_list", "sub_jobs_result"], "no image_id, no progress once done, as the real answers");
-        let images: Vec<&Value> = done["entities"]["sub_jobs_result"].as_array().unwrap().iter().map(|s| &s["entities"]).collect();
-        assert_eq!(images, [&json!({"image_id": "i-sys", "image_name": "sys"}), &json!({"image_id": "i-data", "image_name": "data"})]);
+        assert_eq!(
+            keys,
+            ["sub_jobs_list", "sub_jobs_result"],
+            "no image_id, no progress once done, as the real answers"
+        );
+        let images: Vec<&Value> =
+            done["entities"]["sub_jobs_result"].as_array().unwrap().iter().map(|s| &s["entities"]).collect();
+        assert_eq!(
+            images,
+            [&json!({"image_id": "i-sys", "image_name": "sys"}), &json!({"image_id": "i-data", "image_name": "data"})]
+        );
         let running = body(&job, at(5.0), &style("{}", &job, JobApi::Progress));
         assert_eq!(running["entities"]["process_percent"], json!(0.5), "progress while running");
         assert!(running["entities"].get("subJobId").is_none(), "the OVA job shows its sub-jobs instead");

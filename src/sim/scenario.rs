@@ -742,6 +742,52 @@ mod tests {
         }
     }
 
+    /// The demo's multi-image jobs and its failure, at the end of their lives.
+    #[test]
+    fn the_default_scenario_shows_todays_shapes() {
+        use crate::sim::lifecycle::{BodyStyle, JobApi, JobTime, body};
+        let s = Scenario::demo();
+        let end = JobTime { created_at: jiff::Timestamp::UNIX_EPOCH, age: Duration::from_secs(3600) };
+        let job = |id: &str| s.jobs.iter().find(|j| j.job_id == id).unwrap();
+        for id in ["ff8080817f3c1a2b017f3c5e9d8a0021", "ff8080817f3c1a2b017f3c5e9d8a0031"] {
+            let answer = body(job(id), end, &BodyStyle::new(&s.settings, job(id), JobApi::Status));
+            assert_eq!(answer["status"], "SUCCESS");
+            assert!(answer["entities"].get("image_id").is_none(), "{answer}");
+            let subs = answer["entities"]["sub_jobs_result"].as_array().unwrap();
+            assert_eq!(subs.len(), 2);
+            assert!(
+                subs.iter().all(|s| s["entities"]["image_id"].is_string() && s["entities"]["image_name"].is_string())
+            );
+        }
+        assert_eq!(job("ff8080817f3c1a2b017f3c5e9d8a0031").job_type, "imsVolumesToSysDataImagesJob");
+        let failing = job("ff8080818a1b2c3d018a1b9f7e6d0042");
+        let failed = body(failing, end, &BodyStyle::new(&s.settings, failing, JobApi::Status));
+        assert_eq!((failed["status"].as_str(), &failed["fail_reason"]), (Some("FAIL"), &Value::Null));
+        assert_eq!(failed["entities"]["error"], "An exception occurred when IaaS OpenStack was executing the task.");
+        assert_eq!(failed["entities"]["error_code"], "IMG.0014");
+    }
+
+    #[test]
+    fn settings_resolve_per_api_generation_and_job() {
+        let job = JobDef::parse("project_id: p\njob_id: j\njob_type: t\nphases: [{after: 0s, status: INIT}]").unwrap();
+        let absent = JobDef { progress_api: Some(ProgressApi::Absent), ..job.clone() };
+        let current = Settings::default();
+        assert!(!current.status_api_progress(&job));
+        assert_eq!(current.progress_api(Some(&job)), ProgressApi::Served);
+        assert_eq!(current.progress_api(Some(&absent)), ProgressApi::Absent);
+        assert_eq!(current.default_error_in(), ErrorPlacement::Both);
+        assert_eq!(current.unknown_job, UnknownJob::NotFound);
+        let legacy = Scenario::parse("settings: {api: legacy, unknown_job: task_query_error}").unwrap().settings;
+        assert!(legacy.status_api_progress(&job));
+        assert_eq!(legacy.progress_api(None), ProgressApi::Absent);
+        assert_eq!(legacy.default_error_in(), ErrorPlacement::Top);
+        assert_eq!(legacy.unknown_job, UnknownJob::TaskQueryError);
+        let served = JobDef { progress_api: Some(ProgressApi::Served), status_api_progress: Some(false), ..job };
+        assert_eq!(legacy.progress_api(Some(&served)), ProgressApi::Served);
+        assert!(!legacy.status_api_progress(&served));
+        assert!(Scenario::parse("settings: {api: newest}").is_err());
+    }
+
     #[test]
     fn job_sets_expand_with_spread_ages() {
         let s = Scenario::parse(

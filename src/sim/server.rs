@@ -74,7 +74,14 @@ fn signed_request<'a>(
     headers: &'a HeaderMap,
     scope: ProjectScope<'a>,
 ) -> SignedRequest<'a> {
-    SignedRequest { method: method.as_str(), path: uri.path(), query: uri.query().unwrap_or(""), headers, body: b"", scope }
+    SignedRequest {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query().unwrap_or(""),
+        headers,
+        body: b"",
+        scope,
+    }
 }
 
 /// Either job API: gateway checks, then the job.
