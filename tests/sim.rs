@@ -1,6 +1,7 @@
 //! ims-sim over real HTTP on 127.0.0.1: IAM tokens, AK/SK signatures
-//! (computed with the operator's own signer), lifecycles, faults, the
-//! throttle and the admin API. Plus the binary, started as users start it.
+//! (computed with the operator's own signer), both job APIs, lifecycles,
+//! faults, the throttle and the admin API. Plus the binary, started as
+//! users start it.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,12 @@ const OTHER_PROJECT: &str = "22222222222222222222222222222222";
 const QUICK_JOB: &str = "ff8080814dbd65d7014dbe0d84db0001";
 const OVA_JOB: &str = "ff8080814dbd65d7014dbe0d84db0002";
 const FAULTY_JOB: &str = "ff8080814dbd65d7014dbe0d84db0005";
+const ENTITIES_FAIL_JOB: &str = "ff8080814dbd65d7014dbe0d84db0006";
+const IMS_ERRORS_JOB: &str = "ff8080814dbd65d7014dbe0d84db0007";
+const MULTI_OVA_JOB: &str = "ff8080814dbd65d7014dbe0d84db0008";
+const VOLUMES_JOB: &str = "ff8080814dbd65d7014dbe0d84db000b";
+const NO_PROGRESS_API_JOB: &str = "ff8080814dbd65d7014dbe0d84db000d";
+const API_NOT_FOUND: &str = "The API does not exist or has not been published in the environment";
 
 async fn start(yaml: &str) -> RunningSim {
     sim::spawn(Scenario::parse(yaml).expect("test scenario")).await.expect("sim starts")
@@ -24,6 +31,10 @@ async fn start(yaml: &str) -> RunningSim {
 
 fn job_path(project: &str, job: &str) -> String {
     format!("/v1/{project}/jobs/{job}")
+}
+
+fn progress_path(job: &str) -> String {
+    format!("/v1/cloudimages/job/{job}")
 }
 
 async fn login(sim: &RunningSim, user: &str, password: &str, scope: Value) -> reqwest::Response {
@@ -302,20 +313,31 @@ async fn poll(sim: &RunningSim, job: &str) -> Value {
     json_of(response).await
 }
 
+/// The progress API with AK/SK and a signed `X-Project-Id`.
+fn progress_get(sim: &RunningSim, job: &str) -> reqwest::RequestBuilder {
+    signed_get(sim, &progress_path(job), "TESTAK", "test-secret", Timestamp::now(), &[("X-Project-Id", PROJECT)])
+}
+
+async fn poll_progress(sim: &RunningSim, job: &str) -> Value {
+    let response = progress_get(sim, job).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    json_of(response).await
+}
+
 #[tokio::test]
 async fn lifecycle_progresses_from_init_to_success() {
     let sim = start(SCENARIO).await;
-    let first = poll(&sim, QUICK_JOB).await;
+    let first = poll_progress(&sim, QUICK_JOB).await;
     assert_eq!(first["status"], "INIT");
     assert_eq!(first["end_time"], "");
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let running = poll(&sim, QUICK_JOB).await;
+    let running = poll_progress(&sim, QUICK_JOB).await;
     assert_eq!(running["status"], "RUNNING");
     let fraction = running["entities"]["process_percent"].as_f64().unwrap();
     assert!((0.1..0.9).contains(&fraction), "{fraction}");
     assert_eq!(running["entities"]["current_task"], "CreateImageByInstanceTask");
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let done = poll(&sim, QUICK_JOB).await;
+    let done = poll_progress(&sim, QUICK_JOB).await;
     assert_eq!(done["status"], "SUCCESS");
     assert_eq!(done["entities"]["process_percent"], json!(1));
     assert_eq!(done["error_code"], Value::Null);
@@ -349,7 +371,8 @@ async fn failed_job_with_sub_jobs_and_legacy_times() {
 #[tokio::test]
 async fn faults_by_request_number() {
     let sim = start(SCENARIO).await;
-    let get = || signed_get(&sim, &job_path(PROJECT, FAULTY_JOB), "TESTAK", "test-secret", Timestamp::now(), &[]);
+    // Through the progress API: its faults are the status API's.
+    let get = || progress_get(&sim, FAULTY_JOB);
 
     let throttled = get().send().await.unwrap();
     assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -401,7 +424,12 @@ async fn faults_by_request_number() {
     assert_eq!(Job::parse(&slow.bytes().await.unwrap()).unwrap().progress, Some(50));
 
     let counts = admin(&sim, &format!("/admin/jobs/{PROJECT}/{FAULTY_JOB}/requests")).await;
-    assert_eq!(counts, json!({"requests": 8, "by_status": {"200": 2, "429": 2, "500": 1, "502": 1, "503": 2}}));
+    let by_status = json!({"200": 2, "429": 2, "500": 1, "502": 1, "503": 2});
+    assert_eq!(
+        counts,
+        json!({"requests": 8, "by_status": by_status, "by_api": {
+            "status": {"requests": 0, "by_status": {}}, "progress": {"requests": 8, "by_status": by_status}}})
+    );
 }
 
 #[tokio::test]
@@ -442,9 +470,12 @@ async fn admin_adds_replaces_and_counts_jobs() {
     let _ = poll_raw(&sim, &job_path(PROJECT, "ff8080814dbd65d7014dbe0d84dbffff")).await;
     let _ = reqwest::get(sim.url(&path)).await.unwrap(); // unauthenticated
     let counts = admin(&sim, &format!("/admin/jobs/{PROJECT}/{job_id}/requests")).await;
-    assert_eq!(counts, json!({"requests": 2, "by_status": {"200": 1, "401": 1}}));
+    assert_eq!((&counts["requests"], &counts["by_status"]), (&json!(2), &json!({"200": 1, "401": 1})));
     let all = admin(&sim, "/admin/requests").await;
-    assert_eq!(all["total"], json!({"requests": 5, "by_status": {"200": 3, "401": 1, "404": 1}}));
+    assert_eq!(
+        (&all["total"]["requests"], &all["total"]["by_status"]),
+        (&json!(5), &json!({"200": 3, "401": 1, "404": 1}))
+    );
     assert_eq!(all["jobs"][format!("{PROJECT}/{job_id}")]["requests"], 2);
 
     let reset = client.post(sim.url("/admin/reset-counters")).send().await.unwrap();
@@ -483,6 +514,227 @@ async fn project_throttle_answers_429_beyond_the_burst() {
 async fn healthz() {
     let sim = start(SCENARIO).await;
     assert_eq!(reqwest::get(sim.url("/healthz")).await.unwrap().text().await.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn progress_api_with_a_token_scoped_to_the_project() {
+    let sim = start(SCENARIO).await;
+    let alice = token(&sim, "alice", "alice-password", PROJECT).await;
+    let response = get_with_token(&sim, &progress_path(QUICK_JOB), &alice).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-request-id"].len(), 32);
+    let first = json_of(response).await;
+    assert_eq!((first["job_id"].as_str(), first["status"].as_str()), (Some(QUICK_JOB), Some("INIT")));
+    assert_eq!(first["entities"]["current_task"], "", "always there on the progress API");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let running = json_of(get_with_token(&sim, &progress_path(QUICK_JOB), &alice).await).await;
+    assert!(running["entities"]["process_percent"].as_f64().is_some(), "{running}");
+    // A token of another project does not see the job: it is looked up there.
+    let bob = token(&sim, "bob", "bob-password", OTHER_PROJECT).await;
+    let elsewhere = get_with_token(&sim, &progress_path(QUICK_JOB), &bob).await;
+    assert_eq!(elsewhere.status(), StatusCode::NOT_FOUND);
+    assert_eq!(json_of(elsewhere).await["error"]["code"], "IMG.0027");
+    let anonymous = reqwest::get(sim.url(&progress_path(QUICK_JOB))).await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(json_of(anonymous).await["error_code"], "APIGW.0301");
+}
+
+#[tokio::test]
+async fn progress_api_with_aksk_needs_a_signed_project_id() {
+    let sim = start(SCENARIO).await;
+    let signed = progress_get(&sim, QUICK_JOB).send().await.unwrap();
+    assert_eq!(signed.status(), StatusCode::OK);
+    assert_eq!(json_of(signed).await["job_id"], QUICK_JOB);
+
+    let path = progress_path(QUICK_JOB);
+    let without = signed_get(&sim, &path, "TESTAK", "test-secret", Timestamp::now(), &[]).send().await.unwrap();
+    assert_eq!(without.status(), StatusCode::UNAUTHORIZED);
+    let body = json_of(without).await;
+    assert_eq!(body["error_code"], "APIGW.0301");
+    assert_eq!(body["error_msg"], "Incorrect IAM authentication information: x-project-id not found");
+
+    // Sent but not signed, as the OTC Go SDK sends it.
+    let unsigned = signed_get(&sim, &path, "TESTAK", "test-secret", Timestamp::now(), &[])
+        .header("X-Project-Id", PROJECT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
+    let body = json_of(unsigned).await;
+    assert_eq!(body["error_msg"], "Incorrect IAM authentication information: x-project-id must be a signed header");
+    let go_sdk = go_sdk_signed_get(&sim, &path, "test-secret", None).send().await.unwrap();
+    assert_eq!(go_sdk.status(), StatusCode::UNAUTHORIZED);
+
+    // A key limited to one project cannot name another.
+    let temp = [("X-Project-Id", OTHER_PROJECT), ("X-Security-Token", "temp-token")];
+    let foreign = signed_get(&sim, &path, "TEMPAK", "temp-secret", Timestamp::now(), &temp).send().await.unwrap();
+    assert_eq!(foreign.status(), StatusCode::UNAUTHORIZED);
+    assert!(json_of(foreign).await["error_msg"].as_str().unwrap().contains("project"));
+    assert_eq!(admin(&sim, "/admin/requests").await["auth_failures"]["aksk"], 4);
+}
+
+#[tokio::test]
+async fn counters_tell_the_two_apis_apart() {
+    let sim = start(SCENARIO).await;
+    for _ in 0..2 {
+        poll(&sim, QUICK_JOB).await;
+    }
+    for _ in 0..3 {
+        poll_progress(&sim, QUICK_JOB).await;
+    }
+    let _ = signed_get(&sim, &progress_path(QUICK_JOB), "TESTAK", "test-secret", Timestamp::now(), &[])
+        .header("X-Project-Id", PROJECT)
+        .send()
+        .await
+        .unwrap(); // refused (unsigned project), still the job's
+    let counts = admin(&sim, &format!("/admin/jobs/{PROJECT}/{QUICK_JOB}/requests")).await;
+    assert_eq!(
+        counts,
+        json!({"requests": 6, "by_status": {"200": 5, "401": 1}, "by_api": {
+            "status": {"requests": 2, "by_status": {"200": 2}},
+            "progress": {"requests": 4, "by_status": {"200": 3, "401": 1}}}})
+    );
+    let all = admin(&sim, "/admin/requests").await;
+    assert_eq!(all["total"]["requests"], 6);
+    assert_eq!(all["total"]["by_api"]["progress"]["requests"], 4);
+    assert_eq!(all["jobs"][format!("{PROJECT}/{QUICK_JOB}")], counts);
+}
+
+#[tokio::test]
+async fn status_api_sends_no_progress_unless_the_scenario_is_legacy() {
+    let sim = start(SCENARIO).await;
+    poll(&sim, QUICK_JOB).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let running = poll(&sim, QUICK_JOB).await;
+    assert_eq!(running["status"], "RUNNING");
+    assert!(running["entities"].get("process_percent").is_none(), "{running}");
+    assert!(running["entities"].get("current_task").is_none(), "{running}");
+    assert_eq!(Job::from_value(&running).unwrap().progress, None);
+
+    let legacy = start(&SCENARIO.replace("settings:\n", "settings:\n  api: legacy\n")).await;
+    poll(&legacy, QUICK_JOB).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let running = poll(&legacy, QUICK_JOB).await;
+    assert!(running["entities"]["process_percent"].as_f64().is_some(), "{running}");
+    assert_eq!(running["entities"]["current_task"], "CreateImageByInstanceTask");
+    // ... and, as the old sim, no progress API at all.
+    let absent = progress_get(&legacy, QUICK_JOB).send().await.unwrap();
+    assert_eq!(absent.status(), StatusCode::NOT_FOUND);
+    assert_eq!(json_of(absent).await["error_code"], "APIGW.0101");
+
+    let only_status = start(&SCENARIO.replace("settings:\n", "settings:\n  status_api_progress: true\n")).await;
+    let answer = poll(&only_status, NO_PROGRESS_API_JOB).await;
+    assert_eq!(answer["entities"]["process_percent"], json!(0.5));
+}
+
+#[tokio::test]
+async fn progress_api_absent_answers_the_gateways_404() {
+    let sim = start(SCENARIO).await;
+    let response = progress_get(&sim, NO_PROGRESS_API_JOB).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body = json_of(response).await;
+    assert_eq!(body, json!({"error_code": "APIGW.0101", "error_msg": API_NOT_FOUND, "request_id": request_id}));
+    // The status API still answers, and the counters show the attempt.
+    assert_eq!(poll(&sim, NO_PROGRESS_API_JOB).await["status"], "RUNNING");
+    let counts = admin(&sim, &format!("/admin/jobs/{PROJECT}/{NO_PROGRESS_API_JOB}/requests")).await;
+    assert_eq!(counts["by_api"]["progress"], json!({"requests": 1, "by_status": {"404": 1}}));
+
+    // For a whole cloud: before authentication, as for any unknown path.
+    let old_cloud = start(&SCENARIO.replace("settings:\n", "settings:\n  progress_api: absent\n")).await;
+    let anonymous = reqwest::get(old_cloud.url(&progress_path(QUICK_JOB))).await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::NOT_FOUND);
+    assert_eq!(json_of(anonymous).await["error_msg"], API_NOT_FOUND);
+    assert_eq!(poll(&old_cloud, QUICK_JOB).await["status"], "INIT");
+}
+
+#[tokio::test]
+async fn multi_image_jobs_have_their_images_only_in_sub_jobs() {
+    let sim = start(SCENARIO).await;
+    poll(&sim, MULTI_OVA_JOB).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for body in [poll(&sim, MULTI_OVA_JOB).await, poll_progress(&sim, MULTI_OVA_JOB).await] {
+        assert_eq!(body["status"], "SUCCESS");
+        assert!(body["entities"].get("image_id").is_none(), "{body}");
+        assert!(body["entities"].get("process_percent").is_none(), "{body}");
+        let images: Vec<&str> = body["entities"]["sub_jobs_result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["entities"]["image_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(images, ["img-ova-sys", "img-ova-data"]);
+        let job = Job::from_value(&body).unwrap();
+        assert_eq!(job.image_id, None);
+        assert_eq!(job.sub_jobs.len(), 2);
+    }
+    let volumes = poll_progress(&sim, VOLUMES_JOB).await;
+    assert_eq!(volumes["job_type"], "imsVolumesToSysDataImagesJob");
+    assert_eq!(
+        volumes["entities"],
+        json!({"sub_jobs_list": ["ff8080814dbd65d7014dbe0d84db000c"], "sub_jobs_result": [{
+            "status": "SUCCESS", "job_id": "ff8080814dbd65d7014dbe0d84db000c", "job_type": "imsCopyVolumeToImageJob",
+            "begin_time": volumes["begin_time"], "end_time": volumes["end_time"],
+            "error_code": null, "fail_reason": null,
+            "entities": {"image_id": "img-vol-sys", "image_name": "vol-sys"}}]})
+    );
+}
+
+#[tokio::test]
+async fn failure_reason_in_entities_error() {
+    let sim = start(SCENARIO).await;
+    let failed = poll(&sim, ENTITIES_FAIL_JOB).await;
+    assert_eq!(failed["status"], "FAIL");
+    assert_eq!((&failed["error_code"], &failed["fail_reason"]), (&Value::Null, &Value::Null));
+    assert_eq!(
+        failed["entities"],
+        json!({"error_code": "IMG.1075", "error": "Image file registration failed.",
+               "addition_error_code": "IMG.1075.1", "addition_error_msg": "The image file is not a valid qcow2 file."})
+    );
+    // Without error_in, a FAIL has it in both places.
+    poll(&sim, OVA_JOB).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let both = poll(&sim, OVA_JOB).await;
+    assert_eq!(both["error_code"], "IMG.0014");
+    assert_eq!(both["entities"]["error"], both["fail_reason"]);
+    assert_eq!(both["entities"]["sub_jobs_result"][1]["entities"]["error"], "Image file registration failed.");
+}
+
+#[tokio::test]
+async fn ims_errors_are_400_with_img_codes() {
+    let sim = start(SCENARIO).await;
+    let path = job_path(PROJECT, IMS_ERRORS_JOB);
+    let first = poll_raw(&sim, &path).await;
+    assert_eq!(first.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        json_of(first).await,
+        json!({"error": {"code": "IMG.0030", "message": "The project ID and token in the request are invalid."}})
+    );
+    let forbidden = poll_raw(&sim, &path).await;
+    assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+    assert_eq!(json_of(forbidden).await["error"]["code"], "IMG.0026");
+    let flat = progress_get(&sim, IMS_ERRORS_JOB).send().await.unwrap();
+    assert_eq!(flat.status(), StatusCode::BAD_REQUEST);
+    let body = json_of(flat).await;
+    assert_eq!(body["error_code"], "IMG.0023");
+    assert_eq!(body["error_msg"], "An exception occurred during task query.");
+    assert_eq!(poll_raw(&sim, &path).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn unknown_job_can_be_a_task_query_error() {
+    let sim = start(&SCENARIO.replace("settings:\n", "settings:\n  unknown_job: task_query_error\n")).await;
+    let unknown = "ff8080814dbd65d7014dbe0d84dbffff";
+    for response in
+        [poll_raw(&sim, &job_path(PROJECT, unknown)).await, progress_get(&sim, unknown).send().await.unwrap()]
+    {
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            json_of(response).await,
+            json!({"error": {"code": "IMG.0023", "message": "An exception occurred during task query."}})
+        );
+    }
+    assert_eq!(admin(&sim, "/admin/requests").await["unknown_jobs"], 2);
 }
 
 /// Kills the child process even when the test fails.

@@ -24,13 +24,22 @@ pub struct SignedRequest<'a> {
     pub query: &'a str,
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
-    /// The project of the URL path.
-    pub project_id: &'a str,
+    pub scope: ProjectScope<'a>,
+}
+
+/// Where a request names its project.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProjectScope<'a> {
+    /// The URL path (the status API).
+    Path(&'a str),
+    /// The credentials (the progress API): the token's scope, or a signed
+    /// `X-Project-Id` with AK/SK.
+    Credentials,
 }
 
 impl<'a> SignedRequest<'a> {
     /// A header's value, if present and text.
-    fn header(&self, name: &str) -> Option<&'a str> {
+    pub fn header(&self, name: &str) -> Option<&'a str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
@@ -45,6 +54,8 @@ pub enum AkskError {
     BadSecurityToken,
     BadSignature,
     ProjectNotAllowed,
+    MissingProjectId,
+    UnsignedProjectId,
 }
 
 impl AkskError {
@@ -60,6 +71,8 @@ impl AkskError {
             Self::BadSecurityToken => "security token invalid",
             Self::BadSignature => "verify aksk signature fail",
             Self::ProjectNotAllowed => "the project is not allowed for this access key",
+            Self::MissingProjectId => "x-project-id not found",
+            Self::UnsignedProjectId => "x-project-id must be a signed header",
         }
     }
 }
@@ -118,15 +131,16 @@ impl AkskVerifier {
     }
 
     /// Checks in the gateway's order: header, key, lock, date, token,
-    /// signature, then the project. Only a wrong signature counts towards
-    /// the lock; a locked key is refused even with a good signature.
-    pub fn verify(
+    /// signature, then the project, which it returns. Only a wrong
+    /// signature counts towards the lock; a locked key is refused even with
+    /// a good signature.
+    pub fn verify<'a>(
         &self,
-        req: &SignedRequest<'_>,
+        req: &SignedRequest<'a>,
         authorization: &str,
         now: Timestamp,
         clock: Instant,
-    ) -> Result<(), AkskError> {
+    ) -> Result<&'a str, AkskError> {
         let auth = signer::parse_authorization(authorization).ok_or(AkskError::BadAuthorization)?;
         let access = auth.access.clone();
         let key = self.keys.get(&access).ok_or(AkskError::UnknownKey)?;
@@ -150,19 +164,34 @@ impl AkskVerifier {
         if let Some(mut f) = self.failures.get_mut(&access) {
             f.succeeded();
         }
-        self.check_project(&access, req)
+        let project = request_project(req, &auth)?;
+        self.check_project(&access, project)
     }
 
-    /// `X-Project-Id`, when sent, must name the project of the path.
-    fn check_project(&self, access: &str, req: &SignedRequest<'_>) -> Result<(), AkskError> {
-        if req.header("x-project-id").is_some_and(|p| p != req.project_id) {
-            return Err(AkskError::ProjectNotAllowed);
-        }
+    fn check_project<'a>(&self, access: &str, project: &'a str) -> Result<&'a str, AkskError> {
         let allowed = self.allowed_projects.get(access).map_or(&[][..], Vec::as_slice);
-        if allowed.is_empty() || allowed.iter().any(|p| p == req.project_id) {
-            Ok(())
+        if allowed.is_empty() || allowed.iter().any(|p| p == project) {
+            Ok(project)
         } else {
             Err(AkskError::ProjectNotAllowed)
+        }
+    }
+}
+
+/// The project of a signed request. On the status API, `X-Project-Id`,
+/// when sent (signed or not, as the OTC Go SDK sends it), must name the
+/// project of the path. On the progress API it is the only place the
+/// project is named, so it must be there and signed: unsigned, anyone on
+/// the way could move the request to another project.
+fn request_project<'a>(req: &SignedRequest<'a>, auth: &signer::Authorization) -> Result<&'a str, AkskError> {
+    let header = req.header("x-project-id");
+    match req.scope {
+        ProjectScope::Path(project) if header.is_some_and(|p| p != project) => Err(AkskError::ProjectNotAllowed),
+        ProjectScope::Path(project) => Ok(project),
+        ProjectScope::Credentials => {
+            let project = header.ok_or(AkskError::MissingProjectId)?;
+            let signed = auth.signed_headers.split(';').any(|n| n.eq_ignore_ascii_case("x-project-id"));
+            if signed { Ok(project) } else { Err(AkskError::UnsignedProjectId) }
         }
     }
 }

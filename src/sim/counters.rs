@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
+
+use super::lifecycle::JobApi;
 
 /// Codes with their own atomic slot.
 const COMMON: [u16; 11] = [200, 201, 400, 401, 403, 404, 429, 500, 502, 503, 504];
@@ -39,10 +41,6 @@ impl StatusCounts {
         map
     }
 
-    pub fn total(&self) -> u64 {
-        self.by_status().values().sum()
-    }
-
     pub fn reset(&self) {
         self.common.iter().for_each(|c| c.store(0, Relaxed));
         self.rare.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -50,11 +48,54 @@ impl StatusCounts {
 
     /// `{"requests": N, "by_status": {"200": n, ...}}`
     pub fn to_json(&self) -> Value {
-        let by_status = self.by_status();
-        let total: u64 = by_status.values().sum();
-        let by_status: serde_json::Map<String, Value> =
-            by_status.into_iter().map(|(k, v)| (k.to_string(), v.into())).collect();
-        json!({"requests": total, "by_status": by_status})
+        counts_json(self.by_status())
+    }
+}
+
+fn counts_json(by_status: BTreeMap<u16, u64>) -> Value {
+    let total: u64 = by_status.values().sum();
+    let by_status: Map<String, Value> = by_status.into_iter().map(|(k, v)| (k.to_string(), v.into())).collect();
+    json!({"requests": total, "by_status": by_status})
+}
+
+/// Job queries by HTTP status, through either job API.
+#[derive(Default)]
+pub struct JobCounters {
+    status_api: StatusCounts,
+    progress_api: StatusCounts,
+}
+
+impl JobCounters {
+    pub fn record(&self, api: JobApi, status: u16) {
+        self.of(api).record(status);
+    }
+
+    fn of(&self, api: JobApi) -> &StatusCounts {
+        match api {
+            JobApi::Status => &self.status_api,
+            JobApi::Progress => &self.progress_api,
+        }
+    }
+
+    pub fn reset(&self) {
+        self.status_api.reset();
+        self.progress_api.reset();
+    }
+
+    /// Both APIs together on top (what `requests` always meant: every job
+    /// query), then `by_api`: `{"status": {...}, "progress": {...}}`.
+    pub fn to_json(&self) -> Value {
+        let mut all = self.status_api.by_status();
+        for (code, n) in self.progress_api.by_status() {
+            *all.entry(code).or_default() += n;
+        }
+        let mut json = counts_json(all);
+        json["by_api"] = [JobApi::Status, JobApi::Progress]
+            .into_iter()
+            .map(|api| (api.name().to_owned(), self.of(api).to_json()))
+            .collect::<Map<String, Value>>()
+            .into();
+        json
     }
 }
 
@@ -78,7 +119,7 @@ impl Counter {
 #[derive(Default)]
 pub struct GlobalCounters {
     /// Every IMS job request, whatever the answer.
-    pub jobs_total: StatusCounts,
+    pub jobs_total: JobCounters,
     pub unknown_jobs: Counter,
     pub throttled: Counter,
     pub token_requests: Counter,
@@ -138,5 +179,21 @@ mod tests {
         assert_eq!(c.to_json(), json!({"requests": 5, "by_status": {"200": 2, "418": 1, "429": 1, "503": 1}}));
         c.reset();
         assert_eq!(c.to_json(), json!({"requests": 0, "by_status": {}}));
+    }
+
+    #[test]
+    fn job_counters_add_up_both_apis() {
+        let c = JobCounters::default();
+        for (api, s) in [(JobApi::Status, 200), (JobApi::Progress, 200), (JobApi::Progress, 404)] {
+            c.record(api, s);
+        }
+        assert_eq!(
+            c.to_json(),
+            json!({"requests": 3, "by_status": {"200": 2, "404": 1}, "by_api": {
+                "status": {"requests": 1, "by_status": {"200": 1}},
+                "progress": {"requests": 2, "by_status": {"200": 1, "404": 1}}}})
+        );
+        c.reset();
+        assert_eq!(c.to_json()["requests"], 0);
     }
 }

@@ -105,17 +105,26 @@ impl TokenStore {
         (token, expires_at)
     }
 
-    pub fn check(&self, token: &str, project_id: &str, now: Timestamp) -> Result<(), TokenProblem> {
+    /// The project a valid token is scoped to.
+    pub fn scope(&self, token: &str, now: Timestamp) -> Result<String, TokenProblem> {
         let issued = self.tokens.get(token).ok_or(TokenProblem::Unknown)?;
         if issued.revoked {
             Err(TokenProblem::Revoked)
         } else if now >= issued.expires_at {
             Err(TokenProblem::Expired)
-        } else if issued.project_id != project_id {
-            Err(TokenProblem::OtherProject)
         } else {
-            Ok(())
+            Ok(issued.project_id.clone())
         }
+    }
+
+    /// A valid token scoped to `project_id`.
+    pub fn check(&self, token: &str, project_id: &str, now: Timestamp) -> Result<(), TokenProblem> {
+        if self.scope(token, now)? == project_id { Ok(()) } else { Err(TokenProblem::OtherProject) }
+    }
+
+    /// The project a token names, valid or not: whose job a request meant.
+    pub fn project_of(&self, token: &str) -> Option<String> {
+        self.tokens.get(token).map(|t| t.project_id.clone())
     }
 
     /// Revokes every token, or those of one user; returns how many.
@@ -156,7 +165,7 @@ pub fn iam_time(ts: Timestamp) -> String {
 }
 
 // Stable fake ids, so repeated logins show the same user and domain.
-fn fake_id(kind: &str, name: &str) -> String {
+pub(super) fn fake_id(kind: &str, name: &str) -> String {
     let h = fnv(kind).rotate_left(7) ^ fnv(name);
     format!("{h:016x}{:016x}", h.rotate_left(29))
 }
@@ -206,6 +215,9 @@ mod tests {
         assert_eq!(store.check(&t, "p2", now), Err(TokenProblem::OtherProject));
         assert_eq!(store.check(&t, "p1", exp), Err(TokenProblem::Expired));
         assert_eq!(store.check("MIIbogus", "p1", now), Err(TokenProblem::Unknown));
+        assert_eq!(store.scope(&t, now), Ok("p1".to_owned()));
+        assert_eq!(store.scope(&t, exp), Err(TokenProblem::Expired));
+        assert_eq!(store.project_of(&t).as_deref(), Some("p1"));
         let (t2, _) = store.issue("other", "p1", now, Duration::from_secs(60));
         assert_eq!(store.revoke(Some("demo")), 1);
         assert_eq!(store.check(&t, "p1", now), Err(TokenProblem::Revoked));

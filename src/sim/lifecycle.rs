@@ -1,15 +1,71 @@
 //! What a scripted job answers at a given moment: a pure function of the
-//! job definition, the job's age and the request number. No I/O, no clock.
+//! job definition, the job's age, the request number and the API asked.
+//! No I/O, no clock.
 
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value, json};
 
+use super::iam::fake_id;
 use super::scenario::{
-    ErrorPlacement, ErrorShape, FaultAction, FaultWhen, JobDef, Phase, Progress, SubJobDef, TimeFormat,
+    ErrorPlacement, ErrorShape, FaultAction, FaultWhen, JobDef, Phase, Progress, Settings, SubJobDef, TimeFormat,
+    ims_error_status,
 };
 use crate::ims::model::JobStatus;
+
+/// Which of IMS's two job APIs a request came through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobApi {
+    /// `GET /v1/{project_id}/jobs/{job_id}` ("ShowJob").
+    Status,
+    /// `GET /v1/cloudimages/job/{job_id}` ("ShowJobProgress").
+    Progress,
+}
+
+impl JobApi {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::Progress => "progress",
+        }
+    }
+}
+
+/// How a job's 200 body is shaped, resolved from the settings and the job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyStyle {
+    pub api: JobApi,
+    pub format: TimeFormat,
+    /// `entities.process_percent` and `entities.current_task`.
+    pub progress_fields: bool,
+    /// Where a FAIL phase that names no `error_in` puts its error.
+    pub error_in: ErrorPlacement,
+}
+
+impl BodyStyle {
+    pub fn new(settings: &Settings, job: &JobDef, api: JobApi) -> Self {
+        Self {
+            api,
+            format: job.time_format.unwrap_or(settings.time_format),
+            progress_fields: api == JobApi::Progress || settings.status_api_progress(job),
+            error_in: settings.default_error_in(),
+        }
+    }
+
+    /// The progress API of the current docs.
+    pub fn progress(format: TimeFormat) -> Self {
+        Self { api: JobApi::Progress, format, progress_fields: true, error_in: ErrorPlacement::Both }
+    }
+}
+
+/// Jobs that make several images and report them only per sub-job (the
+/// status page: `entities.image_id` is "returned for other job types").
+const MULTI_IMAGE_JOB_TYPES: [&str; 2] = ["imsImportOvaImageJob", "imsVolumesToSysDataImagesJob"];
+
+/// Jobs whose progress answers carry `entities.subJobId` (the real
+/// answers of 2026; the OVA import shows its sub-jobs instead).
+const SUB_JOB_ID_JOB_TYPES: [&str; 2] = ["imsImportImageJob", "imsImportDataImageJob"];
 
 /// Where a job stands in time: when it was created and how old it is now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +95,7 @@ pub enum ScriptedReply {
 }
 
 /// The answer to request number `request_no` (from 1) at `at`.
-pub fn answer(job: &JobDef, at: JobTime, request_no: u64, default_format: TimeFormat) -> ScriptedAnswer {
+pub fn answer(job: &JobDef, at: JobTime, request_no: u64, style: &BodyStyle) -> ScriptedAnswer {
     let active: Vec<&FaultAction> =
         job.faults.iter().filter(|f| fault_applies(&f.when, at.age, request_no)).map(|f| &f.action).collect();
     let delay = active
@@ -49,10 +105,9 @@ pub fn answer(job: &JobDef, at: JobTime, request_no: u64, default_format: TimeFo
             _ => Duration::ZERO,
         })
         .sum();
-    let format = job.time_format.unwrap_or(default_format);
     let reply = match active.iter().find(|a| !matches!(a, FaultAction::Latency { .. })) {
-        Some(action) => fault_reply(action, job, at, format),
-        None => ScriptedReply::Job(job_body(job, at, format)),
+        Some(action) => fault_reply(action, job, at, style),
+        None => ScriptedReply::Job(body(job, at, style)),
     };
     ScriptedAnswer { delay, reply }
 }
@@ -63,22 +118,21 @@ fn fault_applies(when: &FaultWhen, age: Duration, request_no: u64) -> bool {
         && when.until.is_none_or(|until| age < until.0)
 }
 
-fn fault_reply(action: &FaultAction, job: &JobDef, at: JobTime, format: TimeFormat) -> ScriptedReply {
+fn fault_reply(action: &FaultAction, job: &JobDef, at: JobTime, style: &BodyStyle) -> ScriptedReply {
     match action {
         FaultAction::Throttle { retry_after, limit } => {
             ScriptedReply::Throttled { retry_after: *retry_after, limit: limit.unwrap_or(DEFAULT_THROTTLE_LIMIT) }
         }
         FaultAction::Error { status, body, code, message } => {
-            let (default_code, default_message) = default_error(*status);
-            ScriptedReply::Error {
-                status: *status,
-                shape: *body,
-                code: code.clone().unwrap_or_else(|| default_code.into()),
-                message: message.clone().unwrap_or_else(|| default_message.into()),
-            }
+            // Validation made sure one of the two is there.
+            let status = status.or(ims_error_status(code.as_deref())).unwrap_or(400);
+            let (default_code, default_message) = default_error(status);
+            let code = code.as_deref().unwrap_or(default_code);
+            let message = message.as_deref().or(img_message(code)).unwrap_or(default_message);
+            ScriptedReply::Error { status, shape: *body, code: code.into(), message: message.into() }
         }
         FaultAction::Malformed { body } => {
-            ScriptedReply::Malformed(body.clone().unwrap_or_else(|| truncated(&job_body(job, at, format))))
+            ScriptedReply::Malformed(body.clone().unwrap_or_else(|| truncated(&self::body(job, at, style))))
         }
         FaultAction::Latency { .. } => unreachable!("latency faults only add delay"),
     }
@@ -102,14 +156,33 @@ fn default_error(status: u16) -> (&'static str, &'static str) {
     }
 }
 
+/// The documented messages (error-code table) of IMS codes a job query may meet.
+fn img_message(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "IMG.0014" => "An exception occurred when IaaS OpenStack was executing the task.",
+        "IMG.0023" => "An exception occurred during task query.",
+        "IMG.0027" => "The image ID in the request does not exist.",
+        "IMG.0030" => "The project ID and token in the request are invalid.",
+        _ => return None,
+    })
+}
+
 /// The real answer cut in half: what a proxy dropping the connection leaves.
 fn truncated(body: &Value) -> String {
     let text = body.to_string();
     text[..text.len() / 2].to_owned()
 }
 
-/// The 200 body IMS would send for this job at this age.
+/// The progress API's 200 body for this job at this age (what pollers
+/// that want progress see); [`body`] for any API.
 pub fn job_body(job: &JobDef, at: JobTime, format: TimeFormat) -> Value {
+    body(job, at, &BodyStyle::progress(format))
+}
+
+/// The 200 body IMS would send for this job at this age, through the API
+/// and in the shape of `style`.
+pub fn body(job: &JobDef, at: JobTime, style: &BodyStyle) -> Value {
+    let format = style.format;
     let i = phase_index(&job.phases, at.age).unwrap_or(0);
     let phase = &job.phases[i];
     let sticky = Sticky::of(&job.phases[..=i]);
@@ -120,22 +193,29 @@ pub fn job_body(job: &JobDef, at: JobTime, format: TimeFormat) -> Value {
     if let Some(id) = sticky.image_id {
         entities.insert("image_id".into(), id.into());
     }
-    entities.insert("current_task".into(), sticky.current_task.unwrap_or("").into());
-    if let Some(p) = progress(&job.phases, i, at.age) {
-        entities.insert("process_percent".into(), p);
+    if style.api == JobApi::Progress
+        && let Some(id) = sub_job_id(job)
+    {
+        entities.insert("subJobId".into(), id.into());
+    }
+    if sends_progress(job, phase, style) {
+        entities.insert("current_task".into(), sticky.current_task.unwrap_or("").into());
+        if let Some(p) = progress(&job.phases, i, at.age) {
+            entities.insert("process_percent".into(), p);
+        }
     }
     if let Some(results) = &phase.results {
         entities.insert("results".into(), json!(results));
     }
     if !job.sub_jobs.is_empty() {
-        let subs: Vec<Value> = job.sub_jobs.iter().filter_map(|s| sub_job_body(s, at, format)).collect();
+        let subs: Vec<Value> = job.sub_jobs.iter().filter_map(|s| sub_job_body(s, at, style)).collect();
         entities.insert("sub_jobs_result".into(), subs.into());
     }
     if job.sub_jobs_list {
         let ids: Vec<&str> = job.sub_jobs.iter().map(|s| s.job_id.as_str()).collect();
         entities.insert("sub_jobs_list".into(), json!(ids));
     }
-    let (error_code, fail_reason) = place_error(phase, &mut entities);
+    let (error_code, fail_reason) = place_error(phase, style.error_in, &mut entities);
     merge_raw(&mut entities, phase);
     json!({
         "status": phase.status.as_str(),
@@ -149,9 +229,28 @@ pub fn job_body(job: &JobDef, at: JobTime, format: TimeFormat) -> Value {
     })
 }
 
+/// Progress fields, when the style wants them; the progress API's real
+/// answers of finished multi-image jobs carry none.
+fn sends_progress(job: &JobDef, phase: &Phase, style: &BodyStyle) -> bool {
+    let finished_multi_image = style.api == JobApi::Progress
+        && phase.status.is_finished()
+        && phase.progress.is_none()
+        && MULTI_IMAGE_JOB_TYPES.contains(&job.job_type.as_str());
+    style.progress_fields && !finished_multi_image
+}
+
+/// `entities.subJobId`: the job's own, or a stable 32-hex id for the
+/// import jobs whose real answers carry one.
+fn sub_job_id(job: &JobDef) -> Option<String> {
+    job.sub_job_id
+        .clone()
+        .or_else(|| SUB_JOB_ID_JOB_TYPES.contains(&job.job_type.as_str()).then(|| fake_id("subJobId", &job.job_id)))
+}
+
 /// A sub-job appears once its first phase is reached; its times are
 /// counted from the parent's creation.
-fn sub_job_body(sub: &SubJobDef, at: JobTime, format: TimeFormat) -> Option<Value> {
+fn sub_job_body(sub: &SubJobDef, at: JobTime, style: &BodyStyle) -> Option<Value> {
+    let format = style.format;
     let i = phase_index(&sub.phases, at.age)?;
     let phase = &sub.phases[i];
     let sticky = Sticky::of(&sub.phases[..=i]);
@@ -162,7 +261,7 @@ fn sub_job_body(sub: &SubJobDef, at: JobTime, format: TimeFormat) -> Option<Valu
     if let Some(name) = sticky.image_name {
         entities.insert("image_name".into(), name.into());
     }
-    let (error_code, fail_reason) = place_error(phase, &mut entities);
+    let (error_code, fail_reason) = place_error(phase, style.error_in, &mut entities);
     merge_raw(&mut entities, phase);
     Some(json!({
         "status": phase.status.as_str(),
@@ -220,21 +319,27 @@ fn progress(phases: &[Phase], i: usize, age: Duration) -> Option<Value> {
 }
 
 /// Top-level `error_code`/`fail_reason` (null unless the phase failed with
-/// them on top); copies them into `entities` when the phase says so.
-fn place_error(phase: &Phase, entities: &mut Map<String, Value>) -> (Value, Value) {
+/// them on top); writes them into `entities` as `error_code`/`error` when
+/// the placement says so. `addition_error_*` exist only in `entities`.
+fn place_error(phase: &Phase, default: ErrorPlacement, entities: &mut Map<String, Value>) -> (Value, Value) {
     let code = phase.error_code.as_deref().map_or(Value::Null, Value::from);
     let reason = phase.fail_reason.as_deref().map_or(Value::Null, Value::from);
-    if matches!(phase.error_in, ErrorPlacement::Entities | ErrorPlacement::Both) {
-        if !code.is_null() {
-            entities.insert("error_code".into(), code.clone());
-        }
-        if !reason.is_null() {
-            entities.insert("fail_reason".into(), reason.clone());
-        }
+    let placement = phase.error_in.unwrap_or(default);
+    if matches!(placement, ErrorPlacement::Entities | ErrorPlacement::Both) {
+        insert_some(entities, "error_code", phase.error_code.as_deref());
+        insert_some(entities, "error", phase.fail_reason.as_deref());
     }
-    match phase.error_in {
+    insert_some(entities, "addition_error_code", phase.addition_error_code.as_deref());
+    insert_some(entities, "addition_error_msg", phase.addition_error_msg.as_deref());
+    match placement {
         ErrorPlacement::Entities => (Value::Null, Value::Null),
         ErrorPlacement::Top | ErrorPlacement::Both => (code, reason),
+    }
+}
+
+fn insert_some(entities: &mut Map<String, Value>, key: &str, value: Option<&str>) {
+    if let Some(v) = value {
+        entities.insert(key.into(), v.into());
     }
 }
 
@@ -266,7 +371,7 @@ pub fn created_at(now: Timestamp, age: Duration) -> Timestamp {
 mod tests {
     use super::*;
     use crate::ims::model::Job;
-    use crate::sim::scenario::JobDef;
+    use crate::sim::scenario::{JobDef, Settings};
 
     fn def(yaml: &str) -> JobDef {
         let job = JobDef::parse(yaml).unwrap();
@@ -346,9 +451,130 @@ mod tests {
         let inside = job_body(&def(&yaml("entities")), at(5.0), TimeFormat::Rfc3339);
         assert_eq!(inside["error_code"], Value::Null);
         assert_eq!(inside["entities"]["error_code"], "IMG.0014");
-        assert_eq!(inside["entities"]["fail_reason"], "boom");
+        assert_eq!(inside["entities"]["error"], "boom", "the SDKs' name for the message");
+        assert!(inside["entities"].get("fail_reason").is_none());
         let parsed = Job::from_value(&inside).unwrap();
         assert_eq!(parsed.error_code.as_deref(), Some("IMG.0014"));
+    }
+
+    fn style(yaml_settings: &str, job: &JobDef, api: JobApi) -> BodyStyle {
+        let settings: Settings = serde_yaml_ng::from_str(yaml_settings).unwrap();
+        BodyStyle::new(&settings, job, api)
+    }
+
+    #[test]
+    fn status_api_has_no_progress_unless_asked() {
+        let job = def(CREATE);
+        let entities = |settings: &str, api| body(&job, at(7.0), &style(settings, &job, api))["entities"].clone();
+        let status = entities("{}", JobApi::Status);
+        assert_eq!(status, json!({"image_name": "web", "image_id": "img-1"}));
+        let progress = entities("{}", JobApi::Progress);
+        assert_eq!(progress["process_percent"], json!(0.5));
+        assert_eq!(progress["current_task"], "CreateImageByInstanceTask");
+        assert!(progress.get("subJobId").is_none(), "not an import job");
+        for old in ["status_api_progress: true", "api: legacy"] {
+            let restored = entities(old, JobApi::Status);
+            assert_eq!(restored["process_percent"], json!(0.5), "{old}");
+            assert_eq!(restored["current_task"], "CreateImageByInstanceTask", "{old}");
+        }
+        let legacy_but_not_this_job = def(&format!("{CREATE}\n        status_api_progress: false\n"));
+        let s = style("api: legacy", &legacy_but_not_this_job, JobApi::Status);
+        assert!(body(&legacy_but_not_this_job, at(7.0), &s)["entities"].get("process_percent").is_none());
+    }
+
+    #[test]
+    fn progress_api_adds_sub_job_id_to_import_jobs() {
+        let import = def("project_id: p\njob_id: ff8080814dbd65d7014dbe0d84db0099\njob_type: imsImportImageJob\n\
+                          phases: [{after: 0s, status: RUNNING, progress: 0.4}, {after: 5s, status: SUCCESS, image_id: i}]");
+        let progress = body(&import, at(9.0), &style("{}", &import, JobApi::Progress));
+        let id = progress["entities"]["subJobId"].as_str().unwrap();
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit()) && id != import.job_id);
+        assert_eq!(progress["entities"]["process_percent"], json!(1));
+        assert!(progress["entities"]["process_percent"].is_u64());
+        assert_eq!(progress["entities"]["current_task"], "");
+        let status = body(&import, at(9.0), &style("{}", &import, JobApi::Status));
+        assert!(status["entities"].get("subJobId").is_none());
+        let named = def("project_id: p\njob_id: j\njob_type: imsCopyImageInRegionJob\nsub_job_id: abc\n\
+                         phases: [{after: 0s, status: RUNNING}]");
+        assert_eq!(body(&named, at(1.0), &style("{}", &named, JobApi::Progress))["entities"]["subJobId"], "abc");
+    }
+
+    const OVA: &str = r#"
+        project_id: p
+        job_id: j
+        job_type: imsImportOvaImageJob
+        sub_jobs_list: true
+        phases: [{after: 0s, status: RUNNING, progress: [0, 1]}, {after: 10s, status: SUCCESS}]
+        sub_jobs:
+          - job_id: s1
+            job_type: imsImportImageJob
+            phases: [{after: 0s, status: RUNNING, image_name: sys}, {after: 5s, status: SUCCESS, image_id: i-sys}]
+          - job_id: s2
+            job_type: imsImportDataImageJob
+            phases: [{after: 0s, status: RUNNING, image_name: data}, {after: 8s, status: SUCCESS, image_id: i-data}]
+    "#;
+
+    #[test]
+    fn multi_image_jobs_report_images_only_per_sub_job() {
+        let job = def(OVA);
+        let done = body(&job, at(20.0), &style("{}", &job, JobApi::Progress));
+        let entities = done["entities"].as_object().unwrap();
+        let keys: Vec<&str> = entities.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["sub_jobs_list", "sub_jobs_result"],
+            "no image_id, no progress once done, as the real answers"
+        );
+        let images: Vec<&Value> =
+            done["entities"]["sub_jobs_result"].as_array().unwrap().iter().map(|s| &s["entities"]).collect();
+        assert_eq!(
+            images,
+            [&json!({"image_id": "i-sys", "image_name": "sys"}), &json!({"image_id": "i-data", "image_name": "data"})]
+        );
+        let running = body(&job, at(5.0), &style("{}", &job, JobApi::Progress));
+        assert_eq!(running["entities"]["process_percent"], json!(0.5), "progress while running");
+        assert!(running["entities"].get("subJobId").is_none(), "the OVA job shows its sub-jobs instead");
+    }
+
+    #[test]
+    fn failure_defaults_to_both_places_with_sdk_names() {
+        let job = def("project_id: p\njob_id: j\njob_type: t\nphases:\n  - {after: 0s, status: INIT}\n  \
+                       - {after: 1s, status: FAIL, error_code: IMG.0014, fail_reason: boom, \
+                       addition_error_code: Ecs.0001, addition_error_msg: quota}\n");
+        let both = body(&job, at(5.0), &style("{}", &job, JobApi::Status));
+        assert_eq!((both["error_code"].as_str(), both["fail_reason"].as_str()), (Some("IMG.0014"), Some("boom")));
+        assert_eq!(
+            both["entities"],
+            json!({"error_code": "IMG.0014", "error": "boom", "addition_error_code": "Ecs.0001", "addition_error_msg": "quota"})
+        );
+        let legacy = body(&job, at(5.0), &style("api: legacy", &job, JobApi::Status));
+        assert_eq!(legacy["fail_reason"], "boom");
+        assert!(legacy["entities"].get("error").is_none(), "legacy puts the error on top only");
+        assert_eq!(legacy["entities"]["addition_error_msg"], "quota", "it has no top-level place");
+    }
+
+    #[test]
+    fn ims_error_faults_are_400_except_img_0026() {
+        let job = def(r#"
+            project_id: p
+            job_id: j
+            job_type: t
+            phases: [{after: 0s, status: RUNNING}]
+            faults:
+              - {fault: error, requests: 1, code: IMG.0030, message: The project ID and token in the request are invalid.}
+              - {fault: error, requests: 2, code: IMG.0026}
+              - {fault: error, requests: 3, code: IMG.0023, status: 500}
+        "#);
+        let s = style("{}", &job, JobApi::Status);
+        let reply = |n| answer(&job, at(0.0), n, &s).reply;
+        let ScriptedReply::Error { status, shape, code, .. } = reply(1) else { panic!() };
+        assert_eq!((status, shape, code.as_str()), (400, ErrorShape::Nested, "IMG.0030"));
+        assert!(matches!(reply(2), ScriptedReply::Error { status: 403, .. }));
+        assert!(matches!(reply(3), ScriptedReply::Error { status: 500, .. }), "an explicit status wins");
+        let no_status = "project_id: p\njob_id: j\njob_type: t\nphases: [{after: 0s, status: INIT}]\n\
+                         faults: [{fault: error, code: APIGW.0201}]";
+        assert!(JobDef::parse(no_status).unwrap().validate().unwrap_err().0.contains("IMG code"));
     }
 
     #[test]
@@ -396,7 +622,8 @@ mod tests {
               - {fault: malformed, requests: 4}
               - {fault: latency, requests: 4, delay: 50ms}
         "#);
-        let a = |n, t| answer(&job, at(t), n, TimeFormat::Rfc3339);
+        let s = BodyStyle::progress(TimeFormat::Rfc3339);
+        let a = |n, t| answer(&job, at(t), n, &s);
         assert_eq!(a(1, 0.0).reply, ScriptedReply::Throttled { retry_after: Some(3), limit: DEFAULT_THROTTLE_LIMIT });
         assert_eq!(a(1, 0.0).delay, Duration::from_millis(100));
         assert!(matches!(a(3, 0.0).reply, ScriptedReply::Job(_)));

@@ -1,11 +1,13 @@
 //! `ims-sim`: a local IMS + IAM simulator for pipelines and tests.
 //!
-//! It serves `POST /v3/auth/tokens` (IAM password login), `GET
-//! /v1/{project_id}/jobs/{job_id}` (IMS job status, with token or AK/SK
-//! authentication, throttling and scripted faults) and an admin API under
-//! `/admin/` (see [`server`]). Jobs follow the lifecycles of a
-//! [`Scenario`]; the answer at any moment is computed from the job's age by
-//! the pure [`lifecycle`] module.
+//! It serves `POST /v3/auth/tokens` (IAM password login), the two IMS job
+//! APIs `GET /v1/{project_id}/jobs/{job_id}` (status) and `GET
+//! /v1/cloudimages/job/{job_id}` (progress; project from the token's scope
+//! or a signed `X-Project-Id`), both with token or AK/SK authentication,
+//! throttling and scripted faults, and an admin API under `/admin/` (see
+//! [`server`]). Jobs follow the lifecycles of a [`Scenario`]; the answer at
+//! any moment is computed from the job's age and the API asked by the pure
+//! [`lifecycle`] module.
 //!
 //! In-process (tests):
 //! ```no_run

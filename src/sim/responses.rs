@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::lifecycle::ScriptedReply;
-use super::scenario::ErrorShape;
+use super::scenario::{ErrorShape, UnknownJob};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimResponse {
@@ -59,10 +59,22 @@ pub fn gateway(status: u16, code: &str, message: &str, request_id: &str) -> SimR
     SimResponse::json(status, &json!({"error_code": code, "error_msg": message, "request_id": request_id}))
 }
 
-/// IMS's own body for a job it does not know. IMS documents no code for
-/// this; IMG.0027 is our choice (the IMG codes near it are about jobs).
-pub fn job_not_found() -> SimResponse {
-    SimResponse::json(404, &json!({"error": {"code": "IMG.0027", "message": "The job does not exist."}}))
+/// The gateway's 404 for a path it has no API for (flat, as all its
+/// errors).
+pub fn api_not_found(request_id: &str) -> SimResponse {
+    let message = "The API does not exist or has not been published in the environment";
+    gateway(404, "APIGW.0101", message, request_id)
+}
+
+/// IMS's own body for a job it does not know. IMS documents none, so
+/// both guesses can be served: 404 with IMG.0027 (the IMG codes near it
+/// are about jobs), or the 400 IMG.0023 "exception during task query".
+pub fn unknown_job(answer: UnknownJob) -> SimResponse {
+    let (status, code, message) = match answer {
+        UnknownJob::NotFound => (404, "IMG.0027", "The job does not exist."),
+        UnknownJob::TaskQueryError => (400, "IMG.0023", "An exception occurred during task query."),
+    };
+    SimResponse::json(status, &json!({"error": {"code": code, "message": message}}))
 }
 
 /// IAM's error body: a numeric code and a title.
@@ -117,6 +129,27 @@ mod tests {
         let page = error(502, ErrorShape::Html, "c", "m", "r");
         assert!(page.body.contains("<title>502 Bad Gateway</title>"));
         assert_eq!(error(500, ErrorShape::Empty, "c", "m", "r").body, "");
+    }
+
+    #[test]
+    fn unknown_job_answers() {
+        let not_found = unknown_job(UnknownJob::NotFound);
+        assert_eq!(not_found.status, 404);
+        assert_eq!(body(&not_found), json!({"error": {"code": "IMG.0027", "message": "The job does not exist."}}));
+        let query_error = unknown_job(UnknownJob::TaskQueryError);
+        assert_eq!(query_error.status, 400);
+        assert_eq!(
+            body(&query_error),
+            json!({"error": {"code": "IMG.0023", "message": "An exception occurred during task query."}})
+        );
+        let absent = api_not_found("r");
+        assert_eq!(absent.status, 404);
+        assert_eq!(
+            body(&absent),
+            json!({"error_code": "APIGW.0101",
+                   "error_msg": "The API does not exist or has not been published in the environment",
+                   "request_id": "r"})
+        );
     }
 
     #[test]

@@ -16,6 +16,13 @@
 //!     rate: 20                 # requests per second
 //!     burst: 40
 //!     retry_after: 1           # optional Retry-After header, seconds
+//!   api: current               # current | legacy: the defaults of the next three
+//!                              #   and of error_in (see "The two APIs" below)
+//!   status_api_progress: false # status API sends process_percent/current_task
+//!                              #   (default: false; true with api: legacy)
+//!   progress_api: served       # served | absent: GET /v1/cloudimages/job/{job_id}
+//!                              #   (default: served; absent with api: legacy)
+//!   unknown_job: not_found     # not_found (404 IMG.0027) | task_query_error (400 IMG.0023)
 //! projects:
 //!   - {id: 0b0a1e4b2c2d4e8f9a0b1c2d3e4f5a6b, name: eu-de_demo}
 //! users:                       # IAM password login
@@ -33,6 +40,9 @@
 //!     clock: sim_start         # overrides settings.clock
 //!     age_at_start: 10s        # the job is this old when its clock starts
 //!     image_name: web-server   # shown in entities in every phase
+//!     status_api_progress: true   # overrides the setting for this job
+//!     progress_api: absent     # overrides the setting for this job
+//!     sub_job_id: 0825e1f7fae2477b9db78d7ea34a1a10  # progress API's entities.subJobId
 //!     phases:                  # required; the first one at 0s
 //!       - {after: 0s, status: INIT}
 //!       - after: 2s
@@ -45,7 +55,8 @@
 //!         results: [{image_id: 49e9447f-7dff-41e0-8036-f66fe5488c8b,
 //!                    project_id: 0b0a1e4b2c2d4e8f9a0b1c2d3e4f5a6b, status: success}]
 //!     # A FAIL phase: {after: 20s, status: FAIL, error_code: IMG.0014,
-//!     #   fail_reason: "...", error_in: top}  (error_in: top | entities | both)
+//!     #   fail_reason: "...", error_in: both,  (top | entities | both)
+//!     #   addition_error_code: "...", addition_error_msg: "..."}  (optional)
 //!     # Any phase may add raw `entities: {key: value}`, merged last.
 //!     sub_jobs:                # listed in sub_jobs_result once their first phase is reached
 //!       - job_id: ff8080814dbd65d7014dbe0d84db0014
@@ -57,6 +68,7 @@
 //!       - {fault: error, from: 5s, until: 8s, status: 503, body: flat,
 //!          code: APIGW.0503, message: Service Unavailable}
 //!       - {fault: malformed, requests: 7}
+//!       - {fault: error, requests: 9, code: IMG.0030}  # IMS's own: 400 (IMG.0026: 403)
 //!       - {fault: latency, delay: 300ms}   # every request: all matching delays add up
 //! job_sets:                    # many jobs from one template, for scale tests
 //!   - count: 10000
@@ -85,6 +97,54 @@
 //!   `{"error":{"code","message"}}`, the default), `flat` (gateway
 //!   `{"error_code","error_msg","request_id"}`), `text`, `html`, `empty`.
 //!   `malformed` answers 200 with the real answer cut in half, or `body`.
+//!   An `error` fault may leave out `status` when its `code` is an IMS code
+//!   (`IMG.*`): IMS answers all of its own errors 400, but IMG.0026 403.
+//!   Gateway codes (`APIGW.*`, the 429 `APIG.0308`) keep their statuses.
+//!
+//! The two APIs. Jobs are served by both IMS job APIs, with the same
+//! authentication, throttle, faults (one request count for both), latency,
+//! error shapes and counters:
+//! - the status API `GET /v1/{project_id}/jobs/{job_id}`, which by default
+//!   sends no `process_percent`/`current_task`, as the docs since 2025-12
+//!   and all their 14 examples (`status_api_progress: true` sends them, as
+//!   older docs and older ims-sim did);
+//! - the progress API `GET /v1/cloudimages/job/{job_id}`: the same job plus
+//!   `entities.process_percent` (a 0–1 fraction, the integer `1` on
+//!   SUCCESS) and `entities.current_task` (`""` without a task), and
+//!   `entities.subJobId` on `imsImportImageJob`/`imsImportDataImageJob`
+//!   (the real answers of 2026 carry it on those two only; `sub_job_id`
+//!   sets it on any job; by default a stable 32-hex id from the job id).
+//!   Finished `imsImportOvaImageJob`/`imsVolumesToSysDataImagesJob`
+//!   answers carry no progress fields there, as their real answers.
+//!   No project in the path: it is the IAM token's scope, or with AK/SK
+//!   the `X-Project-Id` header, which must then be sent and be among the
+//!   signed headers (else 401 `APIGW.0301` "x-project-id not found" / "x-
+//!   project-id must be a signed header": unsigned, it could be changed on
+//!   the way; the real gateway's answer is not documented). A job is found
+//!   in that project only. `progress_api: absent` (per job or for all)
+//!   answers 404 `{"error_code":"APIGW.0101","error_msg":"The API does not
+//!   exist or has not been published in the environment","request_id"}`,
+//!   before authentication, as a cloud without the API does.
+//! - `api: legacy` brings back the shapes of ims-sim before both APIs:
+//!   progress on the status API, no progress API, FAIL on top only. Each
+//!   of those can still be set on its own.
+//! - Multi-image jobs (`imsImportOvaImageJob`,
+//!   `imsVolumesToSysDataImagesJob`) report their images in
+//!   `sub_jobs_result[].entities`; a scenario gives them none on top (it
+//!   may, to mimic an odd cloud).
+//! - FAIL: `error_in: top` sets the top-level `error_code`/`fail_reason`;
+//!   `entities` sets `entities.error_code` and `entities.error` (the
+//!   message; the names of Huawei's generated SDKs since 2023-10) and
+//!   leaves the top null; `both` (the default, `top` with `api: legacy`)
+//!   sets both, as the SDKs model both places and the API page says an
+//!   abnormal job has its error in `entities`. `addition_error_code`/
+//!   `addition_error_msg` go to `entities` whenever a phase sets them.
+//! - Counters (`/admin/jobs/{project_id}/{job_id}/requests`, and `total`
+//!   and `jobs` of `/admin/requests`): `requests` and `by_status` count
+//!   every job query through either API; `by_api.status` and
+//!   `by_api.progress` have the same two fields per API. A refused request
+//!   counts for the job it named (on the progress API: the token's or
+//!   `X-Project-Id`'s project, unchecked).
 
 use std::fmt;
 use std::time::Duration;
@@ -167,6 +227,12 @@ pub struct Settings {
     pub lock_after_failures: u32,
     pub lock_duration: Dur,
     pub throttle: Option<Throttle>,
+    pub api: ApiVersion,
+    /// None: what `api` implies (no for `current`, yes for `legacy`).
+    pub status_api_progress: Option<bool>,
+    /// None: what `api` implies (served for `current`, absent for `legacy`).
+    pub progress_api: Option<ProgressApi>,
+    pub unknown_job: UnknownJob,
 }
 
 impl Default for Settings {
@@ -179,8 +245,69 @@ impl Default for Settings {
             lock_after_failures: 5,
             lock_duration: Dur::secs(5 * 60),
             throttle: None,
+            api: ApiVersion::Current,
+            status_api_progress: None,
+            progress_api: None,
+            unknown_job: UnknownJob::NotFound,
         }
     }
+}
+
+impl Settings {
+    /// Whether the status API sends `process_percent`/`current_task` for `job`.
+    pub fn status_api_progress(&self, job: &JobDef) -> bool {
+        job.status_api_progress.or(self.status_api_progress).unwrap_or(self.api == ApiVersion::Legacy)
+    }
+
+    /// Whether the progress API exists for `job` (or, with no job, at all).
+    pub fn progress_api(&self, job: Option<&JobDef>) -> ProgressApi {
+        let implied = match self.api {
+            ApiVersion::Current => ProgressApi::Served,
+            ApiVersion::Legacy => ProgressApi::Absent,
+        };
+        job.and_then(|j| j.progress_api).or(self.progress_api).unwrap_or(implied)
+    }
+
+    /// Where a FAIL phase without `error_in` puts its error.
+    pub fn default_error_in(&self) -> ErrorPlacement {
+        match self.api {
+            ApiVersion::Current => ErrorPlacement::Both,
+            ApiVersion::Legacy => ErrorPlacement::Top,
+        }
+    }
+}
+
+/// Which generation of the IMS API the simulator stands in for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiVersion {
+    /// As the docs describe it since 2025-12/2026-07: no progress on the
+    /// status API, a progress API, FAIL reasons on top and in `entities`.
+    #[default]
+    Current,
+    /// As ims-sim answered before: progress on the status API, no progress
+    /// API, FAIL reasons on top only.
+    Legacy,
+}
+
+/// `GET /v1/cloudimages/job/{job_id}`: there, or not published (a cloud
+/// that predates it answers the gateway's 404 `APIGW.0101`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProgressApi {
+    Served,
+    Absent,
+}
+
+/// What IMS answers for a job it does not know; no public source says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownJob {
+    /// 404 `{"error":{"code":"IMG.0027","message":"The job does not exist."}}`.
+    #[default]
+    NotFound,
+    /// 400 `{"error":{"code":"IMG.0023","message":"An exception occurred during task query."}}`.
+    TaskQueryError,
 }
 
 /// A token bucket per project: `rate` tokens a second, at most `burst`.
@@ -265,6 +392,16 @@ pub struct JobDef {
     pub sub_jobs_list: bool,
     #[serde(default)]
     pub faults: Vec<Fault>,
+    /// Overrides `settings.status_api_progress`.
+    #[serde(default)]
+    pub status_api_progress: Option<bool>,
+    /// Overrides `settings.progress_api`.
+    #[serde(default)]
+    pub progress_api: Option<ProgressApi>,
+    /// The progress API's `entities.subJobId`; by default derived from the
+    /// job id for the import jobs whose real answers carry one.
+    #[serde(default)]
+    pub sub_job_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -295,8 +432,14 @@ pub struct Phase {
     pub error_code: Option<String>,
     #[serde(default)]
     pub fail_reason: Option<String>,
+    /// None: `both`, or `top` with `settings.api: legacy`.
     #[serde(default)]
-    pub error_in: ErrorPlacement,
+    pub error_in: Option<ErrorPlacement>,
+    /// `entities.addition_error_code`/`addition_error_msg`, as the SDKs model.
+    #[serde(default)]
+    pub addition_error_code: Option<String>,
+    #[serde(default)]
+    pub addition_error_msg: Option<String>,
     #[serde(default)]
     pub entities: Option<Map<String, Value>>,
 }
@@ -310,12 +453,13 @@ pub enum Progress {
     Rising([f64; 2]),
 }
 
-/// Where a FAIL phase puts its error code and reason. The API page says an
-/// abnormal job carries them in `entities`, so both places are plausible.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+/// Where a FAIL phase puts its error code and reason: top-level
+/// `error_code`/`fail_reason`, or `entities.error_code`/`entities.error`
+/// (the names of Huawei's SDKs since 2023-10). The API page says an
+/// abnormal job carries them in `entities`, and the SDKs model both places.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorPlacement {
-    #[default]
     Top,
     Entities,
     Both,
@@ -363,8 +507,11 @@ pub enum FaultAction {
         #[serde(default)]
         limit: Option<u32>,
     },
+    /// `status` may be left out when `code` is an IMS code: IMS answers
+    /// all of them 400, but IMG.0026 403.
     Error {
-        status: u16,
+        #[serde(default)]
+        status: Option<u16>,
         #[serde(default)]
         body: ErrorShape,
         #[serde(default)]
@@ -466,6 +613,16 @@ fn job_status<'de, D: Deserializer<'de>>(d: D) -> Result<JobStatus, D::Error> {
         .ok_or_else(|| de::Error::custom(format!("unknown status {raw:?}: use INIT, RUNNING, SUCCESS or FAIL")))
 }
 
+/// IMS's status for one of its own codes: 400 for all, but IMG.0026
+/// (403), as the error-code table of the API reference says.
+pub fn ims_error_status(code: Option<&str>) -> Option<u16> {
+    match code? {
+        "IMG.0026" => Some(403),
+        c if c.starts_with("IMG.") => Some(400),
+        _ => None,
+    }
+}
+
 /// A scenario that cannot be used, with the place of the problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScenarioError(pub String);
@@ -558,12 +715,15 @@ fn validate_fault(name: &str, fault: &Fault) -> Result<(), ScenarioError> {
     {
         return Err(ScenarioError(format!("{name}: `until` must be after `from`")));
     }
-    if let FaultAction::Error { status, .. } = fault.action
-        && !(400..=599).contains(&status)
-    {
-        return Err(ScenarioError(format!("{name}: error status {status} is not 4xx/5xx")));
+    match &fault.action {
+        FaultAction::Error { status: Some(status), .. } if !(400..=599).contains(status) => {
+            Err(ScenarioError(format!("{name}: error status {status} is not 4xx/5xx")))
+        }
+        FaultAction::Error { status: None, code, .. } if ims_error_status(code.as_deref()).is_none() => {
+            Err(ScenarioError(format!("{name}: an error fault needs a status unless its code is an IMG code")))
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -573,13 +733,59 @@ mod tests {
     #[test]
     fn the_default_scenario_is_valid() {
         let s = Scenario::demo();
-        assert_eq!(s.jobs.len(), 3);
+        assert_eq!(s.jobs.len(), 4);
         assert_eq!(s.users[0].name, "demo");
         assert_eq!(s.access_keys[0].access, "DEMOACCESSKEY");
         for job in &s.jobs {
             assert_eq!(job.job_id.len(), 32, "{}", job.job_id);
             assert!(job.job_id.chars().all(|c| c.is_ascii_hexdigit()));
         }
+    }
+
+    /// The demo's multi-image jobs and its failure, at the end of their lives.
+    #[test]
+    fn the_default_scenario_shows_todays_shapes() {
+        use crate::sim::lifecycle::{BodyStyle, JobApi, JobTime, body};
+        let s = Scenario::demo();
+        let end = JobTime { created_at: jiff::Timestamp::UNIX_EPOCH, age: Duration::from_secs(3600) };
+        let job = |id: &str| s.jobs.iter().find(|j| j.job_id == id).unwrap();
+        for id in ["ff8080817f3c1a2b017f3c5e9d8a0021", "ff8080817f3c1a2b017f3c5e9d8a0031"] {
+            let answer = body(job(id), end, &BodyStyle::new(&s.settings, job(id), JobApi::Status));
+            assert_eq!(answer["status"], "SUCCESS");
+            assert!(answer["entities"].get("image_id").is_none(), "{answer}");
+            let subs = answer["entities"]["sub_jobs_result"].as_array().unwrap();
+            assert_eq!(subs.len(), 2);
+            assert!(
+                subs.iter().all(|s| s["entities"]["image_id"].is_string() && s["entities"]["image_name"].is_string())
+            );
+        }
+        assert_eq!(job("ff8080817f3c1a2b017f3c5e9d8a0031").job_type, "imsVolumesToSysDataImagesJob");
+        let failing = job("ff8080818a1b2c3d018a1b9f7e6d0042");
+        let failed = body(failing, end, &BodyStyle::new(&s.settings, failing, JobApi::Status));
+        assert_eq!((failed["status"].as_str(), &failed["fail_reason"]), (Some("FAIL"), &Value::Null));
+        assert_eq!(failed["entities"]["error"], "An exception occurred when IaaS OpenStack was executing the task.");
+        assert_eq!(failed["entities"]["error_code"], "IMG.0014");
+    }
+
+    #[test]
+    fn settings_resolve_per_api_generation_and_job() {
+        let job = JobDef::parse("project_id: p\njob_id: j\njob_type: t\nphases: [{after: 0s, status: INIT}]").unwrap();
+        let absent = JobDef { progress_api: Some(ProgressApi::Absent), ..job.clone() };
+        let current = Settings::default();
+        assert!(!current.status_api_progress(&job));
+        assert_eq!(current.progress_api(Some(&job)), ProgressApi::Served);
+        assert_eq!(current.progress_api(Some(&absent)), ProgressApi::Absent);
+        assert_eq!(current.default_error_in(), ErrorPlacement::Both);
+        assert_eq!(current.unknown_job, UnknownJob::NotFound);
+        let legacy = Scenario::parse("settings: {api: legacy, unknown_job: task_query_error}").unwrap().settings;
+        assert!(legacy.status_api_progress(&job));
+        assert_eq!(legacy.progress_api(None), ProgressApi::Absent);
+        assert_eq!(legacy.default_error_in(), ErrorPlacement::Top);
+        assert_eq!(legacy.unknown_job, UnknownJob::TaskQueryError);
+        let served = JobDef { progress_api: Some(ProgressApi::Served), status_api_progress: Some(false), ..job };
+        assert_eq!(legacy.progress_api(Some(&served)), ProgressApi::Served);
+        assert!(!legacy.status_api_progress(&served));
+        assert!(Scenario::parse("settings: {api: newest}").is_err());
     }
 
     #[test]
@@ -636,7 +842,7 @@ mod tests {
         assert_eq!(job.phases[1].after, Dur(Duration::from_millis(1500)));
         assert_eq!(job.phases[1].progress, Some(Progress::Rising([0.1, 0.9])));
         assert!(matches!(job.faults[0].action, FaultAction::Throttle { retry_after: Some(3), .. }));
-        assert!(matches!(job.faults[1].action, FaultAction::Error { status: 503, body: ErrorShape::Flat, .. }));
+        assert!(matches!(job.faults[1].action, FaultAction::Error { status: Some(503), body: ErrorShape::Flat, .. }));
         assert_eq!(job.faults[1].when.until, Some(Dur::secs(2)));
         assert!(
             matches!(job.faults[2].action, FaultAction::Latency { delay } if delay.0 == Duration::from_millis(250))

@@ -13,17 +13,18 @@ use axum::routing::{get, post, put};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::aksk::SignedRequest;
+use super::aksk::{ProjectScope, SignedRequest};
 use super::iam;
-use super::lifecycle::DEFAULT_THROTTLE_LIMIT;
+use super::lifecycle::{DEFAULT_THROTTLE_LIMIT, JobApi};
 use super::responses::{self, SimResponse};
-use super::scenario::JobDef;
-use super::state::{AuthFailure, Sim};
+use super::scenario::{JobDef, ProgressApi};
+use super::state::{AuthFailure, LiveJob, Sim};
 
 pub fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/v3/auth/tokens", post(issue_token))
         .route("/v1/{project_id}/jobs/{job_id}", get(get_job))
+        .route("/v1/cloudimages/job/{job_id}", get(get_job_progress))
         .route("/admin/jobs/{project_id}/{job_id}", put(put_job).delete(delete_job))
         .route("/admin/jobs/{project_id}/{job_id}/requests", get(job_requests))
         .route("/admin/requests", get(all_requests))
@@ -34,7 +35,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .with_state(sim)
 }
 
-/// `GET /v1/{project_id}/jobs/{job_id}`: gateway checks, then the job.
+/// `GET /v1/{project_id}/jobs/{job_id}`: the status API.
 async fn get_job(
     State(sim): State<Arc<Sim>>,
     Path((project_id, job_id)): Path<(String, String)>,
@@ -42,32 +43,67 @@ async fn get_job(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let request_id = sim.next_request_id();
-    let job = sim.job(&project_id, &job_id);
-    let req = SignedRequest {
+    let req = signed_request(&method, &uri, &headers, ProjectScope::Path(&project_id));
+    query_job(&sim, JobApi::Status, &req, &job_id).await
+}
+
+/// `GET /v1/cloudimages/job/{job_id}`: the progress API, project from the
+/// credentials. Where it is absent, the gateway knows no such API and
+/// answers before any authentication.
+async fn get_job_progress(
+    State(sim): State<Arc<Sim>>,
+    Path(job_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let req = signed_request(&method, &uri, &headers, ProjectScope::Credentials);
+    let job = sim.claimed_project(&req).and_then(|project| sim.job(&project, &job_id));
+    if sim.scenario.settings.progress_api(job.as_deref().map(|j| &j.def)) == ProgressApi::Absent {
+        let request_id = sim.next_request_id();
+        let answer = responses::api_not_found(&request_id);
+        record(&sim, JobApi::Progress, job.as_deref(), answer.status);
+        return to_http(answer, &request_id);
+    }
+    query_job(&sim, JobApi::Progress, &req, &job_id).await
+}
+
+fn signed_request<'a>(
+    method: &'a Method,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    scope: ProjectScope<'a>,
+) -> SignedRequest<'a> {
+    SignedRequest {
         method: method.as_str(),
         path: uri.path(),
         query: uri.query().unwrap_or(""),
-        headers: &headers,
+        headers,
         body: b"",
-        project_id: &project_id,
-    };
-    let answer = match sim.authenticate(&req) {
+        scope,
+    }
+}
+
+/// Either job API: gateway checks, then the job.
+async fn query_job(sim: &Sim, api: JobApi, req: &SignedRequest<'_>, job_id: &str) -> Response {
+    let request_id = sim.next_request_id();
+    let job = sim.claimed_project(req).and_then(|project| sim.job(&project, job_id));
+    let answer = match sim.authenticate(req) {
         Err(failure) => {
             sim.count_auth_failure(failure);
             auth_refusal(failure, &request_id)
         }
-        Ok(()) if !sim.throttles.admit(&project_id, Instant::now()) => {
+        Ok(project) if !sim.throttles.admit(&project, Instant::now()) => {
             sim.counters.throttled.inc();
-            project_throttled(&sim, &request_id)
+            project_throttled(sim, &request_id)
         }
-        Ok(()) => match &job {
+        Ok(_) => match &job {
             None => {
                 sim.counters.unknown_jobs.inc();
-                responses::job_not_found()
+                responses::unknown_job(sim.scenario.settings.unknown_job)
             }
             Some(job) => {
-                let answer = job.answer(sim.scenario.settings.time_format);
+                let answer = job.answer(&sim.scenario.settings, api);
                 if !answer.delay.is_zero() {
                     tokio::time::sleep(answer.delay).await;
                 }
@@ -75,12 +111,17 @@ async fn get_job(
             }
         },
     };
-    tracing::debug!(%project_id, %job_id, status = answer.status, %request_id, "job query");
-    sim.counters.jobs_total.record(answer.status);
-    if let Some(job) = &job {
-        job.counters.record(answer.status);
-    }
+    tracing::debug!(api = api.name(), %job_id, status = answer.status, %request_id, "job query");
+    record(sim, api, job.as_deref(), answer.status);
     to_http(answer, &request_id)
+}
+
+/// Counts a job query, in all and for its job when the request named one.
+fn record(sim: &Sim, api: JobApi, job: Option<&LiveJob>, status: u16) {
+    sim.counters.jobs_total.record(api, status);
+    if let Some(job) = job {
+        job.counters.record(api, status);
+    }
 }
 
 fn project_throttled(sim: &Sim, request_id: &str) -> SimResponse {
@@ -195,8 +236,7 @@ async fn reset_counters(State(sim): State<Arc<Sim>>) -> StatusCode {
 /// Any other path: the gateway's "no such API".
 async fn unknown_api(State(sim): State<Arc<Sim>>) -> Response {
     let request_id = sim.next_request_id();
-    let message = "The API does not exist or has not been published in the environment";
-    to_http(responses::gateway(404, "APIGW.0101", message, &request_id), &request_id)
+    to_http(responses::api_not_found(&request_id), &request_id)
 }
 
 fn to_http(r: SimResponse, request_id: &str) -> Response {

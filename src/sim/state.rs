@@ -10,11 +10,11 @@ use dashmap::DashMap;
 use jiff::Timestamp;
 use serde_json::{Map, Value};
 
-use super::aksk::{AkskError, AkskVerifier, SignedRequest};
-use super::counters::{GlobalCounters, StatusCounts};
+use super::aksk::{AkskError, AkskVerifier, ProjectScope, SignedRequest};
+use super::counters::{GlobalCounters, JobCounters};
 use super::iam::{TokenProblem, TokenStore};
-use super::lifecycle::{self, JobTime, ScriptedAnswer};
-use super::scenario::{ClockStart, JobDef, Scenario, TimeFormat};
+use super::lifecycle::{self, BodyStyle, JobApi, JobTime, ScriptedAnswer};
+use super::scenario::{ClockStart, JobDef, Scenario, Settings};
 use super::throttle::Throttles;
 
 pub struct Sim {
@@ -33,7 +33,7 @@ pub struct Sim {
 pub struct LiveJob {
     pub def: JobDef,
     clock: OnceLock<JobClock>,
-    pub counters: StatusCounts,
+    pub counters: JobCounters,
     /// Numbers authenticated requests, for faults by request number.
     authenticated: AtomicU64,
 }
@@ -50,16 +50,16 @@ impl LiveJob {
         if def.clock.unwrap_or(default_clock) == ClockStart::SimStart {
             let _ = clock.set(JobClock::start_now(&def));
         }
-        Self { def, clock, counters: StatusCounts::default(), authenticated: AtomicU64::new(0) }
+        Self { def, clock, counters: JobCounters::default(), authenticated: AtomicU64::new(0) }
     }
 
-    /// Numbers this request and computes its answer; starts the clock of a
-    /// `first_query` job.
-    pub fn answer(&self, default_format: TimeFormat) -> ScriptedAnswer {
+    /// Numbers this request (either API: one sequence for faults) and
+    /// computes its answer; starts the clock of a `first_query` job.
+    pub fn answer(&self, settings: &Settings, api: JobApi) -> ScriptedAnswer {
         let request_no = self.authenticated.fetch_add(1, Relaxed) + 1;
         let clock = self.clock.get_or_init(|| JobClock::start_now(&self.def));
         let at = JobTime { created_at: clock.created_at, age: clock.started.elapsed() + self.def.age_at_start.0 };
-        lifecycle::answer(&self.def, at, request_no, default_format)
+        lifecycle::answer(&self.def, at, request_no, &BodyStyle::new(settings, &self.def, api))
     }
 }
 
@@ -75,6 +75,10 @@ pub enum AuthFailure {
     Missing,
     Token(TokenProblem),
     Aksk(AkskError),
+}
+
+fn aksk_authorization<'a>(req: &SignedRequest<'a>) -> Option<&'a str> {
+    req.header("authorization").filter(|a| a.trim_start().starts_with("SDK-HMAC-SHA256"))
 }
 
 /// The key of a job: its two ids.
@@ -125,14 +129,31 @@ impl Sim {
     }
 
     /// AK/SK when an `SDK-HMAC-SHA256` Authorization header is present,
-    /// else the IAM token.
-    pub fn authenticate(&self, req: &SignedRequest<'_>) -> Result<(), AuthFailure> {
-        let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
-        if let Some(authorization) = header("authorization").filter(|a| a.trim_start().starts_with("SDK-HMAC-SHA256")) {
-            return self.aksk.verify(req, authorization, Timestamp::now(), Instant::now()).map_err(AuthFailure::Aksk);
+    /// else the IAM token; the project the request may act in.
+    pub fn authenticate(&self, req: &SignedRequest<'_>) -> Result<String, AuthFailure> {
+        if let Some(authorization) = aksk_authorization(req) {
+            let project = self.aksk.verify(req, authorization, Timestamp::now(), Instant::now());
+            return project.map(str::to_owned).map_err(AuthFailure::Aksk);
         }
-        let token = header("x-auth-token").ok_or(AuthFailure::Missing)?;
-        self.tokens.check(token, req.project_id, Timestamp::now()).map_err(AuthFailure::Token)
+        let token = req.header("x-auth-token").ok_or(AuthFailure::Missing)?;
+        let now = Timestamp::now();
+        match req.scope {
+            ProjectScope::Path(project) => self.tokens.check(token, project, now).map(|()| project.to_owned()),
+            ProjectScope::Credentials => self.tokens.scope(token, now),
+        }
+        .map_err(AuthFailure::Token)
+    }
+
+    /// The project a request names, before any check: whose job it meant,
+    /// for the counters of a refused request.
+    pub fn claimed_project(&self, req: &SignedRequest<'_>) -> Option<String> {
+        match req.scope {
+            ProjectScope::Path(project) => Some(project.to_owned()),
+            ProjectScope::Credentials if aksk_authorization(req).is_some() => {
+                req.header("x-project-id").map(str::to_owned)
+            }
+            ProjectScope::Credentials => self.tokens.project_of(req.header("x-auth-token")?),
+        }
     }
 
     pub fn count_auth_failure(&self, failure: AuthFailure) {
