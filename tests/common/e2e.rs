@@ -82,6 +82,13 @@ impl Sim {
         Some(body["requests"].as_u64().unwrap_or_else(|| panic!("no request count in {body}")))
     }
 
+    /// Requests answered for one job through one API (`status`, `progress`).
+    pub async fn api_requests(&self, job_id: &str, api: &str) -> u64 {
+        let url = format!("{}/admin/jobs/{PROJECT}/{job_id}/requests", self.url);
+        let body: Value = self.http.get(&url).send().await.unwrap().json().await.unwrap();
+        body["by_api"][api]["requests"].as_u64().unwrap_or_else(|| panic!("no by_api.{api}.requests in {body}"))
+    }
+
     /// Requests answered for one job; panics when the simulator knows no
     /// such job (a wrong ID must not read as "no requests").
     pub async fn requests(&self, job_id: &str) -> u64 {
