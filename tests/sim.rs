@@ -664,8 +664,10 @@ async fn multi_image_jobs_have_their_images_only_in_sub_jobs() {
             .map(|s| s["entities"]["image_id"].as_str().unwrap())
             .collect();
         assert_eq!(images, ["img-ova-sys", "img-ova-data"]);
+        // The operator's model takes the system disk image from the sub-jobs.
         let job = Job::from_value(&body).unwrap();
-        assert_eq!(job.image_id, None);
+        assert_eq!(job.image_id.as_deref(), Some("img-ova-sys"));
+        assert_eq!(job.data_image_ids().collect::<Vec<_>>(), ["img-ova-data"]);
         assert_eq!(job.sub_jobs.len(), 2);
     }
     let volumes = poll_progress(&sim, VOLUMES_JOB).await;
