@@ -9,81 +9,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kube::Client;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-
+use common::TestNamespace;
+use common::control_plane::PrivateControlPlane;
 use common::e2e::{self, Operator, Sim};
-use common::operator::free_port;
-use common::{TestNamespace, run};
 use imagejob_operator::crd::Phase;
-
-const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cluster");
-
-/// etcd + kube-apiserver of this test only; `tests/cluster/down` on drop.
-struct PrivateControlPlane {
-    cache: tempfile::TempDir,
-    ports: [u16; 3],
-    kubeconfig: PathBuf,
-}
-
-impl PrivateControlPlane {
-    fn up() -> Self {
-        let shared_bin = common::tool("kube-apiserver").parent().unwrap().to_owned();
-        let cache = tempfile::Builder::new().prefix("imagejob-private-cp-").tempdir().unwrap();
-        std::os::unix::fs::symlink(&shared_bin, cache.path().join("bin")).unwrap();
-        let mut cp =
-            PrivateControlPlane { cache, ports: [free_port(), free_port(), free_port()], kubeconfig: PathBuf::new() };
-        let (kubeconfig, _) = cp.script("up");
-        cp.kubeconfig = PathBuf::from(kubeconfig.lines().last().expect("kubeconfig path").trim());
-        cp
-    }
-
-    /// Runs a tests/cluster script against this control plane: (stdout, stderr).
-    fn script(&self, name: &str) -> (String, String) {
-        let mut cmd = Command::new("bash");
-        cmd.arg(Path::new(SCRIPTS).join(name))
-            .env("IMAGEJOB_CACHE", self.cache.path())
-            .env("IMAGEJOB_ETCD_PORT", self.ports[0].to_string())
-            .env("IMAGEJOB_ETCD_PEER_PORT", self.ports[1].to_string())
-            .env("IMAGEJOB_APISERVER_PORT", self.ports[2].to_string())
-            // Outside the 2..251 a cache path hashes to: never the shared
-            // cluster's node network (which `down` would remove).
-            .env("IMAGEJOB_NET_INDEX", "1");
-        let out = run(&mut cmd, None);
-        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "tests/cluster/{name} failed:\n{stderr}");
-        (stdout.into_owned(), stderr.into_owned())
-    }
-
-    fn kill_apiserver(&self) {
-        let pid_file = self.cache.path().join("cluster/kube-apiserver.pid");
-        let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
-        assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success(), "kill -9 {pid}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        // Gone, or a zombie its adopter has not reaped yet.
-        let alive = || std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| !s.contains("State:\tZ"));
-        while alive() {
-            assert!(Instant::now() < deadline, "kube-apiserver {pid} still there after SIGKILL");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    async fn client(&self) -> Client {
-        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
-        Client::try_from(config).unwrap()
-    }
-}
-
-impl Drop for PrivateControlPlane {
-    fn drop(&mut self) {
-        let _ = std::panic::catch_unwind(|| self.script("down"));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_server_killed_and_restarted_mid_job_loses_nothing() {

@@ -33,22 +33,27 @@ NODE_PARTS="kube-proxy kubelet kube-scheduler kube-controller-manager apiserver-
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 
-# A zombie (killed, not yet reaped by whoever adopted it) is not alive.
+# A zombie (killed, not yet reaped by whoever adopted it) is not alive. With
+# a name ($2), neither is a process of another name: its pid was reused.
 pid_alive() {
   local pid
   [ -f "$1" ] && pid=$(cat "$1") && kill -0 "$pid" 2>/dev/null &&
-    ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null
+    ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null &&
+    { [ -z "${2:-}" ] || [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ]; }
 }
 
-# SIGTERM, up to 10 s, then SIGKILL; removes the pid file.
+# SIGTERM, up to 10 s, then SIGKILL; removes the pid file. With a name ($2),
+# only a process of that name is stopped.
 stop_pid_file() {
   local f=$1 pid
-  if pid_alive "$f"; then
+  if pid_alive "$f" "${2:-}"; then
     pid=$(cat "$f")
     # It may already have exited: that must not trip `set -e`.
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
     kill -9 "$pid" 2>/dev/null || true
+    # Gone (or a zombie) before anyone binds its ports again.
+    for _ in $(seq 1 20); do pid_alive "$f" || break; sleep 0.25; done
   fi
   rm -f "$f"
 }
@@ -74,7 +79,7 @@ stop_pid_files() {
 # Stops etcd and kube-apiserver and drops etcd's data (callers hold the lock).
 stop_cluster() {
   local name
-  for name in kube-apiserver etcd; do stop_pid_file "$STATE/$name.pid"; done
+  for name in kube-apiserver etcd; do stop_pid_file "$STATE/$name.pid" "$name"; done
   rm -rf "$STATE/etcd-data"
 }
 

@@ -110,13 +110,15 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+pub mod control_plane;
 pub mod e2e;
 pub mod operator;
 pub mod sim_proc;
 
 /// The Kubernetes version of the local cluster (tests/cluster/versions.env),
-/// for `helm template/lint --kube-version`: a helm built from source defaults
-/// to v1.20, which the chart's kubeVersion refuses.
+/// for `helm template/lint --kube-version`: results then do not depend on
+/// helm's built-in default (v1.20 in a helm built without its Makefile's
+/// flags, which the chart's kubeVersion refuses).
 pub fn kube_version() -> String {
     let env = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cluster/versions.env")).unwrap();
     let line = env.lines().find_map(|l| l.strip_prefix("KUBE_VERSION=")).expect("KUBE_VERSION in versions.env");
