@@ -137,6 +137,23 @@ fn unbounded_status(prev: Option<&ImageJobStatus>, outcome: &Outcome, ctx: &Inpu
 }
 
 const REFRESH_FAILED: &str = "RefreshFailed";
+/// Shown only while `ims.otc.io/requestedAt` is refused.
+pub const REFRESH_REQUEST: &str = "RefreshRequest";
+pub const ANNOTATION_TOO_LONG: &str = "AnnotationTooLong";
+
+/// `RefreshRequest=False` while the requestedAt annotation is too long to
+/// honour (`oversized`: its length), absent otherwise.
+pub fn refresh_request_condition(status: &mut ImageJobStatus, oversized: Option<usize>, max: usize, ctx: &Inputs) {
+    match oversized {
+        Some(len) => {
+            let msg = format!(
+                "the ims.otc.io/requestedAt annotation is {len} bytes long; at most {max} are honoured: no poll was made"
+            );
+            set_condition(&mut status.conditions, cond(REFRESH_REQUEST, false, ANNOTATION_TOO_LONG, msg), ctx);
+        }
+        None => status.conditions.retain(|c| c.type_ != REFRESH_REQUEST),
+    }
+}
 /// Reason while IMS does not know a young job yet.
 pub const NOT_YET_KNOWN: &str = "WaitingForJob";
 /// Condition type and Event reason when the API server refused the full status.

@@ -23,6 +23,7 @@ pub const OUTPUT_READY: &str = "OutputReady";
 pub const WRITTEN: &str = "OutputWritten";
 pub const CONFLICT: &str = "OutputConflict";
 pub const FAILED: &str = "OutputFailed";
+pub const INVALID: &str = "OutputInvalid";
 
 /// Labels on every exported ConfigMap: the operator watches (and caches)
 /// only ConfigMaps with the first; the second names the ImageJob.
@@ -146,6 +147,43 @@ pub enum Plan {
     Conflict {
         owner: String,
     },
+    /// A value IMS sent is not what its key promises: nothing is written
+    /// (it would reach manifests through substitution).
+    Refused {
+        why: String,
+    },
+}
+
+/// Checks each value that came from IMS against what IMS itself allows:
+/// image IDs are UUIDs (letters, digits, `-`, `_` are let through), image names follow IMS's naming rule (letters,
+/// digits, spaces, `_`, `-`, `.`), job types are identifiers. Empty values
+/// (not reported) pass. The first offence, or None.
+pub fn invalid_value(data: &BTreeMap<String, String>) -> Option<String> {
+    let rules: [(&str, fn(&str) -> bool, &str); 4] = [
+        ("imageId", is_image_id, "an image ID (letters, digits, '-', '_')"),
+        ("dataImageIds", |v| v.split(',').all(is_image_id), "image IDs separated by ','"),
+        ("imageName", is_image_name, "an image name (1-255 letters, digits, spaces, '_', '-', '.')"),
+        ("jobType", is_job_type, "a job type (letters and digits)"),
+    ];
+    rules.into_iter().find_map(|(key, valid, what)| {
+        let value = data.get(key).map(String::as_str).unwrap_or_default();
+        (!value.is_empty() && !valid(value))
+            .then(|| format!("IMS reported a {key} that is not {what}: {:?}", crate::status::bound::cut(value, 80)))
+    })
+}
+
+fn is_image_id(v: &str) -> bool {
+    (1..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn is_image_name(v: &str) -> bool {
+    (1..=255).contains(&v.chars().count())
+        && v.trim() == v
+        && v.chars().all(|c| c.is_alphanumeric() || matches!(c, ' ' | '_' | '-' | '.'))
+}
+
+fn is_job_type(v: &str) -> bool {
+    v.len() <= 64 && v.starts_with(|c: char| c.is_ascii_alphabetic()) && v.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 pub fn plan(existing: Option<&ConfigMap>, desired: &ConfigMap, uid: &str) -> Plan {
@@ -182,6 +220,7 @@ pub fn condition(name: &str, result: &Result<Plan, String>) -> Cond {
             CONFLICT,
             format!("ConfigMap {name} exists and is not owned by this ImageJob ({owner}); it was left unchanged"),
         ),
+        Ok(Plan::Refused { why }) => (false, INVALID, format!("ConfigMap {name} was not written: {why}")),
         Ok(_) => (true, WRITTEN, format!("ConfigMap {name} holds the result")),
         Err(e) => (false, FAILED, format!("writing ConfigMap {name} failed: {e}; retrying")),
     };
@@ -241,7 +280,11 @@ async fn write<S>(
     };
     let region = ij.spec.region.clone().unwrap_or_else(|| ctx.args.default_region.clone());
     let project_id = project_id(ij, ctx, cached.as_ref()).await;
-    let want = desired(ij, name, output_data(ij, status, &region, &project_id), status);
+    let data = output_data(ij, status, &region, &project_id);
+    if let Some(why) = invalid_value(&data) {
+        return Ok(Plan::Refused { why });
+    }
+    let want = desired(ij, name, data, status);
     let uid = ij.uid().unwrap_or_default();
     let mut existing = cached;
     loop {
@@ -269,7 +312,7 @@ async fn write<S>(
                 });
                 api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
             }
-            Plan::UpToDate | Plan::Conflict { .. } => {}
+            Plan::UpToDate | Plan::Conflict { .. } | Plan::Refused { .. } => {}
         }
         return Ok(plan);
     }
@@ -336,6 +379,40 @@ mod tests {
             assert_eq!(wanted(&ij, &ImageJobStatus { phase: Some(phase), ..succeeded() }), None, "{phase:?}");
         }
         assert_eq!(wanted(&imagejob(None), &succeeded()), None);
+    }
+
+    #[test]
+    fn values_from_ims_are_checked_before_export() {
+        let data = |key: &str, value: &str| {
+            let mut d = output_data(&imagejob(Some("out")), &succeeded(), "eu-de", "p1");
+            d.insert(key.into(), value.into());
+            d
+        };
+        assert_eq!(invalid_value(&data("imageName", "")), None, "not reported is fine");
+        for (key, ok) in [
+            ("imageId", "49e9447f-7dff-41e0-8036-f66fe5488c8b"),
+            ("dataImageIds", "3e0c2b6c-e56f-435a-bcb5-e6a45cccdd75,0d2e4f6a-8b1c-4d3e-9f5a-7b6c5d4e3f2a"),
+            ("imageName", "web server_1.0-rc"),
+            ("imageName", "镜像 Ubuntu"),
+            ("jobType", "imsImportOvaImageJob"),
+        ] {
+            assert_eq!(invalid_value(&data(key, ok)), None, "{key}={ok}");
+        }
+        for (key, bad) in [
+            ("imageName", "web   hostNetwork: true"),
+            ("imageName", "web\n  hostNetwork: true"),
+            ("imageName", " padded"),
+            ("imageName", "${SECRET}"),
+            ("imageId", "49e9447f/../x"),
+            ("imageId", "id with space"),
+            ("dataImageIds", "ok-1,bad id"),
+            ("jobType", "ims Job"),
+        ] {
+            let why = invalid_value(&data(key, bad)).unwrap_or_else(|| panic!("{key}={bad:?} must be refused"));
+            assert!(why.contains(key), "{why}");
+        }
+        let refused = condition("out", &Ok(Plan::Refused { why: "IMS reported a imageName …".into() }));
+        assert_eq!((refused.status, refused.reason.as_str()), (false, INVALID));
     }
 
     #[test]

@@ -22,9 +22,20 @@ const STALLED_MAX: Duration = Duration::from_secs(3600);
 /// Safety net for stalls that only a Secret or spec change can fix.
 const CONFIG_RECHECK: Duration = Duration::from_secs(600);
 
-/// The `ims.otc.io/requestedAt` value not yet honoured, if any.
+/// The longest `ims.otc.io/requestedAt` honoured: a timestamp fits many
+/// times over. A longer one would be stored cut, never match, and force a
+/// poll on every wake.
+pub const MAX_REQUESTED_AT: usize = 64;
+
+/// The length of an `ims.otc.io/requestedAt` too long to honour, if any.
+pub fn oversized_request(ij: &ImageJob) -> Option<usize> {
+    ij.annotations().get(REQUESTED_AT_ANNOTATION).map(String::len).filter(|n| *n > MAX_REQUESTED_AT)
+}
+
+/// The `ims.otc.io/requestedAt` value not yet honoured, if any (never one
+/// over `MAX_REQUESTED_AT`).
 pub fn pending_request(ij: &ImageJob) -> Option<&str> {
-    let value = ij.annotations().get(REQUESTED_AT_ANNOTATION)?;
+    let value = ij.annotations().get(REQUESTED_AT_ANNOTATION).filter(|v| v.len() <= MAX_REQUESTED_AT)?;
     let handled = ij.status.as_ref().and_then(|s| s.last_handled_reconcile_at.as_deref());
     (handled != Some(value.as_str())).then_some(value.as_str())
 }

@@ -12,9 +12,9 @@ use kube::{Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
 use super::plan::{
-    self, NextPoll, TRANSIENT_MAX, TRANSIENT_MIN, WRITE_ECHO_WINDOW, as_stored, at_deadline, deadline_exceeded,
-    deadline_of, fingerprint, follow_delay, forced_poll_wait, max_shared_age, outcome_for, outcome_label,
-    pending_request, plan_next, target_of,
+    self, MAX_REQUESTED_AT, NextPoll, TRANSIENT_MAX, TRANSIENT_MIN, WRITE_ECHO_WINDOW, as_stored, at_deadline,
+    deadline_exceeded, deadline_of, fingerprint, follow_delay, forced_poll_wait, max_shared_age, outcome_for,
+    outcome_label, oversized_request, pending_request, plan_next, target_of,
 };
 use super::secrets::SecretError;
 use super::{Ctx, Error, FIELD_MANAGER, key_of, output, schedule};
@@ -47,7 +47,10 @@ async fn reconcile_inner<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>) -> Result<Ac
     if finished && requested.is_none() {
         // The output ConfigMap is checked (from the cache) and repaired here
         // too: its watch wakes the ImageJob when it is deleted or edited.
-        if prev.and_then(|s| s.observed_generation) != ij.metadata.generation || output::involved(ij, prev) {
+        if prev.and_then(|s| s.observed_generation) != ij.metadata.generation
+            || output::involved(ij, prev)
+            || refusal_unshown(ij)
+        {
             let written = write_status(ij, ctx, &Outcome::Observed, None, None).await?;
             return Ok(output::recheck(&written).map_or_else(Action::await_change, Action::requeue));
         }
@@ -93,6 +96,12 @@ async fn reconcile_inner<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>) -> Result<Ac
     let written = write_status(ij, ctx, &answered.outcome, requested, progress.eta()).await?;
     let next = next_action(ij, ctx, &key, &answered, &written, running_delay(ij, ctx, &progress, now));
     Ok(output::recheck(&written).map_or(next, Action::requeue))
+}
+
+/// A too long requestedAt not yet reported, or one reported that is gone.
+fn refusal_unshown(ij: &ImageJob) -> bool {
+    let shown = ij.status.as_ref().and_then(|s| status::condition(s, status::REFRESH_REQUEST)).is_some();
+    shown != oversized_request(ij).is_some()
 }
 
 /// What `poll` learned, or when the rate limit lets it ask.
@@ -188,6 +197,7 @@ async fn write_status<S: JobSource>(
     let sctx =
         status::Inputs { generation: ij.metadata.generation, now: Timestamp::now(), requested_at: requested, eta };
     let mut new = as_stored(status::next_status(prev, outcome, &sctx));
+    status::refresh_request_condition(&mut new, oversized_request(ij), MAX_REQUESTED_AT, &sctx);
     // The result ConfigMap first, then the status that reports it; a failed
     // export is shown in the status and retried with backoff.
     let exported = output::export(ij, ctx, &mut new, &sctx).await;

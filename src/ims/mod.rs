@@ -38,6 +38,7 @@ pub mod credentials;
 pub mod error;
 pub mod model;
 pub mod signer;
+pub mod text;
 mod transport;
 
 pub use client::{ImsClient, JobApi, JobSource, JobTarget, resolve_endpoint};

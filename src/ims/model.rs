@@ -361,7 +361,7 @@ fn bounded_objects<'a>(
 /// accepted and printed.
 fn string(obj: &Map<String, Value>, key: &str) -> Option<String> {
     match obj.get(key)? {
-        Value::String(s) if !s.trim().is_empty() => Some(crate::status::bound::cut(s.trim(), MAX_PARSED_TEXT)),
+        Value::String(s) => cleaned(s),
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
@@ -373,11 +373,18 @@ fn strings(obj: &Map<String, Value>, key: &str) -> Vec<String> {
     items
         .iter()
         .filter_map(|v| match v {
-            Value::String(s) if !s.trim().is_empty() => Some(crate::status::bound::cut(s.trim(), MAX_PARSED_TEXT)),
+            Value::String(s) => cleaned(s),
             Value::Number(n) => Some(n.to_string()),
             _ => None,
         })
         .collect()
+}
+
+/// Every text IMS sends goes through `text::clean` (no control, bidi or
+/// zero-width characters), cut to `MAX_PARSED_TEXT`; empty is none.
+fn cleaned(raw: &str) -> Option<String> {
+    let text = super::text::clean(&crate::status::bound::cut(raw, MAX_PARSED_TEXT * 2));
+    (!text.is_empty()).then(|| crate::status::bound::cut(&text, MAX_PARSED_TEXT))
 }
 
 fn objects<'a>(obj: &'a Map<String, Value>, key: &str) -> impl Iterator<Item = &'a Map<String, Value>> {

@@ -237,6 +237,17 @@ fn fail_reason_falls_back_to_the_failed_sub_job() {
 }
 
 #[test]
+fn an_oversized_refresh_request_is_a_condition_until_it_is_gone() {
+    let mut s = next_status(None, &Outcome::Job(job(JobStatus::Running)), &ctx(1));
+    refresh_request_condition(&mut s, Some(300), 64, &ctx(1));
+    let c = condition(&s, REFRESH_REQUEST).unwrap();
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", ANNOTATION_TOO_LONG));
+    assert!(c.message.contains("300 bytes") && c.message.contains("at most 64"), "{}", c.message);
+    refresh_request_condition(&mut s, None, 64, &ctx(2));
+    assert!(condition(&s, REFRESH_REQUEST).is_none());
+}
+
+#[test]
 fn requested_at_is_recorded() {
     let c = Inputs { requested_at: Some("2026-11-27T10:00:00Z"), ..ctx(100) };
     let s = next_status(None, &Outcome::Job(job(JobStatus::Running)), &c);

@@ -68,6 +68,14 @@ fn requested_at_is_pending_until_handled() {
     assert_eq!(pending_request(&ij), Some("now-1"));
     ij.status = Some(ImageJobStatus { last_handled_reconcile_at: Some("now-1".into()), ..Default::default() });
     assert_eq!(pending_request(&ij), None);
+    assert_eq!(oversized_request(&ij), None);
+    // A value too long to store whole would never count as handled: refused.
+    for (len, pending) in [(MAX_REQUESTED_AT, true), (MAX_REQUESTED_AT + 1, false), (300, false)] {
+        let value = "9".repeat(len);
+        ij.metadata.annotations = Some([(REQUESTED_AT_ANNOTATION.to_owned(), value.clone())].into());
+        assert_eq!(pending_request(&ij).is_some(), pending, "{len} bytes");
+        assert_eq!(oversized_request(&ij), (!pending).then_some(len));
+    }
 }
 
 #[test]

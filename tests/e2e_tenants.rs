@@ -1,0 +1,97 @@
+//! A tenant's or a hostile cloud's text never reaches manifests or
+//! terminals as sent, and a tenant's oversized annotation cannot force polls
+//! (issue 21, cases 3 and 4): the operator binary against the local
+//! kube-apiserver and `ims-sim`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::e2e::*;
+use imagejob_operator::crd::{ImageJob, Phase, REQUESTED_AT_ANNOTATION};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// An image name with a line break, a YAML key and a bidi override: the
+/// status shows it cleaned, and no ConfigMap carries it into a manifest.
+#[tokio::test]
+async fn ims_text_is_cleaned_and_an_unsafe_value_is_never_exported() {
+    let (client, ns, run) = setup("tenant-text").await;
+    let job = "ff8080814dbd65d7014dbe0d84df0001";
+    let mut def = succeeding_job(job, "0s", "2s");
+    def["image_name"] = json!("web\n  hostNetwork: true\u{202e}\u{200b}");
+    let sim = Sim::start(json!([def]));
+    create_aksk_secret(&client, &ns.name, "creds", SK).await;
+    let _op = Operator::start(&sim, &run, &[]);
+    let mut ij: ImageJob = imagejob("injected", &run, job, "creds");
+    ij.spec.output_config_map_ref = serde_json::from_value(json!({"name": "injected-out"})).unwrap();
+    create(&client, &ns.name, &ij).await;
+
+    let s = wait_status(&client, &ns.name, "injected", WAIT, "Succeeded with OutputReady", |s| {
+        s.phase == Some(Phase::Succeeded) && condition(s, "OutputReady").is_some()
+    })
+    .await;
+    let name = s.image_name.clone().unwrap();
+    assert_eq!(name, "web   hostNetwork: true");
+    assert!(!name.chars().any(|c| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{200b}')));
+    let (ready, reason, message) = condition(&s, "OutputReady").unwrap();
+    assert_eq!((ready.as_str(), reason.as_str()), ("False", "OutputInvalid"), "{message}");
+    assert!(message.contains("imageName"), "{message}");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    assert!(cms.get_opt("injected-out").await.unwrap().is_none(), "no ConfigMap with an unsafe value");
+    assert_eq!(condition(&s, "Ready").unwrap().0, "True", "the job itself succeeded");
+    ns.cleanup().await;
+}
+
+/// A 300-byte requestedAt is refused with a condition and forces no poll.
+#[tokio::test]
+async fn an_oversized_refresh_request_forces_no_poll() {
+    let (client, ns, run) = setup("tenant-refresh").await;
+    let job = "ff8080814dbd65d7014dbe0d84df0002";
+    let sim = Sim::start(json!([succeeding_job(job, "0s", "600s")]));
+    create_aksk_secret(&client, &ns.name, "creds", SK).await;
+    let _op = Operator::start(&sim, &run, &["--poll-interval", "10s"]);
+    let mut ij = imagejob("refresh", &run, job, "creds");
+    ij.spec.poll_interval = Some("10s".into());
+    create(&client, &ns.name, &ij).await;
+    wait_status(&client, &ns.name, "refresh", WAIT, "Running", |s| s.phase == Some(Phase::Running)).await;
+
+    let long = "9".repeat(300);
+    let patch = json!({"metadata": {"annotations": {REQUESTED_AT_ANNOTATION: long}}});
+    let api: Api<ImageJob> = Api::namespaced(client.clone(), &ns.name);
+    let before = sim.requests(job).await;
+    api.patch("refresh", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let s = wait_status(&client, &ns.name, "refresh", Duration::from_secs(30), "RefreshRequest", |s| {
+        condition(s, "RefreshRequest").is_some()
+    })
+    .await;
+    let (state, reason, message) = condition(&s, "RefreshRequest").unwrap();
+    assert_eq!((state.as_str(), reason.as_str()), ("False", "AnnotationTooLong"), "{message}");
+    assert_eq!(s.last_handled_reconcile_at, None, "a refused value is never recorded");
+    // Watch wakes (status writes, our own patches) must not turn into polls:
+    // at a 10 s interval, a few in 12 s, never one per wake.
+    for i in 0..6 {
+        request_poll_noise(&api, i).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let polls = sim.requests(job).await - before;
+    assert!(polls <= 3, "{polls} polls in ~25 s at a 10 s interval with a refused requestedAt");
+
+    // A short value is honoured again, and the condition goes.
+    request_poll(&client, &ns.name, "refresh", "now-1").await;
+    let s = wait_status(&client, &ns.name, "refresh", Duration::from_secs(30), "requestedAt honoured", |s| {
+        s.last_handled_reconcile_at.as_deref() == Some("now-1")
+    })
+    .await;
+    assert!(condition(&s, "RefreshRequest").is_none(), "{:?}", s.conditions);
+    ns.cleanup().await;
+}
+
+/// A label change wakes the ImageJob (as a tenant's edits would).
+async fn request_poll_noise(api: &Api<ImageJob>, i: u32) {
+    let patch = json!({"metadata": {"labels": {"noise": i.to_string()}}});
+    api.patch("refresh", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+}
