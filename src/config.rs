@@ -92,6 +92,11 @@ pub struct RunArgs {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Use a credentials Secret only when it is labelled
+    /// `ims.otc.io/credentials: "true"` (the chart turns this on).
+    #[arg(long, env = "REQUIRE_CREDENTIALS_LABEL", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub require_credentials_label: bool,
+
     /// Accept plain `http://` IMS/IAM endpoints on hosts other than loopback
     /// (credentials and tokens then cross the network unencrypted).
     #[arg(long, env = "ALLOW_INSECURE_HTTP", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]

@@ -35,6 +35,8 @@ pub const FAILED: &str = "Failed";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StallReason {
     CredentialsNotFound,
+    /// The Secret does not carry the opt-in label (`--require-credentials-label`).
+    CredentialsNotLabeled,
     AuthenticationFailed,
     Forbidden,
     JobNotFound,
@@ -48,6 +50,7 @@ impl StallReason {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::CredentialsNotFound => "CredentialsNotFound",
+            Self::CredentialsNotLabeled => "CredentialsNotLabeled",
             Self::AuthenticationFailed => "AuthenticationFailed",
             Self::Forbidden => "Forbidden",
             Self::JobNotFound => "JobNotFound",

@@ -95,3 +95,37 @@ async fn request_poll_noise(api: &Api<ImageJob>, i: u32) {
     let patch = json!({"metadata": {"labels": {"noise": i.to_string()}}});
     api.patch("refresh", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
 }
+
+/// With `--require-credentials-label`, a Secret that does not opt in is
+/// never used: a clear Stalled reason, no cloud request; labelled, it works.
+#[tokio::test]
+async fn only_secrets_that_opt_in_are_used() {
+    use k8s_openapi::api::core::v1::Secret;
+    let (client, ns, run) = setup("tenant-optin").await;
+    let job = "ff8080814dbd65d7014dbe0d84df0003";
+    let sim = Sim::start(json!([succeeding_job(job, "0s", "2s")]));
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let unlabelled: Secret = serde_json::from_value(json!({"metadata": {"name": "someone-elses"},
+        "stringData": {"accessKey": AK, "secretKey": SK, "projectId": PROJECT}}))
+    .unwrap();
+    secrets.create(&Default::default(), &unlabelled).await.unwrap();
+    let _op = Operator::start(&sim, &run, &["--require-credentials-label"]);
+    create(&client, &ns.name, &imagejob("borrowed", &run, job, "someone-elses")).await;
+
+    let s = wait_status(&client, &ns.name, "borrowed", WAIT, "Stalled CredentialsNotLabeled", |s| {
+        condition(s, "Stalled").is_some_and(|c| c.0 == "True" && c.1 == "CredentialsNotLabeled")
+    })
+    .await;
+    let message = condition(&s, "Stalled").unwrap().2;
+    assert!(message.contains("ims.otc.io/credentials") && message.contains("someone-elses"), "{message}");
+    assert_eq!(sim.counter("/total/requests").await, 0, "no cloud request with a Secret that did not opt in");
+
+    // The owner opts in: the label's change wakes the ImageJob.
+    let patch = json!({"metadata": {"labels": {OPT_IN.0: OPT_IN.1}}});
+    secrets.patch("someone-elses", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_status(&client, &ns.name, "borrowed", Duration::from_secs(30), "Succeeded", |s| {
+        s.phase == Some(Phase::Succeeded)
+    })
+    .await;
+    ns.cleanup().await;
+}

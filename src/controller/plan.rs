@@ -290,9 +290,10 @@ pub fn plan_next(
         Outcome::Job(_) => NextPoll::After { delay: schedule::jittered(interval), failed: false },
         Outcome::Transient { .. } => failed(schedule::backoff(failures, TRANSIENT_MIN, TRANSIENT_MAX, retry_after)),
         Outcome::NotYetKnown { .. } => failed(schedule::backoff(failures, YOUNG_MIN, YOUNG_MAX, retry_after)),
-        Outcome::Stalled { reason: StallReason::CredentialsNotFound | StallReason::InvalidSpec, .. } => {
-            failed(CONFIG_RECHECK)
-        }
+        Outcome::Stalled {
+            reason: StallReason::CredentialsNotFound | StallReason::CredentialsNotLabeled | StallReason::InvalidSpec,
+            ..
+        } => failed(CONFIG_RECHECK),
         Outcome::Stalled { .. } => failed(schedule::backoff(failures, STALLED_MIN, STALLED_MAX, retry_after)),
         Outcome::DeadlineExceeded { .. } | Outcome::Suspended | Outcome::Observed => NextPoll::Never,
     }

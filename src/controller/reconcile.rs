@@ -141,6 +141,10 @@ async fn poll<S: JobSource>(
             let outcome = Outcome::Stalled { reason: StallReason::CredentialsNotFound, message: e.to_string() };
             return Ok(Polled::Done(Answered::own(outcome, None)));
         }
+        Err(e @ SecretError::NotLabeled { .. }) => {
+            let outcome = Outcome::Stalled { reason: StallReason::CredentialsNotLabeled, message: e.to_string() };
+            return Ok(Polled::Done(Answered::own(outcome, None)));
+        }
         Err(e) => return Err(e.into()),
     };
     let target = match target_of(ij, &ctx.args, loaded.project_id.as_deref()) {

@@ -123,7 +123,7 @@ async fn run_controller(
             ImsClient::new(args.ims_timeout).with_job_api(args.endpoints.ims_job_api),
             quota(args.ims_rate_limit, args.ims_rate_burst),
         ),
-        secrets: SecretCache::new(client.clone()),
+        secrets: SecretCache::new(client.clone()).requiring_label(args.require_credentials_label),
         schedule: Schedule::default(),
         reporter,
         metrics: metrics.clone(),

@@ -33,6 +33,10 @@ pub enum SecretError {
     NotFound { namespace: String, name: String },
     #[error("Secret {namespace}/{name} is not usable: {reason}")]
     Invalid { namespace: String, name: String, reason: String },
+    #[error(
+        "Secret {namespace}/{name} is not labelled {CREDENTIALS_LABEL}: \"true\"; the operator only uses Secrets that opt in (add the label)"
+    )]
+    NotLabeled { namespace: String, name: String },
     #[error("reading Secret {namespace}/{name}: {source}")]
     Kube { namespace: String, name: String, source: kube::Error },
 }
@@ -47,9 +51,15 @@ struct Entry {
     loaded: Option<(String, Arc<Loaded>)>,
 }
 
+/// The label by which a Secret opts in to being read by the operator
+/// (`--require-credentials-label`): an ImageJob cannot make the operator
+/// read, and act with, a Secret that was never meant for it.
+pub const CREDENTIALS_LABEL: &str = "ims.otc.io/credentials";
+
 pub struct SecretCache {
     client: Client,
     entries: Mutex<HashMap<SecretKey, Entry>>,
+    require_label: bool,
 }
 
 /// How a Secret event came: a live change, or one of the (re)list that
@@ -63,7 +73,13 @@ enum Seen {
 
 impl SecretCache {
     pub fn new(client: Client) -> Self {
-        Self { client, entries: Mutex::default() }
+        Self { client, entries: Mutex::default(), require_label: false }
+    }
+
+    /// Uses only Secrets labelled `ims.otc.io/credentials: "true"`.
+    pub fn requiring_label(mut self, require: bool) -> Self {
+        self.require_label = require;
+        self
     }
 
     /// The credentials in `namespace/name`; a GET only when the watch has
@@ -84,7 +100,14 @@ impl SecretCache {
             }
             Err(source) => return Err(SecretError::Kube { namespace: key.0, name: key.1, source }),
         };
-        let rv = secret.metadata.resource_version.unwrap_or_default();
+        let opted_in = secret.labels().get(CREDENTIALS_LABEL).is_some_and(|v| v == "true");
+        let rv = secret.metadata.resource_version.clone().unwrap_or_default();
+        if self.require_label && !opted_in {
+            // Not parsed, not cached: the label's arrival changes the
+            // resourceVersion, which the watch reports.
+            self.entries.lock().unwrap().entry(key.clone()).or_default().watched_rv.get_or_insert(rv);
+            return Err(SecretError::NotLabeled { namespace: key.0, name: key.1 });
+        }
         let data = secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
         let parsed = Credentials::from_secret_data(&data);
         let mut entries = self.entries.lock().unwrap();

@@ -192,9 +192,12 @@ pub async fn install_imagejob_crd(client: &Client) {
     super::install_crd(client, &ImageJob::crd()).await;
 }
 
+/// The label by which a Secret opts in (the chart requires it).
+pub const OPT_IN: (&str, &str) = ("ims.otc.io/credentials", "true");
+
 pub async fn create_aksk_secret(client: &Client, ns: &str, name: &str, secret_key: &str) {
     let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": {OPT_IN.0: OPT_IN.1}},
         "stringData": {"accessKey": AK, "secretKey": secret_key, "projectId": PROJECT}
     }))
     .unwrap();
@@ -203,7 +206,7 @@ pub async fn create_aksk_secret(client: &Client, ns: &str, name: &str, secret_ke
 
 pub async fn create_password_secret(client: &Client, ns: &str, name: &str) {
     let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": {OPT_IN.0: OPT_IN.1}},
         "stringData": {"username": "e2e-user", "password": "e2e-password", "domainName": "e2e-domain"}
     }))
     .unwrap();
