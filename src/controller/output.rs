@@ -159,7 +159,8 @@ pub enum Plan {
 /// digits, spaces, `_`, `-`, `.`), job types are identifiers. Empty values
 /// (not reported) pass. The first offence, or None.
 pub fn invalid_value(data: &BTreeMap<String, String>) -> Option<String> {
-    let rules: [(&str, fn(&str) -> bool, &str); 4] = [
+    type Rule = (&'static str, fn(&str) -> bool, &'static str);
+    let rules: [Rule; 4] = [
         ("imageId", is_image_id, "an image ID (letters, digits, '-', '_')"),
         ("dataImageIds", |v| v.split(',').all(is_image_id), "image IDs separated by ','"),
         ("imageName", is_image_name, "an image name (1-255 letters, digits, spaces, '_', '-', '.')"),
