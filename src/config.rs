@@ -92,6 +92,11 @@ pub struct RunArgs {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Export results to `spec.outputConfigMapRef` ConfigMaps. Off, the
+    /// operator reads, caches and writes no ConfigMap at all.
+    #[arg(long, env = "OUTPUTS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub outputs: bool,
+
     /// Use a credentials Secret only when it is labelled
     /// `ims.otc.io/credentials: "true"` (the chart turns this on).
     #[arg(long, env = "REQUIRE_CREDENTIALS_LABEL", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]

@@ -148,9 +148,9 @@ pub const ANNOTATION_TOO_LONG: &str = "AnnotationTooLong";
 /// honour (`oversized`: its length), absent otherwise.
 pub fn refresh_request_condition(status: &mut ImageJobStatus, oversized: Option<usize>, max: usize, ctx: &Inputs) {
     match oversized {
-        Some(len) => {
+        Some(_) => {
             let msg = format!(
-                "the ims.otc.io/requestedAt annotation is {len} bytes long; at most {max} are honoured: no poll was made"
+                "the ims.otc.io/requestedAt annotation is longer than {max} bytes: it is not honoured and no poll was made"
             );
             set_condition(&mut status.conditions, cond(REFRESH_REQUEST, false, ANNOTATION_TOO_LONG, msg), ctx);
         }

@@ -41,7 +41,9 @@ async fn oversized_fail_answer_is_recorded_small() {
     let reason = format!("IaaS OpenStack failed: {}", "ü".repeat(1_000_000));
     let sim = Sim::start(json!([{
         "project_id": PROJECT, "job_id": "big-fail", "job_type": "imsImportImageJob",
-        "phases": [{"after": "0s", "status": "FAIL", "error_code": "IMG.0014", "fail_reason": reason,
+        // `error_in: top`: the reason once (the default, both, would send
+        // it twice and go past the 4 MiB an answer may have).
+        "phases": [{"after": "0s", "status": "FAIL", "error_code": "IMG.0014", "fail_reason": reason, "error_in": "top",
                     "entities": {"sub_jobs_result": sub_jobs}}]
     }]));
     e2e::create_aksk_secret(&client, &ns.name, "creds", e2e::SK).await;
@@ -287,8 +289,9 @@ async fn peak_rss_with_32_maximal_answers() {
     let jobs: Vec<Value> = (0..32)
         .map(|i| {
             json!({"project_id": PROJECT, "job_id": format!("rss-{i}"), "job_type": "imsImportImageJob",
+                   // The reason once (see oversized_fail_answer_is_recorded_small).
                    "phases": [{"after": "0s", "status": "FAIL", "error_code": "IMG.0014", "fail_reason": reason,
-                               "entities": {"sub_jobs_result": sub_jobs}}]})
+                               "error_in": "top", "entities": {"sub_jobs_result": sub_jobs}}]})
         })
         .collect();
     let answer_bytes = serde_json::to_vec(&jobs[0]).unwrap().len();

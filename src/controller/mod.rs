@@ -58,8 +58,9 @@ pub struct Ctx<S> {
     pub reporter: Reporter,
     pub metrics: Arc<Metrics>,
     /// The operator's own output ConfigMaps (`spec.outputConfigMapRef`), as
-    /// the ConfigMap watch caches them; without it each check is a GET.
-    pub outputs: Option<kube::runtime::reflector::Store<k8s_openapi::api::core::v1::ConfigMap>>,
+    /// the metadata-only ConfigMap watch caches them; without it each check
+    /// is a GET.
+    pub outputs: Option<output::Outputs>,
     /// ImageJobs to reconcile now (Secret changed, shared answer changed).
     pub wake: mpsc::UnboundedSender<ObjectRef<ImageJob>>,
     /// Writes only while this replica leads (see `fence`).

@@ -4,13 +4,14 @@
 //! that exists; `export` does the API calls. No cloud call is made here: the
 //! data comes from the status.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::ObjectRef;
+use kube::api::{Api, ObjectMeta, PartialObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
 use super::FIELD_MANAGER;
@@ -24,6 +25,7 @@ pub const WRITTEN: &str = "OutputWritten";
 pub const CONFLICT: &str = "OutputConflict";
 pub const FAILED: &str = "OutputFailed";
 pub const INVALID: &str = "OutputInvalid";
+pub const DISABLED: &str = "OutputsDisabled";
 
 /// Labels on every exported ConfigMap: the operator watches (and caches)
 /// only ConfigMaps with the first; the second names the ImageJob.
@@ -34,6 +36,35 @@ pub const IMAGEJOB_LABEL: &str = "ims.otc.io/imagejob";
 /// The label selector of the ConfigMap watch.
 pub fn selector() -> String {
     format!("{MANAGED_BY_LABEL}={MANAGED_BY}")
+}
+
+/// What the operator knows of its output ConfigMaps without holding their
+/// data: any tenant may label ConfigMaps as ours, so the watch caches
+/// metadata only, and the content is fetched when it may have changed.
+pub struct Outputs {
+    pub store: Store<PartialObjectMeta<ConfigMap>>,
+    /// The resourceVersion at which each ConfigMap last held our content.
+    verified: Mutex<HashMap<ObjectRef<PartialObjectMeta<ConfigMap>>, String>>,
+}
+
+impl Outputs {
+    pub fn new(store: Store<PartialObjectMeta<ConfigMap>>) -> Self {
+        Self { store, verified: Mutex::default() }
+    }
+
+    /// True when the cached metadata shows the very version we last checked.
+    fn unchanged(&self, key: &ObjectRef<PartialObjectMeta<ConfigMap>>) -> bool {
+        let seen = self.store.get(key).and_then(|m| m.resource_version());
+        seen.is_some() && self.verified.lock().unwrap().get(key) == seen.as_ref()
+    }
+
+    fn verified_at(&self, key: ObjectRef<PartialObjectMeta<ConfigMap>>, resource_version: Option<String>) {
+        let mut verified = self.verified.lock().unwrap();
+        match resource_version {
+            Some(rv) => verified.insert(key, rv),
+            None => verified.remove(&key),
+        };
+    }
 }
 
 /// The ConfigMap's name when the ImageJob wants its result exported now:
@@ -126,7 +157,7 @@ fn owner_reference(ij: &ImageJob) -> OwnerReference {
 }
 
 /// The ImageJob (by namespace and name) that controls a ConfigMap, if any.
-pub fn controller_of(cm: &ConfigMap) -> Option<ObjectRef<ImageJob>> {
+pub fn controller_of(cm: &impl Resource<DynamicType = ()>) -> Option<ObjectRef<ImageJob>> {
     let owner = cm.owner_references().iter().find(|o| o.controller == Some(true))?;
     let ours = owner.kind == ImageJob::kind(&()) && owner.api_version.starts_with("ims.otc.io/");
     let namespace = cm.namespace()?;
@@ -253,6 +284,14 @@ pub async fn export<S>(
         return Ok(());
     }
     let Some(name) = wanted(ij, new) else { return Ok(()) };
+    if !ctx.args.outputs {
+        let message = format!(
+            "ConfigMap {name} was not written: this operator runs without outputs (--outputs=false; chart value outputs.enabled)"
+        );
+        let cond = Cond { type_: OUTPUT_READY, status: false, reason: DISABLED.to_owned(), message };
+        status::set_condition(&mut new.conditions, cond, inputs);
+        return Ok(());
+    }
     let result = write(ij, ctx, new, name).await;
     let shown = result.as_ref().map(Clone::clone).map_err(ToString::to_string);
     status::set_condition(&mut new.conditions, condition(name, &shown), inputs);
@@ -269,16 +308,17 @@ async fn write<S>(
 ) -> Result<Plan, kube::Error> {
     let namespace = ij.namespace().unwrap_or_default();
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    let key = ObjectRef::new(name).within(&namespace);
     // Before its first list the cache would call every ConfigMap missing; a
     // watch that cannot list (e.g. RBAC) must not hold the reconcile up.
-    let store = match &ctx.outputs {
-        Some(store) => tokio::time::timeout(CACHE_WAIT, store.wait_until_ready()).await.ok().map(|_| store),
+    let outputs = match &ctx.outputs {
+        Some(o) => tokio::time::timeout(CACHE_WAIT, o.store.wait_until_ready()).await.ok().map(|_| o),
         None => None,
     };
-    let cached = match store {
-        Some(store) => store.get(&ObjectRef::new(name).within(&namespace)).map(|cm| (*cm).clone()),
-        None => api.get_opt(name).await?,
-    };
+    if outputs.is_some_and(|o| o.unchanged(&key)) {
+        return Ok(Plan::UpToDate);
+    }
+    let cached = api.get_opt(name).await?;
     let region = ij.spec.region.clone().unwrap_or_else(|| ctx.args.default_region.clone());
     let project_id = project_id(ij, ctx, cached.as_ref()).await;
     let data = output_data(ij, status, &region, &project_id);
@@ -290,16 +330,17 @@ async fn write<S>(
     let mut existing = cached;
     loop {
         let plan = plan(existing.as_ref(), &want, &uid);
+        let mut written_rv = existing.as_ref().and_then(|cm| cm.resource_version());
         match &plan {
             Plan::Create => {
                 let pp = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
-                match api.create(&pp, &want).await {
+                written_rv = match api.create(&pp, &want).await {
                     // Made by someone else since the cache saw none: look at it.
                     Err(kube::Error::Api(e)) if e.code == 409 => {
                         existing = Some(api.get(name).await?);
                         continue;
                     }
-                    other => other?,
+                    other => other?.resource_version(),
                 };
             }
             Plan::Apply => {
@@ -311,9 +352,16 @@ async fn write<S>(
                     "apiVersion": "v1", "kind": "ConfigMap",
                     "metadata": cm.metadata, "data": cm.data, "binaryData": cm.binary_data,
                 });
-                api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+                written_rv = api
+                    .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+                    .await?
+                    .resource_version();
             }
-            Plan::UpToDate | Plan::Conflict { .. } | Plan::Refused { .. } => {}
+            Plan::Conflict { .. } | Plan::Refused { .. } => written_rv = None,
+            Plan::UpToDate => {}
+        }
+        if let Some(o) = outputs {
+            o.verified_at(key, written_rv);
         }
         return Ok(plan);
     }

@@ -114,7 +114,7 @@ async fn run_controller(
     let (reader, writer) = reflector::store();
     let imagejob_stream = imagejob_changes(watcher(imagejobs, wc), writer, metrics.clone());
 
-    let (outputs, outputs_writer) = reflector::store();
+    let (outputs, outputs_writer) = reflector::store::<PartialObjectMeta<ConfigMap>>();
     let (wake_tx, mut wake_rx) = mpsc::unbounded_channel::<ObjectRef<ImageJob>>();
     let reporter = Reporter { controller: "imagejob-operator".into(), instance: std::env::var("POD_NAME").ok() };
     let ctx = Arc::new(Ctx {
@@ -127,14 +127,23 @@ async fn run_controller(
         schedule: Schedule::default(),
         reporter,
         metrics: metrics.clone(),
-        outputs: Some(outputs),
+        outputs: args.outputs.then(|| super::output::Outputs::new(outputs)),
         wake: wake_tx,
         fence,
         args,
     });
 
     let secret_watch = watch_secrets(secrets, reader.clone(), ctx.clone());
-    let output_watch = watch_outputs(scoped(&client, &ctx.args), outputs_writer, reader.clone(), ctx.clone());
+    let output_watch = {
+        let (api, imagejobs, ctx) = (scoped(&client, &ctx.args), reader.clone(), ctx.clone());
+        async move {
+            match ctx.args.outputs {
+                true => watch_outputs(api, outputs_writer, imagejobs, ctx).await,
+                // Without outputs no ConfigMap is read, cached or written.
+                false => std::future::pending().await,
+            }
+        }
+    };
     let housekeeping = housekeeping(reader.clone(), ctx.clone(), ready);
     let api_return = retry_when_the_api_server_returns(client.clone(), ctx.clone());
     let wake_stream = futures::stream::poll_fn(move |cx| wake_rx.poll_recv(cx));
@@ -200,6 +209,12 @@ fn slim(ij: &mut ImageJob) {
     meta.finalizers = None;
     if let Some(annotations) = &mut meta.annotations {
         annotations.retain(|k, _| k == crate::crd::REQUESTED_AT_ANNOTATION);
+        // One too long is refused whatever its length: cache only enough to tell.
+        for value in annotations.values_mut() {
+            if value.len() > super::plan::MAX_REQUESTED_AT {
+                *value = crate::status::bound::cut(value, super::plan::MAX_REQUESTED_AT + 4);
+            }
+        }
         if annotations.is_empty() {
             meta.annotations = None;
         }
@@ -262,12 +277,12 @@ async fn watch_secrets<S: crate::ims::JobSource>(
         .await;
 }
 
-/// Watches (and caches) the operator's own output ConfigMaps, by label: one
-/// deleted or edited by someone else wakes the ImageJob that controls it,
-/// which writes it again.
+/// Watches the metadata of the operator's own output ConfigMaps, by label
+/// (which anyone may set, so never their data): one deleted or edited by
+/// someone else wakes the ImageJob that controls it, which writes it again.
 async fn watch_outputs<S: crate::ims::JobSource>(
-    api: Api<ConfigMap>,
-    writer: reflector::store::Writer<ConfigMap>,
+    api: Api<PartialObjectMeta<ConfigMap>>,
+    writer: reflector::store::Writer<PartialObjectMeta<ConfigMap>>,
     imagejobs: Store<ImageJob>,
     ctx: Arc<Ctx<S>>,
 ) {
