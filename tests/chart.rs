@@ -94,18 +94,18 @@ fn rules(role: &Value) -> BTreeSet<String> {
 }
 
 /// The operator's own rules: what src/controller uses, nothing more.
-/// ConfigMaps (create, patch by server-side apply, get after a create that
-/// found one, list+watch of its own) and `imagejobs/finalizers: update` (for
-/// blockOwnerDeletion) are for `spec.outputConfigMapRef`.
-const OPERATOR_RULES: [&str; 7] = [
-    "/configmaps: create,get,list,patch,watch",
+const OPERATOR_RULES: [&str; 5] = [
     "/events: create,patch",
     "/secrets: get,list,watch",
     "events.k8s.io/events: create,patch",
     "ims.otc.io/imagejobs: get,list,watch",
-    "ims.otc.io/imagejobs/finalizers: update",
     "ims.otc.io/imagejobs/status: patch",
 ];
+
+/// With `outputs.enabled` only: ConfigMaps (create, patch by server-side
+/// apply, get before writing, list+watch of its own) and
+/// `imagejobs/finalizers: update` (for blockOwnerDeletion).
+const OUTPUT_RULES: [&str; 2] = ["/configmaps: create,get,list,patch,watch", "ims.otc.io/imagejobs/finalizers: update"];
 
 fn operator_rules() -> BTreeSet<String> {
     OPERATOR_RULES.iter().map(|r| r.to_string()).collect()
@@ -380,6 +380,20 @@ fn rbac_grants_only_what_the_operator_uses() {
             "{r}"
         );
     }
+    // No ConfigMap right and no admission policy unless outputs are on;
+    // with them, both.
+    assert!(!objs.iter().any(|o| o["kind"] == "ValidatingAdmissionPolicy"));
+    let with_outputs = docs(&template("imagejob-operator", "imagejob-system", &["outputs.enabled=true"]));
+    let mut want = operator_rules();
+    want.extend(OUTPUT_RULES.iter().map(|r| r.to_string()));
+    assert_eq!(rules(find(&with_outputs, "ClusterRole", "imagejob-operator")), want);
+    let policy = find(&with_outputs, "ValidatingAdmissionPolicy", "imagejob-operator-outputs");
+    assert_eq!(
+        policy["spec"]["matchConditions"][0]["expression"],
+        "request.userInfo.username == \"system:serviceaccount:imagejob-system:imagejob-operator\""
+    );
+    let binding = find(&with_outputs, "ValidatingAdmissionPolicyBinding", "imagejob-operator-outputs");
+    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
     // The aggregated roles give users ImageJobs, never their status.
     let edit = find(&objs, "ClusterRole", "imagejob-operator-edit");
     assert_eq!(edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"], "true");
@@ -680,6 +694,7 @@ async fn api_server_accepts_the_rendered_chart() {
         vec![],
         vec![format!("watchNamespace={}", watched.name), "leaderElection.enabled=false".into()],
         vec![
+            "outputs.enabled=true".into(),
             "podDisruptionBudget.enabled=true".into(),
             "replicas=2".into(),
             "image.digest=sha256:".to_owned() + &"a".repeat(64),

@@ -62,13 +62,21 @@ impl Release {
             .filter(|o| {
                 matches!(
                     o["kind"].as_str(),
-                    Some("ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding")
+                    Some(
+                        "ServiceAccount"
+                            | "ClusterRole"
+                            | "ClusterRoleBinding"
+                            | "Role"
+                            | "RoleBinding"
+                            | "ValidatingAdmissionPolicy"
+                            | "ValidatingAdmissionPolicyBinding"
+                    )
                 )
             })
             .collect();
         let cluster_scoped = rbac
             .iter()
-            .filter(|o| o["kind"].as_str().unwrap().starts_with("Cluster"))
+            .filter(|o| o["metadata"]["namespace"].is_null() && o["kind"] != "ServiceAccount")
             .map(|o| {
                 format!("{}/{}", o["kind"].as_str().unwrap().to_lowercase(), o["metadata"]["name"].as_str().unwrap())
             })
@@ -283,6 +291,7 @@ async fn cluster_role_lets_the_operator_complete_a_job() {
             format!("imsEndpoint={}", sim.url),
             format!("iamEndpoint={}", sim.url),
             "pollInterval=1s".into(),
+            "outputs.enabled=true".into(),
             format!("watchLabelSelector=e2e-run={run}"),
         ],
     );
@@ -302,7 +311,7 @@ async fn cluster_role_refuses_everything_else() {
     install_imagejob_crd(&admin).await;
     let op_ns = TestNamespace::new(&admin, "rbac-deny").await;
     let other = TestNamespace::new(&admin, "rbac-other").await;
-    let release = Release::install(&op_ns.name, &[]);
+    let release = Release::install(&op_ns.name, &["outputs.enabled=true".into()]);
     let kubeconfig = release.service_account_kubeconfig(&admin).await;
     let sa = client_from(kubeconfig.path()).await;
     let o = Some(other.name.as_str());
@@ -395,6 +404,7 @@ async fn namespaced_role_confines_the_operator_to_its_namespace() {
             format!("imsEndpoint={}", sim.url),
             format!("iamEndpoint={}", sim.url),
             "pollInterval=1s".into(),
+            "outputs.enabled=true".into(),
             format!("watchNamespace={}", watched.name),
             format!("watchLabelSelector=e2e-run={run}"),
         ],
@@ -420,4 +430,73 @@ async fn namespaced_role_confines_the_operator_to_its_namespace() {
     op_ns.cleanup().await;
     watched.cleanup().await;
     other.cleanup().await;
+}
+
+/// Least privilege by default: without outputs the operator may not touch a
+/// ConfigMap at all. With outputs it may, but the chart's
+/// ValidatingAdmissionPolicy lets its ServiceAccount write only ConfigMaps
+/// that carry its label and an ImageJob as controller: patching a
+/// `coredns` ConfigMap with a stolen token is refused (issue 21, case 2).
+#[tokio::test]
+async fn configmap_writes_are_off_by_default_and_fenced_when_on() {
+    let admin = client().await;
+    install_imagejob_crd(&admin).await;
+    let op_ns = TestNamespace::new(&admin, "rbac-cmfence").await;
+    let victim_ns = TestNamespace::new(&admin, "rbac-kube-system").await;
+    let o = Some(victim_ns.name.as_str());
+
+    let default = Release::install(&op_ns.name, &[]);
+    assert!(!default.objects.iter().any(|r| r["kind"] == "ValidatingAdmissionPolicy"), "no policy without outputs");
+    let sa = client_from(default.service_account_kubeconfig(&admin).await.path()).await;
+    for verb in ["get", "list", "watch", "create", "patch", "update", "delete"] {
+        assert!(!can(&sa, verb, "", "configmaps", o, None).await, "default chart: {verb} configmaps must be refused");
+    }
+    drop(default);
+
+    let release = Release::install(&op_ns.name, &["outputs.enabled=true".into()]);
+    assert!(release.objects.iter().any(|r| r["kind"] == "ValidatingAdmissionPolicy"));
+    let sa = client_from(release.service_account_kubeconfig(&admin).await.path()).await;
+    let admin_cms = Api::<ConfigMap>::namespaced(admin.clone(), &victim_ns.name);
+    let coredns: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "coredns"}, "data": {"Corefile": ".:53 { forward . 1.1.1.1 }"}}),
+    )
+    .unwrap();
+    admin_cms.create(&PostParams::default(), &coredns).await.unwrap();
+    create_aksk_secret(&admin, &victim_ns.name, "creds", SK).await;
+    let owner = Api::<ImageJob>::namespaced(admin.clone(), &victim_ns.name)
+        .create(&PostParams::default(), &imagejob("owner", "none", JOB, "creds"))
+        .await
+        .unwrap();
+    let owner_ref = json!([{"apiVersion": "ims.otc.io/v1alpha1", "kind": "ImageJob", "name": "owner",
+        "uid": owner.metadata.uid.unwrap(), "controller": true}]);
+    let cms = Api::<ConfigMap>::namespaced(sa.clone(), &victim_ns.name);
+    // A new policy is enforced within a second or so: probe with a harmless
+    // unlabelled ConfigMap until it is refused.
+    let plain = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "planted"}, "data": {"a": "b"}});
+    let refused = common::eventually(Duration::from_secs(30), "the policy to be enforced", || async {
+        match cms.patch("planted", &PatchParams::apply("stolen"), &Patch::Apply(&plain)).await {
+            Err(kube::Error::Api(e)) if e.code == 422 || e.code == 403 => Some(e.message),
+            _ => {
+                let _ = admin_cms.delete("planted", &DeleteParams::default()).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                None
+            }
+        }
+    })
+    .await;
+    assert!(refused.contains("labelled app.kubernetes.io/managed-by=imagejob-operator"), "{refused}");
+    let takeover = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "coredns",
+        "labels": {"app.kubernetes.io/managed-by": "imagejob-operator"}, "ownerReferences": owner_ref},
+        "data": {"Corefile": ".:53 { forward . 203.0.113.1 }"}});
+    let err = cms.patch("coredns", &PatchParams::apply("stolen").force(), &Patch::Apply(&takeover)).await.unwrap_err();
+    let kube::Error::Api(e) = err else { panic!("{err:?}") };
+    assert!(e.message.contains("may not take over a ConfigMap that was not its own"), "{}", e.message);
+    assert_eq!(admin_cms.get("coredns").await.unwrap().data.unwrap()["Corefile"], ".:53 { forward . 1.1.1.1 }");
+    // What outputs need still works: labelled, controlled by an ImageJob.
+    let ours = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner-output",
+        "labels": {"app.kubernetes.io/managed-by": "imagejob-operator"}, "ownerReferences": owner_ref},
+        "data": {"imageId": "x"}});
+    cms.patch("owner-output", &PatchParams::apply("imagejob-operator"), &Patch::Apply(&ours)).await.unwrap();
+    op_ns.cleanup().await;
+    victim_ns.cleanup().await;
 }

@@ -129,3 +129,58 @@ async fn only_secrets_that_opt_in_are_used() {
     .await;
     ns.cleanup().await;
 }
+
+/// A tenant fills its namespace with ConfigMaps labelled as the operator's
+/// (anyone may set the label) and ImageJobs with huge annotations: after a
+/// restart the operator stays far below the chart's 256 Mi limit and still
+/// serves another tenant's ImageJob (issue 21, case 1: 274 MiB before).
+#[tokio::test]
+async fn a_tenant_cannot_blow_up_the_operators_memory() {
+    use imagejob_operator::controller::output::{MANAGED_BY, MANAGED_BY_LABEL};
+    use kube::api::PostParams;
+    let (client, hostile, run) = setup("tenant-mem").await;
+    let other = common::TestNamespace::new(&client, "tenant-mem-other").await;
+    let job = "ff8080814dbd65d7014dbe0d84df0004";
+    let sim = Sim::start(json!([succeeding_job(job, "0s", "3s")]));
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &hostile.name);
+    let filler = "x".repeat(900 * 1024);
+    for i in 0..100 {
+        let cm: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": format!("fake-{i}"), "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
+            "data": {"blob": filler}
+        }))
+        .unwrap();
+        cms.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    let huge = "7".repeat(200 * 1024);
+    for i in 0..30 {
+        let mut ij = imagejob(&format!("noisy-{i}"), &run, &format!("ff8080814dbd65d7014dbe0d84e1{i:04}"), "none");
+        ij.metadata.annotations = Some([(REQUESTED_AT_ANNOTATION.to_owned(), huge.clone())].into());
+        create(&client, &hostile.name, &ij).await;
+    }
+    create_aksk_secret(&client, &other.name, "creds", SK).await;
+
+    let op = Operator::start(&sim, &run, &[]);
+    create(&client, &other.name, &imagejob("innocent", &run, job, "creds")).await;
+    wait_status(&client, &other.name, "innocent", WAIT, "the other tenant's job Succeeded", |s| {
+        s.phase == Some(Phase::Succeeded)
+    })
+    .await;
+    // Every noisy ImageJob was looked at (refused or stalled), none forced a poll.
+    for i in 0..30 {
+        wait_status(&client, &hostile.name, &format!("noisy-{i}"), WAIT, "a status", |s| !s.conditions.is_empty())
+            .await;
+    }
+    let proc_status = std::fs::read_to_string(format!("/proc/{}/status", op.pid())).unwrap();
+    let mib = |key: &str| -> u64 {
+        let line = proc_status.lines().find(|l| l.starts_with(key)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+    };
+    let (peak, now) = (mib("VmHWM:"), mib("VmRSS:"));
+    eprintln!(
+        "E2E-NUMBERS tenant memory: 100 ConfigMaps of 900 KiB, 30 ImageJobs with 200 KiB annotations: peak {peak} MiB, now {now} MiB"
+    );
+    assert!(peak < 128, "peak RSS {peak} MiB: over half the chart's 256 Mi limit");
+    other.cleanup().await;
+    hostile.cleanup().await;
+}
