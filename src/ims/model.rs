@@ -328,7 +328,7 @@ fn entity_fail_reason(entities: &Map<String, Value>) -> Option<String> {
                 Some(code) => format!("{code}: {extra}"),
                 None => extra,
             };
-            Some(crate::status::bound::cut(&format!("{reason} ({extra})"), MAX_PARSED_TEXT))
+            Some(crate::text::cut(&format!("{reason} ({extra})"), MAX_PARSED_TEXT))
         }
         (Some(reason), _) => Some(reason),
         (None, extra) => extra,
@@ -361,7 +361,7 @@ fn bounded_objects<'a>(
 /// accepted and printed.
 fn string(obj: &Map<String, Value>, key: &str) -> Option<String> {
     match obj.get(key)? {
-        Value::String(s) if !s.trim().is_empty() => Some(crate::status::bound::cut(s.trim(), MAX_PARSED_TEXT)),
+        Value::String(s) if !s.trim().is_empty() => Some(crate::text::cut(s.trim(), MAX_PARSED_TEXT)),
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
@@ -373,7 +373,7 @@ fn strings(obj: &Map<String, Value>, key: &str) -> Vec<String> {
     items
         .iter()
         .filter_map(|v| match v {
-            Value::String(s) if !s.trim().is_empty() => Some(crate::status::bound::cut(s.trim(), MAX_PARSED_TEXT)),
+            Value::String(s) if !s.trim().is_empty() => Some(crate::text::cut(s.trim(), MAX_PARSED_TEXT)),
             Value::Number(n) => Some(n.to_string()),
             _ => None,
         })
