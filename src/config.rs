@@ -1,17 +1,12 @@
 //! Configuration of `imagejob-operator run` (flags, then environment;
-//! the README's Configuration section lists them).
+//! `docs/contract.md` lists them).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::ims::JobApi;
-
-/// Output format of the operator's logs.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+use crate::ims::target::Endpoints;
+pub use crate::telemetry::LogFormat;
 
 /// Region used when none is given (`--default-region` of `run`, `--region` of `job`).
 pub const DEFAULT_REGION: &str = "eu-de";
@@ -130,18 +125,23 @@ impl RunArgs {
         if self.poll_interval < Duration::from_secs(1) || self.poll_interval > Duration::from_secs(3600) {
             return Err(format!("--poll-interval must be between 1s and 1h, not {:?}", self.poll_interval));
         }
-        let e = &self.endpoints;
-        for (flag, template) in [("--ims-endpoint", &e.ims_endpoint), ("--iam-endpoint", &e.iam_endpoint)] {
-            check_endpoint(flag, &template.replace("{region}", &self.default_region), self.allow_insecure_http)?;
-        }
+        // The default region and both endpoints in it, by the rules every
+        // ImageJob and `job get`/`job wait` meet (`ims::target`).
+        self.endpoints().resolve(&self.default_region)?;
         Ok(())
+    }
+
+    /// The endpoint templates and whether plain `http://` is allowed.
+    pub fn endpoints(&self) -> Endpoints<'_> {
+        self.endpoints.with_insecure(self.allow_insecure_http)
     }
 }
 
-/// An endpoint (for the default region) must be https:// (or http:// on
-/// loopback unless `allow_insecure`): the rule `job get`/`job wait` apply.
-pub fn check_endpoint(flag: &str, endpoint: &str, allow_insecure: bool) -> Result<(), String> {
-    crate::job_cmd::validate::endpoint(flag, endpoint, allow_insecure)
+impl EndpointArgs {
+    /// The templates as `ims::target` checks them.
+    pub fn with_insecure(&self, allow_insecure_http: bool) -> Endpoints<'_> {
+        Endpoints { ims: &self.ims_endpoint, iam: &self.iam_endpoint, allow_insecure_http }
+    }
 }
 
 /// Parses `10s`, `2m`, `1h30m`, `500ms`.
@@ -203,7 +203,7 @@ mod tests {
     }
 
     /// `run`, `job get` and `job wait` share the endpoint flags: their names,
-    /// variables and defaults stay those of CONTRACT.md.
+    /// variables and defaults stay those of docs/contract.md.
     #[test]
     fn shared_endpoint_flags_keep_their_names_and_defaults() {
         use clap::Parser;

@@ -13,3 +13,4 @@ pub mod progress;
 pub mod sim;
 pub mod status;
 pub mod telemetry;
+pub mod text;

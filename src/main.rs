@@ -6,8 +6,16 @@ use clap::{Parser, Subcommand};
 use imagejob_operator::config::{LogFormat, RunArgs};
 use imagejob_operator::{controller, crd, http, job_cmd, telemetry};
 
+/// Where `--help` sends a reader for the names it does not spell out.
+const CONTRACT_HELP: &str = "Conditions, reasons, exit codes and every flag: docs/contract.md";
+
 #[derive(Parser)]
-#[command(name = "imagejob-operator", version, about = "Open Telekom Cloud IMS jobs as Kubernetes ImageJob resources")]
+#[command(
+    name = "imagejob-operator",
+    version,
+    about = "Open Telekom Cloud IMS jobs as Kubernetes ImageJob resources",
+    after_help = CONTRACT_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -33,7 +41,8 @@ enum Command {
 enum JobCommand {
     /// Query one job once and print it.
     Get(job_cmd::JobGetArgs),
-    /// Follow one job until it ends (exit 0 SUCCESS, 1 FAIL, 2 timeout, 3 stalled, 4 usage).
+    /// Follow one job until it ends (exit 0 SUCCESS, 1 FAIL, 2 timeout, 3 stalled, 4 usage;
+    /// docs/contract.md).
     Wait(job_cmd::JobWaitArgs),
 }
 

@@ -1,20 +1,14 @@
 //! Pure status logic: (what we learned, previous status, generation, now) →
 //! new status. No I/O here; the controller does the talking.
 //!
-//! The conditions (metav1.Condition, kstatus-compatible) for each state:
-//!
-//! | state | Ready | Reconciling | Stalled | Failed |
-//! |---|---|---|---|---|
-//! | first seen / INIT / RUNNING | False (`Pending`/`JobRunning`) | True | — | — |
-//! | SUCCESS | True (`Succeeded`) | — | — | — |
-//! | FAIL | False (`JobFailed`) | — | True (`JobFailed`) | True (`JobFailed`) |
-//! | deadline passed | False (`DeadlineExceeded`) | — | True | True (`DeadlineExceeded`) |
-//! | credentials missing/rejected, 403, job not found, bad spec, 400 | False | — | True (the [`StallReason`]) | — |
-//! | transient cloud error (5xx, 429, timeout, bad body) | unchanged | True (`RetryingAfterError`) | — | — |
-//! | forced poll of a finished job failed | unchanged | False (`RefreshFailed`) | unchanged | unchanged |
-//!
-//! (— is False.) On FAIL the message is `errorCode: failReason`. A stall
-//! caused by configuration clears once it is fixed. A cloud error never
+//! The conditions (metav1.Condition, kstatus-compatible) for each state,
+//! their reasons and the Events are listed in `docs/contract.md` (the one
+//! table; `tests/docs_contract.rs` fails when a reason here is missing
+//! there). In short: INIT/RUNNING is Reconciling, SUCCESS is Ready, FAIL
+//! and the deadline are Stalled and Failed, configuration trouble is
+//! Stalled with a [`StallReason`], a transient cloud error is Reconciling
+//! (`RetryingAfterError`). On FAIL the message is `errorCode: failReason`. A
+//! stall caused by configuration clears once it is fixed. A cloud error never
 //! marks a job failed: only IMS saying FAIL, or the deadline, does.
 
 use jiff::Timestamp;

@@ -3,7 +3,12 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+/// Output format of the operator's logs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 pub fn init(format: LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));

@@ -502,16 +502,7 @@ fn monitoring_objects_scrape_the_service_and_alert_on_real_metrics() {
     assert!(alerts[0]["annotations"]["summary"].as_str().unwrap().contains("{{ $value }}"));
 
     // Every metric an alert uses is one the operator exports.
-    // (A family without label sets is not rendered: give each one a sample,
-    // with label values the alerts use.)
-    use imagejob_operator::crd::Phase;
-    use imagejob_operator::metrics::*;
-    let metrics = Metrics::default();
-    metrics.imagejobs.get_or_create(&PhaseLabels { phase: Phase::Failed }).set(0);
-    metrics.ims_requests.get_or_create(&OutcomeLabels { outcome: "success" }).inc();
-    metrics.reconciles.get_or_create(&ResultLabels { result: "error" }).inc();
-    metrics.events.get_or_create(&ReasonLabels { reason: "JobFailed".into() }).inc();
-    let exposition = metrics.render();
+    let exposition = common::operator::sampled_exposition();
     let families: BTreeSet<&str> =
         exposition.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
     assert!(families.contains("imagejob_imagejobs"), "{exposition}");

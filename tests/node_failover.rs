@@ -132,11 +132,7 @@ async fn kill_leader(client: &Client, ns: &str, release: &str, lease: &str) -> (
 
 #[tokio::test(flavor = "multi_thread")]
 async fn standby_takes_over_when_the_leader_pod_is_deleted_or_killed() {
-    node::up_node();
-    let client = common::client().await;
-    let ns = node::restricted_namespace(&client, "node-failover").await;
-    let run = e2e::unique_label();
-    let release = format!("ij-{run}");
+    let node::Release { client, ns, run, release } = node::release_setup("node-failover").await;
     let lease = format!("{release}-imagejob-operator");
     let sim = node::deploy_sim(&client, &ns, &node::scenario(jobs(), json!([]))).await;
     node::helm_install(&release, &ns, &sim, &run, &["replicas=2"]);

@@ -26,11 +26,7 @@ fn job_id(i: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_running_imagejobs_stay_under_the_pods_memory_limit() {
-    node::up_node();
-    let client = common::client().await;
-    let ns = node::restricted_namespace(&client, "node-memory").await;
-    let run = e2e::unique_label();
-    let release = format!("ij-{run}");
+    let node::Release { client, ns, run, release } = node::release_setup("node-memory").await;
     let sets = json!([{
         "count": JOBS, "project_id": PROJECT, "job_id_prefix": PREFIX, "age_spread": "60s",
         "template": {"job_type": "imsCreateImageByInstance", "clock": "sim_start", "image_name": "node-memory",

@@ -132,16 +132,7 @@ fn alert_rules_pass_promtool_unit_tests() {
 /// metric families and the ones the kube-state-metrics configuration defines.
 #[test]
 fn dashboard_and_alerts_use_known_series() {
-    use imagejob_operator::metrics::Metrics;
-    // A family without label sets is not rendered: give each one a sample.
-    use imagejob_operator::crd::Phase;
-    use imagejob_operator::metrics::{OutcomeLabels, PhaseLabels, ReasonLabels, ResultLabels};
-    let metrics = Metrics::default();
-    metrics.imagejobs.get_or_create(&PhaseLabels { phase: Phase::Failed }).set(0);
-    metrics.ims_requests.get_or_create(&OutcomeLabels { outcome: "success" }).inc();
-    metrics.reconciles.get_or_create(&ResultLabels { result: "error" }).inc();
-    metrics.events.get_or_create(&ReasonLabels { reason: "JobFailed".into() }).inc();
-    let exposition = metrics.render();
+    let exposition = common::operator::sampled_exposition();
     let mut known: BTreeSet<String> = exposition
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

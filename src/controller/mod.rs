@@ -7,8 +7,15 @@
 //!   ImageJobs naming that job, behind a per-project token bucket.
 //! - `schedule`: per-ImageJob timing (due time, backoff, own writes).
 //! - `secrets`: parsed credentials cached per Secret, and who reads which.
+//! - `gate`: one probe per credential: until a credential has worked, one
+//!   request with it at a time, and a rejected one backs off for all.
+//! - `fence`: fenced writes: no status or Event from a replica that does
+//!   not hold the Lease.
+//! - `output`: the result ConfigMap (`spec.outputConfigMapRef`).
 //! - `election`: the leader Lease, claimed within a second of its release.
 //! - `run`: wiring — watches, leader election, housekeeping, the HTTP server.
+//!
+//! The conditions, reasons and Events it writes: `docs/contract.md`.
 
 pub mod coalesce;
 pub mod election;
@@ -38,7 +45,7 @@ use secrets::{SecretCache, SecretError};
 
 pub use plan::{
     NextPoll, WRITE_ECHO_WINDOW, as_stored, deadline_exceeded, fingerprint, follow_delay, outcome_of_error,
-    pending_request, plan_next, target_of, valid_region,
+    pending_request, plan_next, target_of,
 };
 pub use reconcile::{error_policy, reconcile};
 

@@ -90,7 +90,7 @@ pub fn recheck(status: &ImageJobStatus) -> Option<std::time::Duration> {
     (c.status != "True" && c.reason == CONFLICT).then_some(CONFLICT_RECHECK)
 }
 
-/// The keys of the ConfigMap (CONTRACT.md) but `results.json`. Every key is
+/// The keys of the ConfigMap (docs/contract.md) but `results.json`. Every key is
 /// present, empty when unknown, so that a consumer's `${imageId}` is never
 /// left unresolved. All are valid Flux variable names: Flux's
 /// `postBuild.substituteFrom` refuses a ConfigMap whose `data` has any key

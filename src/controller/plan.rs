@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use super::schedule;
 use crate::config::RunArgs;
 use crate::crd::{ImageJob, ImageJobStatus, PollPolicy, REQUESTED_AT_ANNOTATION};
-use crate::ims::{ErrorKind, ImsError, JobTarget, resolve_endpoint};
+use crate::ims::{ErrorKind, ImsError, JobTarget, target};
 use crate::progress::Progress;
 use crate::status::{Outcome, StallReason};
 
@@ -96,15 +96,6 @@ pub fn forced_poll_wait(last_forced: Option<tokio::time::Instant>, now: tokio::t
     let left = FORCED_POLL_GAP.checked_sub(now.checked_duration_since(last_forced?)?)?;
     (!left.is_zero()).then_some(left)
 }
-
-/// A region only of `[a-z0-9-]`: it is placed into a host name, and must
-/// not be able to point the operator's credentials at another host.
-pub fn valid_region(region: &str) -> bool {
-    !region.is_empty()
-        && region.len() <= 32
-        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
 /// Maps an IMS failure for this ImageJob to what the status shows: a 404
 /// (or IMG.0023) of a young, never-answered job is waited for, not stalled;
 /// an IMG.0023 that outlasts the grace of a never-answered job is
@@ -187,24 +178,13 @@ pub(super) fn outcome_label(err: Option<&ImsError>) -> &'static str {
 /// operator's configuration; the ImageJob chooses at most the region.
 pub fn target_of(ij: &ImageJob, args: &RunArgs, secret_project: Option<&str>) -> Result<JobTarget, String> {
     let region = ij.spec.region.as_deref().unwrap_or(&args.default_region);
-    if !valid_region(region) {
-        return Err(format!("region {region:?} may only contain a-z, 0-9 and '-'"));
-    }
     let project_id = ij
         .spec
         .project_id
         .as_deref()
         .or(secret_project)
         .ok_or_else(|| "no project ID: set spec.projectId or add projectId to the credentials Secret".to_owned())?;
-    // IDs go into the request path; a Secret's projectId is not schema-checked.
-    crate::job_cmd::validate::project_id(project_id)?;
-    crate::job_cmd::validate::job_id(&ij.spec.job_id)?;
-    Ok(JobTarget {
-        ims_endpoint: resolve_endpoint(&args.endpoints.ims_endpoint, region),
-        iam_endpoint: resolve_endpoint(&args.endpoints.iam_endpoint, region),
-        project_id: project_id.to_owned(),
-        job_id: ij.spec.job_id.clone(),
-    })
+    target::resolve(&args.endpoints(), region, project_id, &ij.spec.job_id)
 }
 
 /// How long our own write may take to show in the watch cache.

@@ -34,6 +34,21 @@ struct Entry {
     progress: Progress,
 }
 
+/// The ImageJob's entry, made fresh when there is none or it belonged to an
+/// earlier object of the same name (another uid): what a deleted and
+/// recreated ImageJob learned before never carries over.
+fn entry_of<'a>(
+    entries: &'a mut HashMap<ObjectRef<ImageJob>, Entry>,
+    key: &ObjectRef<ImageJob>,
+    uid: Option<&str>,
+) -> &'a mut Entry {
+    let entry = entries.entry(key.clone()).or_default();
+    if entry.uid.as_deref() != uid {
+        *entry = Entry { uid: uid.map(str::to_owned), ..Entry::default() };
+    }
+    entry
+}
+
 #[derive(Debug, Default)]
 pub struct Schedule {
     entries: Mutex<HashMap<ObjectRef<ImageJob>, Entry>>,
@@ -63,13 +78,7 @@ impl Schedule {
         failed: bool,
     ) -> u32 {
         let mut entries = self.entries.lock().unwrap();
-        let entry = entries.entry(key.clone()).or_default();
-        if entry.uid.as_deref() != uid {
-            *entry = Entry::default();
-        }
-        if entry.uid.as_deref() != uid {
-            entry.uid = uid.map(str::to_owned);
-        }
+        let entry = entry_of(&mut entries, key, uid);
         entry.generation = generation;
         entry.next_poll = Some(Instant::now() + next);
         entry.failures = if failed { entry.failures.saturating_add(1) } else { 0 };
@@ -81,10 +90,7 @@ impl Schedule {
     /// without counting a failure.
     pub fn defer(&self, key: &ObjectRef<ImageJob>, uid: Option<&str>, generation: Option<i64>, wait: Duration) {
         let mut entries = self.entries.lock().unwrap();
-        let entry = entries.entry(key.clone()).or_default();
-        if entry.uid.as_deref() != uid {
-            *entry = Entry { uid: uid.map(str::to_owned), ..Entry::default() };
-        }
+        let entry = entry_of(&mut entries, key, uid);
         entry.generation = generation;
         entry.next_poll = Some(Instant::now() + wait);
     }
@@ -95,24 +101,13 @@ impl Schedule {
     /// when this returns false.
     pub fn spread(&self, key: &ObjectRef<ImageJob>, uid: Option<&str>) -> bool {
         let mut entries = self.entries.lock().unwrap();
-        match entries.get_mut(key) {
-            Some(e) if e.uid.as_deref() == uid => std::mem::replace(&mut e.spread, true),
-            _ => {
-                let fresh = Entry { uid: uid.map(str::to_owned), spread: true, ..Entry::default() };
-                entries.insert(key.clone(), fresh);
-                false
-            }
-        }
+        std::mem::replace(&mut entry_of(&mut entries, key, uid).spread, true)
     }
 
     /// Remembers that we wrote a status with this fingerprint.
     pub fn written(&self, key: &ObjectRef<ImageJob>, uid: Option<&str>, fingerprint: u64) {
         let mut entries = self.entries.lock().unwrap();
-        let entry = entries.entry(key.clone()).or_default();
-        if entry.uid.as_deref() != uid {
-            *entry = Entry { uid: uid.map(str::to_owned), ..Entry::default() };
-        }
-        entry.written = Some((fingerprint, Instant::now()));
+        entry_of(&mut entries, key, uid).written = Some((fingerprint, Instant::now()));
     }
 
     /// True when we wrote exactly this status within `window`: a cache that
@@ -143,10 +138,7 @@ impl Schedule {
     /// progress model, and returns the model.
     pub fn progress(&self, key: &ObjectRef<ImageJob>, uid: Option<&str>, seen: Option<(Timestamp, u8)>) -> Progress {
         let mut entries = self.entries.lock().unwrap();
-        let entry = entries.entry(key.clone()).or_default();
-        if entry.uid.as_deref() != uid {
-            *entry = Entry { uid: uid.map(str::to_owned), ..Entry::default() };
-        }
+        let entry = entry_of(&mut entries, key, uid);
         if let Some((at, percent)) = seen {
             entry.progress.observe(at, percent);
         }

@@ -21,6 +21,7 @@ use super::credentials::{Credentials, Secret};
 use super::error::{API_NOT_FOUND, ImsError, Service};
 use super::model::Job;
 use super::signer;
+use super::target::JobTarget;
 use super::transport::{HttpResponse, MAX_BODY_BYTES, header_value, send, url_with_path};
 
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,20 +56,6 @@ impl JobApi {
 enum Api {
     Status,
     Progress,
-}
-
-/// Where one job lives. Endpoints are base URLs, already region-resolved.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct JobTarget {
-    pub ims_endpoint: String,
-    pub iam_endpoint: String,
-    pub project_id: String,
-    pub job_id: String,
-}
-
-/// `https://ims.{region}.otc.t-systems.com` → `https://ims.eu-de.otc.t-systems.com`.
-pub fn resolve_endpoint(template: &str, region: &str) -> String {
-    template.replace("{region}", region)
 }
 
 /// What the controller needs from the cloud; a fake can stand in for tests.
@@ -284,6 +271,7 @@ mod tests {
     use super::*;
     use crate::ims::ErrorKind;
     use crate::ims::model::JobStatus;
+    use crate::ims::target::resolve_endpoint;
     use crate::ims::testing::{FakeCloud, FakeReply};
 
     const RUNNING: &str =

@@ -264,20 +264,20 @@ fn code_and_message(obj: &Map<String, Value>) -> Option<ErrorBody> {
 
 fn text(obj: &Map<String, Value>, key: &str) -> Option<String> {
     match obj.get(key)? {
-        Value::String(s) if !super::text::clean(s).is_empty() => Some(super::text::clean(s)),
+        Value::String(s) if !crate::text::clean(s).is_empty() => Some(crate::text::clean(s)),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
-    let value = super::text::clean(headers.get(name)?.to_str().ok()?);
+    let value = crate::text::clean(headers.get(name)?.to_str().ok()?);
     (!value.is_empty()).then_some(value)
 }
 
 /// A one-line, short piece of a body that had no error fields.
 fn excerpt(body: &[u8]) -> Option<String> {
-    let text = super::text::clean(&String::from_utf8_lossy(body));
+    let text = crate::text::clean(&String::from_utf8_lossy(body));
     let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
     (!line.is_empty()).then(|| truncate(&line, MAX_EXCERPT_CHARS))
 }

@@ -38,13 +38,14 @@ pub mod credentials;
 pub mod error;
 pub mod model;
 pub mod signer;
-pub mod text;
+pub mod target;
 mod transport;
 
-pub use client::{ImsClient, JobApi, JobSource, JobTarget, resolve_endpoint};
+pub use client::{ImsClient, JobApi, JobSource};
 pub use credentials::{Credentials, CredentialsError, Secret};
 pub use error::{ErrorKind, ImsError};
 pub use model::Job;
+pub use target::{JobTarget, resolve_endpoint};
 
 /// A local fake of IMS and IAM for unit tests.
 #[cfg(test)]

@@ -328,7 +328,7 @@ fn entity_fail_reason(entities: &Map<String, Value>) -> Option<String> {
                 Some(code) => format!("{code}: {extra}"),
                 None => extra,
             };
-            Some(crate::status::bound::cut(&format!("{reason} ({extra})"), MAX_PARSED_TEXT))
+            Some(crate::text::cut(&format!("{reason} ({extra})"), MAX_PARSED_TEXT))
         }
         (Some(reason), _) => Some(reason),
         (None, extra) => extra,
@@ -383,8 +383,8 @@ fn strings(obj: &Map<String, Value>, key: &str) -> Vec<String> {
 /// Every text IMS sends goes through `text::clean` (no control, bidi or
 /// zero-width characters), cut to `MAX_PARSED_TEXT`; empty is none.
 fn cleaned(raw: &str) -> Option<String> {
-    let text = super::text::clean(&crate::status::bound::cut(raw, MAX_PARSED_TEXT * 2));
-    (!text.is_empty()).then(|| crate::status::bound::cut(&text, MAX_PARSED_TEXT))
+    let text = crate::text::clean(&crate::text::cut(raw, MAX_PARSED_TEXT * 2));
+    (!text.is_empty()).then(|| crate::text::cut(&text, MAX_PARSED_TEXT))
 }
 
 fn objects<'a>(obj: &'a Map<String, Value>, key: &str) -> impl Iterator<Item = &'a Map<String, Value>> {

@@ -1,18 +1,17 @@
 //! `imagejob-operator job get|wait`: one IMS job, from a terminal or a CI
 //! step, with the controller's client, credentials and status mapping.
 //!
-//! Exit codes (CONTRACT.md): 0 success, 1 job failed (or, for `get`, the
+//! Exit codes (docs/contract.md): 0 success, 1 job failed (or, for `get`, the
 //! query failed), 2 timeout, 3 stalled (rejected credentials, forbidden,
 //! unknown job), 4 usage error (bad flags or input, missing credentials).
 
 pub mod get;
 pub mod render;
-pub mod validate;
 pub mod view;
 pub mod wait;
 
 use crate::config::{DEFAULT_REGION, EndpointArgs};
-use crate::ims::{Credentials, JobTarget, resolve_endpoint};
+use crate::ims::{Credentials, JobTarget, target};
 
 pub use get::JobGetArgs;
 pub use render::{render_json, render_table};
@@ -69,14 +68,7 @@ impl JobArgs {
     /// nothing is sent anywhere before.
     pub fn target(&self) -> Result<JobTarget, String> {
         let (project_id, job_id, region) = (self.project_id.trim(), self.job_id.trim(), self.region.trim());
-        validate::project_id(project_id)?;
-        validate::job_id(job_id)?;
-        validate::region(region)?;
-        let ims_endpoint = resolve_endpoint(&self.endpoints.ims_endpoint, region);
-        let iam_endpoint = resolve_endpoint(&self.endpoints.iam_endpoint, region);
-        validate::endpoint("IMS", &ims_endpoint, self.allow_insecure_http)?;
-        validate::endpoint("IAM", &iam_endpoint, self.allow_insecure_http)?;
-        Ok(JobTarget { ims_endpoint, iam_endpoint, project_id: project_id.to_owned(), job_id: job_id.to_owned() })
+        target::resolve(&self.endpoints.with_insecure(self.allow_insecure_http), region, project_id, job_id)
     }
 
     /// The target and the environment's credentials, or the usage error

@@ -12,9 +12,16 @@ use jiff::Timestamp;
 use tokio::time::Instant;
 
 use super::render::{clean, clock, human};
-use super::wait::Watcher;
 use crate::crd::ImageJobStatus;
 use crate::ims::ImsError;
+
+/// Told what happens while a job is followed.
+pub trait Watcher {
+    /// A cloud answer, and the estimated end once there is one.
+    fn answered(&mut self, status: &ImageJobStatus, eta: Option<Timestamp>);
+    /// A transient error; the next query follows after `delay`.
+    fn retrying(&mut self, err: &ImsError, failures: u32, delay: Duration);
+}
 
 /// `[0:42] RUNNING 45% CreateImageByInstanceTask, ETA 1m 40s`.
 pub fn status_line(elapsed: Duration, status: &ImageJobStatus, remaining: Option<Duration>) -> String {

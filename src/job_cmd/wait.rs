@@ -2,7 +2,7 @@
 //! outside Kubernetes.
 //!
 //! [`follow`] is the loop (query, retry, wait) and knows nothing about
-//! terminals; what a person sees is a [`Watcher`] (see `view.rs`), and the
+//! terminals; what a person sees is a [`Watcher`] (in `view.rs`), and the
 //! last words are [`summary`]. Transient errors (5xx, 429, timeouts, bad
 //! bodies) are retried with exponential backoff and `Retry-After`; anything
 //! else ends the wait at once, never retried (the gateway locks an access
@@ -18,7 +18,7 @@ use jiff::Timestamp;
 use tokio::time::Instant;
 
 use super::render::{clean, human, status_json, status_of};
-use super::view::{BarView, LineView};
+use super::view::{BarView, LineView, Watcher};
 use super::{Exit, JobArgs};
 use crate::crd::{ImageJobStatus, Phase};
 use crate::ims::{Credentials, ImsClient, ImsError, JobSource, JobTarget};
@@ -97,14 +97,6 @@ pub struct Tally {
     pub requests: u32,
     /// Of those, the ones that failed transiently and were retried.
     pub retried: u32,
-}
-
-/// Told what happens while a job is followed.
-pub trait Watcher {
-    /// A cloud answer, and the estimated end once there is one.
-    fn answered(&mut self, status: &ImageJobStatus, eta: Option<Timestamp>);
-    /// A transient error; the next query follows after `delay`.
-    fn retrying(&mut self, err: &ImsError, failures: u32, delay: Duration);
 }
 
 /// Queries the job every `interval` (sooner when its estimated end is

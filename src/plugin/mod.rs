@@ -24,7 +24,12 @@ use crate::crd::ImageJob;
 use crate::job_cmd::Exit;
 
 #[derive(clap::Parser, Debug)]
-#[command(name = "kubectl-imagejob", version, about = "Look at and wait for ImageJobs (ims.otc.io)")]
+#[command(
+    name = "kubectl-imagejob",
+    version,
+    about = "Look at and wait for ImageJobs (ims.otc.io)",
+    after_help = "Exit codes and condition reasons: docs/contract.md"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub kube: KubeArgs,

@@ -22,20 +22,7 @@ pub const MAX_RESULTS: usize = 30;
 pub const MAX_SUB_JOB_IDS: usize = 30;
 pub const MAX_IMAGES: usize = 30;
 
-const ELLIPSIS: &str = "…";
-
-/// `text` cut to at most `max` bytes on a character boundary; a cut text
-/// ends in `…` (counted in `max`).
-pub fn cut(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max.saturating_sub(ELLIPSIS.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}{ELLIPSIS}", &text[..end])
-}
+pub use crate::text::cut;
 
 fn cut_opt(field: &mut Option<String>, max: usize) {
     if let Some(text) = field

@@ -106,6 +106,25 @@ pub fn helm_ok(args: &[&str]) -> String {
 }
 
 /// A namespace that enforces the `restricted` Pod Security Standard.
+/// What each node test starts with: the node up, a client, a fresh
+/// restricted namespace named after the test, and a Helm release name
+/// unique to this run.
+pub struct Release {
+    pub client: Client,
+    pub ns: String,
+    pub run: String,
+    pub release: String,
+}
+
+pub async fn release_setup(prefix: &str) -> Release {
+    up_node();
+    let client = crate::common::client().await;
+    let ns = restricted_namespace(&client, prefix).await;
+    let run = crate::common::e2e::unique_label();
+    let release = format!("ij-{run}");
+    Release { client, ns, run, release }
+}
+
 pub async fn restricted_namespace(client: &Client, prefix: &str) -> String {
     let name = format!("{prefix}-{:08x}", rand::random::<u32>());
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": {

@@ -230,6 +230,21 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
     Metrics(text.to_owned()).value(name)
 }
 
+/// The operator's metrics exposition with one sample in every labelled
+/// family (a family without label sets is not rendered), with label values
+/// the alerts and the dashboard use: what chart and observability tests
+/// compare the alerts' and dashboard's series against.
+pub fn sampled_exposition() -> String {
+    use imagejob_operator::crd::Phase;
+    use imagejob_operator::metrics::{Metrics, OutcomeLabels, PhaseLabels, ReasonLabels, ResultLabels};
+    let metrics = Metrics::default();
+    metrics.imagejobs.get_or_create(&PhaseLabels { phase: Phase::Failed }).set(0);
+    metrics.ims_requests.get_or_create(&OutcomeLabels { outcome: "success" }).inc();
+    metrics.reconciles.get_or_create(&ResultLabels { result: "error" }).inc();
+    metrics.events.get_or_create(&ReasonLabels { reason: "JobFailed".into() }).inc();
+    metrics.render()
+}
+
 #[cfg(test)]
 mod tests {
     const TEXT: &str = "# HELP imagejob_ims_requests IMS job queries.\n# TYPE imagejob_ims_requests counter\n\

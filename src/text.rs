@@ -1,7 +1,24 @@
-//! Text taken from the cloud, made safe before it reaches a status, an
-//! Event, a ConfigMap, a log or a terminal: a hostile or broken answer must
-//! not inject lines into YAML, reorder text with bidi controls, or hide
-//! characters with zero-width ones.
+//! Text helpers: the one truncator, shared by the wire model (`ims::model`),
+//! the status bounds (`status::bound`) and the controller's messages; and
+//! `clean`, which makes text taken from the cloud safe before it reaches a
+//! status, an Event, a ConfigMap, a log or a terminal: a hostile or broken
+//! answer must not inject lines into YAML, reorder text with bidi controls,
+//! or hide characters with zero-width ones.
+
+const ELLIPSIS: &str = "…";
+
+/// `text` cut to at most `max` bytes on a character boundary; a cut text
+/// ends in `…` (counted in `max`).
+pub fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub(ELLIPSIS.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ELLIPSIS}", &text[..end])
+}
 
 /// Control characters become a space when they separate words (newline,
 /// tab) and are dropped otherwise; bidi, zero-width and other invisible
