@@ -65,13 +65,26 @@ fn signed_get(
     date: Timestamp,
     extra: &[(&str, &str)],
 ) -> reqwest::RequestBuilder {
+    sign(reqwest::Client::new().get(sim.url(path)), "GET", path, (ak, sk), date, extra, b"")
+}
+
+/// Adds `X-Sdk-Date`, `extra` and the signature over them and `body`.
+fn sign(
+    mut request: reqwest::RequestBuilder,
+    method: &str,
+    path: &str,
+    (ak, sk): (&str, &str),
+    date: Timestamp,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> reqwest::RequestBuilder {
     let date = signer::sdk_date(date);
     let mut headers = vec![("X-Sdk-Date", date.as_str())];
     headers.extend_from_slice(extra);
-    let canonical = signer::canonical_request("GET", path, "", &headers, b"");
+    let canonical = signer::canonical_request(method, path, "", &headers, body);
     let signature = signer::signature(sk, &date, &canonical);
     let authorization = signer::authorization_header(ak, &signer::signed_header_names(&headers), &signature);
-    let mut request = reqwest::Client::new().get(sim.url(path)).header("Authorization", authorization);
+    request = request.header("Authorization", authorization);
     for (name, value) in headers {
         request = request.header(name, value);
     }
@@ -119,7 +132,9 @@ async fn wrong_password_and_foreign_project_are_refused_by_iam() {
     let response = login(&sim, "alice", "alice-password", json!({"id": OTHER_PROJECT})).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let counters = admin(&sim, "/admin/requests").await;
-    assert_eq!(counters["iam"], json!({"token_requests": 2, "tokens_issued": 0, "failures": 2}));
+    let iam = &counters["iam"];
+    assert_eq!([&iam["token_requests"], &iam["tokens_issued"], &iam["failures"]], [2, 0, 2]);
+    assert_eq!([&iam["agency_requests"], &iam["federation_requests"]], [0, 0], "password logins only");
 }
 
 #[tokio::test]
@@ -859,4 +874,307 @@ async fn load_aksk_over_ten_thousand_jobs() {
     println!("ims-sim load: {done} AK/SK requests in {:?}: {rate:.0} requests/s", started.elapsed());
     assert_eq!(bad, 0);
     assert!(rate > 1000.0, "{rate:.0} requests/s");
+}
+
+// --- Identity (issue 22): OIDC federation, agencies, node metadata keys.
+
+const IDENTITY: &str = include_str!("fixtures/scenarios/identity.yaml");
+const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+const TEAM_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const TEAM_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+const OTHER_ACCOUNT: &str = "cccccccccccccccccccccccccccccccc";
+const TEAM_A_JOB: &str = "ff8080814dbd65d7014dbe0d84db0a01";
+const TEAM_B_JOB: &str = "ff8080814dbd65d7014dbe0d84db0b01";
+const OTHER_ACCOUNT_JOB: &str = "ff8080814dbd65d7014dbe0d84db0c01";
+
+use imagejob_operator::sim::test_idp::{self, TestKey};
+
+/// A ServiceAccount token of `namespace` for the scenario's provider.
+fn sa_jwt(namespace: &str) -> String {
+    test_idp::service_account_token(ISSUER, "iam-sim", namespace, "imagejobs", 600)
+}
+
+async fn exchange(sim: &RunningSim, idp: Option<&str>, jwt: &str, project: &str) -> reqwest::Response {
+    let body = json!({"auth": {"id_token": {"id": jwt}, "scope": {"project": {"id": project}}}});
+    let mut request = reqwest::Client::new()
+        .post(sim.url("/v3.0/OS-AUTH/id-token/tokens"))
+        .header("Content-Type", "application/json;charset=utf8")
+        .body(body.to_string());
+    if let Some(idp) = idp {
+        request = request.header("X-Idp-Id", idp);
+    }
+    request.send().await.unwrap()
+}
+
+/// A refusal's status and flat IAM body `{"error_msg", "error_code"}`.
+async fn flat_refusal(response: reqwest::Response) -> (StatusCode, String, String) {
+    let status = response.status();
+    let body = json_of(response).await;
+    let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["error_code", "error_msg"], "{body}");
+    (status, body["error_code"].as_str().unwrap().into(), body["error_msg"].as_str().unwrap().into())
+}
+
+fn subject_token(response: &reqwest::Response) -> String {
+    assert_eq!(response.status(), StatusCode::CREATED);
+    response.headers()["x-subject-token"].to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn federated_token_opens_its_projects_ims_apis_until_it_expires() {
+    let sim = start(IDENTITY).await;
+    let response = exchange(&sim, Some("k8s-test"), &sa_jwt("team-a"), TEAM_A).await;
+    let token = subject_token(&response);
+    let body = json_of(response).await;
+    let t = &body["token"];
+    assert_eq!(t["methods"], json!(["mapped"]));
+    assert_eq!(t["project"]["id"], TEAM_A);
+    assert_eq!(t["user"]["name"], "system:serviceaccount:team-a:imagejobs");
+    let federation = &t["user"]["OS-FEDERATION"];
+    assert_eq!(federation["identity_provider"]["id"], "k8s-test");
+    assert_eq!(federation["protocol"]["id"], "oidc");
+    assert_eq!(federation["groups"][0]["name"], "ims-team-a");
+    let lifetime = t["expires_at"].as_str().unwrap().parse::<Timestamp>().unwrap().duration_since(Timestamp::now());
+    assert!(lifetime <= SignedDuration::from_secs(3) && lifetime > SignedDuration::ZERO, "{lifetime:?}");
+
+    assert_eq!(get_with_token(&sim, &job_path(TEAM_A, TEAM_A_JOB), &token).await.status(), StatusCode::OK);
+    let progress = get_with_token(&sim, &progress_path(TEAM_A_JOB), &token).await;
+    assert_eq!(progress.status(), StatusCode::OK);
+    assert!(json_of(progress).await["entities"]["process_percent"].is_number());
+    // Scoped to team-a: team-b's job stays closed.
+    assert_eq!(get_with_token(&sim, &job_path(TEAM_B, TEAM_B_JOB), &token).await.status(), StatusCode::UNAUTHORIZED);
+    // The second rule: team-b's account, scoped to its project by id; no user name in the rule.
+    let team_b = exchange(&sim, Some("k8s-test"), &sa_jwt("team-b"), TEAM_B).await;
+    let team_b_token = subject_token(&team_b);
+    assert_eq!(json_of(team_b).await["token"]["user"]["name"], "FederationUser");
+    assert_eq!(get_with_token(&sim, &job_path(TEAM_B, TEAM_B_JOB), &team_b_token).await.status(), StatusCode::OK);
+
+    tokio::time::sleep(lifetime.unsigned_abs() + Duration::from_millis(100)).await;
+    let expired = get_with_token(&sim, &job_path(TEAM_A, TEAM_A_JOB), &token).await;
+    assert_eq!(expired.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(json_of(expired).await["error_code"], "APIGW.0307");
+    let iam = admin(&sim, "/admin/requests").await["iam"].clone();
+    assert_eq!((iam["federation_requests"].as_u64(), iam["federation_tokens_issued"].as_u64()), (Some(2), Some(2)));
+    assert_eq!((iam["federation_failures"].as_u64(), iam["token_requests"].as_u64()), (Some(0), Some(0)));
+}
+
+/// X-Idp-Id, JWT, project; then the status, code and a word of the message.
+type RefusalCase<'a> = (Option<&'a str>, String, &'a str, StatusCode, &'a str, &'a str);
+
+#[tokio::test]
+async fn federation_refusals_have_iams_codes_and_say_why() {
+    let sim = start(IDENTITY).await;
+    let jwt = sa_jwt("team-a");
+    let claims = |f: &dyn Fn(&mut Value)| {
+        let mut c = test_idp::service_account_claims(ISSUER, "iam-sim", "team-a", "imagejobs", 600);
+        f(&mut c);
+        test_idp::sign(TestKey::Rsa, &c)
+    };
+    let cases: Vec<RefusalCase> = vec![
+        (None, jwt.clone(), TEAM_A, StatusCode::BAD_REQUEST, "IAM.0011", "X-Idp-Id"),
+        (Some("nope"), jwt.clone(), TEAM_A, StatusCode::NOT_FOUND, "IAM.0004", "nope"),
+        (Some("k8s-test"), String::new(), TEAM_A, StatusCode::BAD_REQUEST, "IAM.0011", "id_token"),
+        (Some("k8s-test"), jwt.clone(), "", StatusCode::BAD_REQUEST, "IAM.0011", "project scope"),
+        (
+            Some("k8s-test"),
+            test_idp::sign_with(TestKey::Untrusted, test_idp::RSA_KID, &json!({"sub": "x"})),
+            TEAM_A,
+            StatusCode::UNAUTHORIZED,
+            "IAM.0001",
+            "signature",
+        ),
+        (
+            Some("k8s-test"),
+            claims(&|c| c["aud"] = json!(["kubernetes"])),
+            TEAM_A,
+            StatusCode::UNAUTHORIZED,
+            "IAM.0001",
+            "aud",
+        ),
+        (
+            Some("k8s-test"),
+            claims(&|c| c["iss"] = json!("https://other")),
+            TEAM_A,
+            StatusCode::UNAUTHORIZED,
+            "IAM.0001",
+            "iss",
+        ),
+        (Some("k8s-test"), claims(&|c| c["exp"] = json!(1)), TEAM_A, StatusCode::UNAUTHORIZED, "IAM.0001", "expired"),
+        (Some("k8s-test"), jwt.clone(), TEAM_B, StatusCode::FORBIDDEN, "IAM.0003", "may not scope"),
+        (Some("k8s-test"), sa_jwt("team-c"), TEAM_A, StatusCode::FORBIDDEN, "IAM.0003", "No conversion rule"),
+    ];
+    let n = cases.len() as u64;
+    for (idp, jwt, project, status, code, why) in cases {
+        let (got_status, got_code, message) = flat_refusal(exchange(&sim, idp, &jwt, project).await).await;
+        assert_eq!((got_status, got_code.as_str()), (status, code), "{why}: {message}");
+        assert!(message.contains(why), "{message:?} should say {why:?}");
+    }
+    // An ES256 token of the same provider passes.
+    let es =
+        test_idp::sign(TestKey::Ec, &test_idp::service_account_claims(ISSUER, "iam-sim", "team-a", "imagejobs", 60));
+    subject_token(&exchange(&sim, Some("k8s-test"), &es, "eu-de_team-a").await);
+    let iam = admin(&sim, "/admin/requests").await["iam"].clone();
+    assert_eq!(iam["federation_requests"].as_u64(), Some(n + 1));
+    assert_eq!((iam["federation_failures"].as_u64(), iam["federation_tokens_issued"].as_u64()), (Some(n), Some(1)));
+}
+
+fn assume_role_body(agency: &str, project: &str) -> Value {
+    json!({"auth": {"identity": {"methods": ["assume_role"],
+        "assume_role": {"domain_name": "other-account", "xrole_name": agency}},
+        "scope": {"project": {"id": project}}}})
+}
+
+async fn assume_with_token(sim: &RunningSim, token: &str, body: &Value) -> reqwest::Response {
+    let client = reqwest::Client::new().post(sim.url("/v3/auth/tokens")).header("X-Auth-Token", token);
+    client.json(body).send().await.unwrap()
+}
+
+/// Signs a POST with its body the way the operator's client does.
+fn signed_post(
+    sim: &RunningSim,
+    path: &str,
+    ak: &str,
+    sk: &str,
+    body: &[u8],
+    extra: &[(&str, &str)],
+) -> reqwest::RequestBuilder {
+    let request = reqwest::Client::new().post(sim.url(path)).header("Content-Type", "application/json");
+    sign(request, "POST", path, (ak, sk), Timestamp::now(), extra, body).body(body.to_vec())
+}
+
+#[tokio::test]
+async fn agencies_are_assumed_by_token_or_aksk_by_trusted_callers_only() {
+    let sim = start(IDENTITY).await;
+    let alice = token(&sim, "alice", "alice-password", TEAM_A).await;
+    let response = assume_with_token(&sim, &alice, &assume_role_body("ims-reader", OTHER_ACCOUNT)).await;
+    let agency_token = subject_token(&response);
+    let t = json_of(response).await["token"].clone();
+    assert_eq!(
+        (t["methods"].clone(), t["user"]["name"].clone()),
+        (json!(["assume_role"]), json!("other-account/ims-reader"))
+    );
+    assert_eq!(t["assumed_by"]["user"]["name"], "alice");
+    let other = job_path(OTHER_ACCOUNT, OTHER_ACCOUNT_JOB);
+    assert_eq!(get_with_token(&sim, &other, &agency_token).await.status(), StatusCode::OK);
+    assert_eq!(get_with_token(&sim, &other, &alice).await.status(), StatusCode::UNAUTHORIZED);
+    // Huawei's field name, with a federated token of a trusted ServiceAccount.
+    let federated = subject_token(&exchange(&sim, Some("k8s-test"), &sa_jwt("team-a"), TEAM_A).await);
+    let huawei = json!({"auth": {"identity": {"methods": ["assume_role"],
+        "assume_role": {"domain_name": "other-account", "agency_name": "ims-reader"}},
+        "scope": {"project": {"name": "eu-de_other-account"}}}});
+    subject_token(&assume_with_token(&sim, &federated, &huawei).await);
+    // AK/SK over the body; then the same body with a wrong secret.
+    let body = assume_role_body("ims-reader", OTHER_ACCOUNT).to_string();
+    let signed = signed_post(&sim, "/v3/auth/tokens", "CIAK", "ci-secret", body.as_bytes(), &[]);
+    subject_token(&signed.send().await.unwrap());
+    let bad = signed_post(&sim, "/v3/auth/tokens", "CIAK", "wrong", body.as_bytes(), &[]).send().await.unwrap();
+    let (status, code, message) = flat_refusal(bad).await;
+    assert_eq!((status, code.as_str()), (StatusCode::UNAUTHORIZED, "IAM.0001"), "{message}");
+
+    let bob = token(&sim, "bob", "bob-password", TEAM_B).await;
+    let refusals = [
+        (
+            assume_with_token(&sim, &bob, &assume_role_body("ims-reader", OTHER_ACCOUNT)).await,
+            StatusCode::FORBIDDEN,
+            "IAM.0003",
+        ),
+        (
+            assume_with_token(&sim, &alice, &assume_role_body("ims-reader", TEAM_A)).await,
+            StatusCode::FORBIDDEN,
+            "IAM.0003",
+        ),
+        (
+            assume_with_token(&sim, &alice, &assume_role_body("ims-admin", OTHER_ACCOUNT)).await,
+            StatusCode::NOT_FOUND,
+            "IAM.0004",
+        ),
+        (
+            assume_with_token(&sim, "MIIbogus", &assume_role_body("ims-reader", OTHER_ACCOUNT)).await,
+            StatusCode::UNAUTHORIZED,
+            "IAM.0001",
+        ),
+        (
+            assume_with_token(&sim, &alice, &json!({"auth": {"identity": {"methods": ["assume_role"]}}})).await,
+            StatusCode::BAD_REQUEST,
+            "IAM.0011",
+        ),
+    ];
+    for (response, status, code) in refusals {
+        let (got, got_code, message) = flat_refusal(response).await;
+        assert_eq!((got, got_code.as_str()), (status, code), "{message}");
+    }
+    let iam = admin(&sim, "/admin/requests").await["iam"].clone();
+    assert_eq!(
+        (iam["agency_requests"].as_u64(), iam["agency_tokens_issued"].as_u64(), iam["agency_failures"].as_u64()),
+        (Some(9), Some(3), Some(6))
+    );
+    assert_eq!(iam["token_requests"].as_u64(), Some(2), "password logins only");
+}
+
+async fn security_key(sim: &RunningSim) -> Value {
+    let response = reqwest::get(sim.url("/openstack/latest/securitykey")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    json_of(response).await["credential"].clone()
+}
+
+/// A status-API GET signed with a metadata key pair.
+async fn get_with_temporary_key(sim: &RunningSim, key: &Value, with_token: bool) -> reqwest::Response {
+    let (ak, sk) = (key["access"].as_str().unwrap(), key["secret"].as_str().unwrap());
+    let token = key["securitytoken"].as_str().unwrap();
+    let extra: &[(&str, &str)] = if with_token { &[("X-Security-Token", token)] } else { &[] };
+    signed_get(sim, &job_path(TEAM_A, TEAM_A_JOB), ak, sk, Timestamp::now(), extra).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn metadata_keys_rotate_overlap_and_expire() {
+    let sim = start(IDENTITY).await;
+    let session = reqwest::Client::new().put(sim.url("/meta-data/latest/api/token")).send().await.unwrap();
+    assert_eq!(session.status(), StatusCode::NOT_FOUND, "no session tokens: SDKs fall back to the GET");
+    let first = security_key(&sim).await;
+    let expires_at: Timestamp = first["expires_at"].as_str().unwrap().parse().unwrap();
+    let left = expires_at.duration_since(Timestamp::now());
+    assert!(left > SignedDuration::from_secs(3) && left <= SignedDuration::from_secs(4), "{left:?}");
+    assert_eq!(get_with_temporary_key(&sim, &first, true).await.status(), StatusCode::OK);
+    let untokened = get_with_temporary_key(&sim, &first, false).await;
+    assert_eq!(untokened.status(), StatusCode::UNAUTHORIZED);
+    assert!(json_of(untokened).await["error_msg"].as_str().unwrap().contains("security token invalid"));
+    // Only for the metadata's projects.
+    let (ak, sk) = (first["access"].as_str().unwrap(), first["secret"].as_str().unwrap());
+    let token = [("X-Security-Token", first["securitytoken"].as_str().unwrap())];
+    let team_b =
+        signed_get(&sim, &job_path(TEAM_B, TEAM_B_JOB), ak, sk, Timestamp::now(), &token).send().await.unwrap();
+    assert_eq!(team_b.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(security_key(&sim).await, first, "more than half the lifetime left: the same pair");
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let second = security_key(&sim).await;
+    assert_ne!(second["access"], first["access"]);
+    assert_eq!(get_with_temporary_key(&sim, &first, true).await.status(), StatusCode::OK, "old and new overlap");
+    assert_eq!(get_with_temporary_key(&sim, &second, true).await.status(), StatusCode::OK);
+
+    tokio::time::sleep(expires_at.duration_since(Timestamp::now()).unsigned_abs() + Duration::from_millis(100)).await;
+    let expired = get_with_temporary_key(&sim, &first, true).await;
+    assert_eq!(expired.status(), StatusCode::UNAUTHORIZED);
+    let body = json_of(expired).await;
+    assert_eq!(body["error_code"], "APIGW.0307", "{body}");
+    assert!(body["error_msg"].as_str().unwrap().contains("temporary access key has expired"));
+    assert_eq!(get_with_temporary_key(&sim, &second, true).await.status(), StatusCode::OK);
+    let metadata = admin(&sim, "/admin/requests").await["metadata"].clone();
+    assert_eq!(metadata, json!({"key_requests": 3, "keys_issued": 2}));
+}
+
+#[tokio::test]
+async fn metadata_keys_assume_agencies_and_can_be_turned_off() {
+    let sim = start(IDENTITY).await;
+    let key = security_key(&sim).await;
+    let body = assume_role_body("ims-reader", OTHER_ACCOUNT).to_string();
+    let (ak, sk) = (key["access"].as_str().unwrap(), key["secret"].as_str().unwrap());
+    let token = [("X-Security-Token", key["securitytoken"].as_str().unwrap())];
+    let response = signed_post(&sim, "/v3/auth/tokens", ak, sk, body.as_bytes(), &token).send().await.unwrap();
+    subject_token(&response);
+    assert_eq!(json_of(response).await["token"]["assumed_by"]["user"]["name"], "node-agency");
+
+    let off = start(&IDENTITY.replace("  key_lifetime: 4s\n", "  key_lifetime: 4s\n  served: false\n")).await;
+    let response = reqwest::get(off.url("/openstack/latest/securitykey")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }

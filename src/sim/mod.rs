@@ -1,6 +1,8 @@
 //! `ims-sim`: a local IMS + IAM simulator for pipelines and tests.
 //!
-//! It serves `POST /v3/auth/tokens` (IAM password login), the two IMS job
+//! It serves `POST /v3/auth/tokens` (IAM password login and agency
+//! tokens), `POST /v3.0/OS-AUTH/id-token/tokens` (OIDC federation), `GET
+//! /openstack/latest/securitykey` (the node's temporary keys), the two IMS job
 //! APIs `GET /v1/{project_id}/jobs/{job_id}` (status) and `GET
 //! /v1/cloudimages/job/{job_id}` (progress; project from the token's scope
 //! or a signed `X-Project-Id`), both with token or AK/SK authentication,
@@ -17,15 +19,19 @@
 //! # Ok(()) }
 //! ```
 
+pub mod agency;
 pub mod aksk;
 pub mod counters;
 pub mod iam;
 pub mod lifecycle;
+pub mod metadata;
+pub mod oidc;
 pub mod responses;
 pub mod scenario;
 pub mod server;
 pub mod shapes;
 pub mod state;
+pub mod test_idp;
 pub mod throttle;
 
 use std::future::Future;

@@ -6,7 +6,8 @@
 //!
 //! ```yaml
 //! settings:
-//!   token_lifetime: 24h        # IAM token validity
+//!   token_lifetime: 24h        # IAM token validity (password and agency tokens)
+//!   federated_token_lifetime: 15s  # tokens from OIDC federation (default: token_lifetime)
 //!   clock: first_query         # when job clocks start: first_query | sim_start
 //!   time_format: rfc3339       # default for jobs: rfc3339 | legacy
 //!   sdk_date_window: 15m       # allowed X-Sdk-Date skew
@@ -31,7 +32,32 @@
 //! access_keys:                 # AK/SK signing
 //!   - {access: DEMOACCESSKEY, secret: demo-secret-key,
 //!      security_token: null,   # when set, X-Security-Token must carry it
-//!      projects: []}           # empty = all projects
+//!      projects: [],           # empty = all projects
+//!      user: ci-bot}           # who signs, for agencies' `trusted` (default: the access key)
+//! identity_providers:          # OIDC federation: POST /v3.0/OS-AUTH/id-token/tokens
+//!   - id: k8s-cluster          # the X-Idp-Id clients send
+//!     issuer: https://kubernetes.default.svc.cluster.local   # the tokens' `iss`
+//!     client_id: iam-sim       # must be in the tokens' `aud`
+//!     jwks: {keys: [{kty: RSA, kid: ..., alg: RS256, n: ..., e: AQAB}]}
+//!                              # or the same as a JSON string (`kubectl get --raw /openid/v1/jwks`)
+//!     domain: sim-domain       # the federated users' account (default: sim-domain)
+//!     rules:                   # IAM conversion rules; every matching rule applies
+//!       - remote: [{type: sub, any_one_of: ["system:serviceaccount:team-a:imagejobs"]}]
+//!         local: [{user: {name: "{0}"}}, {group: {name: ims-team-a}}]
+//!         projects: [eu-de_demo]   # ids or names it may scope to; empty or absent = all
+//!       - remote: [{type: sub, not_any_of: ["system:serviceaccount:kube-system:default"]}]
+//!         projects: [eu-de_shared]
+//! agencies:                    # assume_role: POST /v3/auth/tokens
+//!   - name: ims-reader         # xrole_name (OTC) or agency_name (Huawei)
+//!     domain_name: other-account
+//!     domain_id: 5c1f...       # default: derived from domain_name
+//!     projects: [eu-de_other]  # ids or names; empty = all
+//!     trusted: [demo, "system:serviceaccount:team-a:imagejobs"]  # empty = any caller
+//! metadata:                    # the node's temporary keys: GET /openstack/latest/securitykey
+//!   served: true               # false: 404, as off a cloud node
+//!   key_lifetime: 1h           # each pair's validity (>= 2s); a new pair when < half is left
+//!   projects: []               # ids or names the keys may sign for; empty = all
+//!   user: node-agency          # who signs with them, for agencies' `trusted`
 //! jobs:
 //!   - project_id: 0b0a1e4b2c2d4e8f9a0b1c2d3e4f5a6b   # required
 //!     job_id: ff8080814dbd65d7014dbe0d84db0013        # required
@@ -145,6 +171,49 @@
 //!   `by_api.progress` have the same two fields per API. A refused request
 //!   counts for the job it named (on the progress API: the token's or
 //!   `X-Project-Id`'s project, unchecked).
+//!
+//! Identity (IDENTITY.md), every refusal in IAM's flat shape
+//! `{"error_msg", "error_code"}`:
+//! - OIDC federation, `POST /v3.0/OS-AUTH/id-token/tokens` with `X-Idp-Id`
+//!   and `{"auth": {"id_token": {"id": JWT}, "scope": {"project": {"id"
+//!   | "name"}}}}`: no `X-Idp-Id` or a bad body 400 `IAM.0011`; unknown
+//!   provider 404 `IAM.0004`; a JWT failing a check (see [`super::oidc`]:
+//!   alg, kid, signature, iss, aud, exp, nbf, sub; the message names the
+//!   check) 401 `IAM.0001`; no matching rule, or a project its rules do
+//!   not allow, 403 `IAM.0003`. Else 201, `X-Subject-Token`, `methods:
+//!   ["mapped"]`, `user.OS-FEDERATION` with the provider, protocol `oidc`
+//!   and the rules' groups, `user.name` from the rules (`FederationUser`
+//!   without one). Rule conditions: `type` names a claim (`sub`, or any
+//!   other; a list claim matches by any item); `any_one_of`: a value is
+//!   listed; `not_any_of`: none is; neither: the claim is present. `{0}`…
+//!   in `local` names are the matched conditions' values. `projects` is the
+//!   sim's stand-in for the groups' permissions. The token works on both
+//!   IMS APIs for its project, like a password token, until
+//!   `federated_token_lifetime`; it is held by the token's `sub`.
+//! - Agencies: `POST /v3/auth/tokens` with `methods: ["assume_role"]`,
+//!   `assume_role: {domain_name | domain_id, xrole_name | agency_name}`
+//!   and a project scope, authenticated by `X-Auth-Token` (any valid sim
+//!   token: password, federated, agency) or an AK/SK signature (scenario
+//!   or metadata keys; over the body too). Bad body 400 `IAM.0011`; no or
+//!   bad credentials 401 `IAM.0001`; unknown agency 404 `IAM.0004`; caller
+//!   not in `trusted`, or project outside the agency, 403 `IAM.0003`. Else
+//!   201, `X-Subject-Token`, `methods: ["assume_role"]`, user
+//!   `{domain_name}/{name}`, `assumed_by.user.name` the caller; valid
+//!   `token_lifetime`. (Password logins keep their nested error shape.)
+//! - Node metadata: `GET /openstack/latest/securitykey` answers
+//!   `{"credential": {"access", "secret", "securitytoken", "expires_at"}}`.
+//!   A pair is signed with like an access key, with `X-Security-Token`
+//!   required (else 401 `APIGW.0301` "security token invalid"); after its
+//!   `expires_at` 401 `APIGW.0307` "The token must be updated: the
+//!   temporary access key has expired". `PUT /meta-data/latest/api/token`
+//!   (session tokens) answers 404, so SDKs fall back to the plain GET.
+//! - Counters in `/admin/requests`: `iam.federation_requests`,
+//!   `iam.federation_tokens_issued`, `iam.federation_failures`,
+//!   `iam.agency_requests`, `iam.agency_tokens_issued`,
+//!   `iam.agency_failures`, `metadata.key_requests`,
+//!   `metadata.keys_issued` (`iam.token_requests` stays password logins).
+//! - Test JWTs: [`super::test_idp`] signs them with published test keys
+//!   whose JWKS is `test_idp::JWKS_JSON`.
 
 use std::fmt;
 use std::time::Duration;
@@ -153,6 +222,9 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use super::agency::Agency;
+pub use super::metadata::MetadataConfig;
+pub use super::oidc::IdentityProvider;
 use crate::ims::model::JobStatus;
 
 /// The scenario used when `--scenario` is not given.
@@ -171,6 +243,15 @@ pub struct Scenario {
     pub access_keys: Vec<AccessKey>,
     #[serde(default)]
     pub jobs: Vec<JobDef>,
+    /// OIDC identity providers for `POST /v3.0/OS-AUTH/id-token/tokens`.
+    #[serde(default)]
+    pub identity_providers: Vec<IdentityProvider>,
+    /// Agencies for `assume_role` tokens.
+    #[serde(default)]
+    pub agencies: Vec<Agency>,
+    /// The node metadata service's temporary keys.
+    #[serde(default)]
+    pub metadata: MetadataConfig,
     /// Expanded into `jobs` by [`Scenario::parse`].
     #[serde(default)]
     pub job_sets: Vec<JobSet>,
@@ -221,6 +302,8 @@ impl JobSet {
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub token_lifetime: Dur,
+    /// Tokens from OIDC federation; None: `token_lifetime`.
+    pub federated_token_lifetime: Option<Dur>,
     pub clock: ClockStart,
     pub time_format: TimeFormat,
     pub sdk_date_window: Dur,
@@ -239,6 +322,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             token_lifetime: Dur::secs(24 * 3600),
+            federated_token_lifetime: None,
             clock: ClockStart::FirstQuery,
             time_format: TimeFormat::Rfc3339,
             sdk_date_window: Dur::secs(15 * 60),
@@ -254,6 +338,10 @@ impl Default for Settings {
 }
 
 impl Settings {
+    pub fn federated_token_lifetime(&self) -> Duration {
+        self.federated_token_lifetime.unwrap_or(self.token_lifetime).0
+    }
+
     /// Whether the status API sends `process_percent`/`current_task` for `job`.
     pub fn status_api_progress(&self, job: &JobDef) -> bool {
         job.status_api_progress.or(self.status_api_progress).unwrap_or(self.api == ApiVersion::Legacy)
@@ -367,6 +455,9 @@ pub struct AccessKey {
     /// Project ids or names; empty means any project.
     #[serde(default)]
     pub projects: Vec<String>,
+    /// Who signs with this key, for agencies' `trusted`; default: the key.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -660,6 +751,12 @@ impl Scenario {
         }
         for job in &self.jobs {
             job.validate()?;
+        }
+        for idp in &self.identity_providers {
+            idp.validate().map_err(|e| ScenarioError(format!("identity provider {}: {e}", idp.id)))?;
+        }
+        if self.metadata.key_lifetime.0 < Duration::from_secs(2) {
+            return Err(ScenarioError("metadata.key_lifetime: at least 2s".into()));
         }
         Ok(())
     }
