@@ -98,15 +98,20 @@ pub fn project_id(id: &str) -> Result<(), String> {
 /// allowed explicitly: a password or token sent in clear would be readable
 /// by anyone on the path.
 pub fn endpoint(name: &str, url: &str, allow_insecure_http: bool) -> Result<(), String> {
-    let parsed = Url::parse(url).map_err(|e| format!("invalid {name} {url:?}: {e}"))?;
+    // User info may hold a password: such an endpoint is never echoed.
+    let shown = if url.contains('@') { "(with user info)".to_owned() } else { format!("{url:?}") };
+    let parsed = Url::parse(url).map_err(|e| format!("invalid {name} {shown}: {e}"))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() || parsed.query().is_some() {
+        return Err(format!("invalid {name} {shown}: an endpoint must not carry user info or a query"));
+    }
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if allow_insecure_http || is_loopback(&parsed) => Ok(()),
         "http" => Err(format!(
-            "refusing plain http:// {name} {url:?}: use https://, a loopback host, \
+            "refusing plain http:// {name} {shown}: use https://, a loopback host, \
              or --allow-insecure-http (ALLOW_INSECURE_HTTP=true)"
         )),
-        other => Err(format!("invalid {name} {url:?}: scheme {other:?} is neither https nor http")),
+        other => Err(format!("invalid {name} {shown}: scheme {other:?} is neither https nor http")),
     }
 }
 
@@ -183,6 +188,9 @@ mod tests {
         assert!(err.contains("--allow-insecure-http"), "{err}");
         assert!(endpoint("IAM", "http://iam.example.com", true).is_ok());
         assert!(endpoint("IMS", "ftp://x", true).is_err());
+        let err = endpoint("IMS", "https://user:secret@ims.example.com", false).unwrap_err();
+        assert!(err.contains("user info") && !err.contains("secret"), "{err}");
+        assert!(endpoint("IMS", "https://ims.example.com/?x=1", false).is_err());
         assert!(endpoint("IMS", "not a url", true).is_err());
     }
 
