@@ -1,4 +1,4 @@
-//! `imagejob-operator run` refuses at start what would fail later or leak
+//! `imagejob-operator run` and `crd` as users start them. `run` refuses at start what would fail later or leak
 //! (issue 25, item 2): plain-HTTP endpoints off this machine (signatures and
 //! IAM passwords in clear text), nonsense numbers, a bad default region. The
 //! binary is started against the real local API server, so without the
@@ -60,4 +60,14 @@ fn each_refused_flag_stops_the_operator_with_its_message() {
     // The same start-up with a good configuration runs (the cases above are
     // refusals, not a broken harness).
     assert!(run_briefly(&["--ims-endpoint", "http://127.0.0.1:9"], Duration::from_secs(3)).is_none());
+}
+
+/// `imagejob-operator crd` prints exactly what `crds/` holds (issue 25,
+/// item 11: only the function was compared, never the subcommand).
+#[test]
+fn crd_subcommand_prints_the_checked_in_crd() {
+    let out = Command::new(env!("CARGO_BIN_EXE_imagejob-operator")).arg("crd").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let checked_in = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/imagejob.yaml")).unwrap();
+    assert!(String::from_utf8(out.stdout).unwrap() == checked_in, "`crd` differs from crds/imagejob.yaml");
 }

@@ -235,7 +235,7 @@ async fn wrong_secret_key_stalls_with_few_requests() {
     let job = "ff8080814dbd65d7014dbe0d84db6001";
     let sim = Sim::start(json!([succeeding_job(job, "0s", "2s")]));
     create_aksk_secret(&client, &ns.name, "creds", "not-the-secret-key").await;
-    let _op = Operator::start(&sim, &run, &[]);
+    let op = Operator::start(&sim, &run, &[]);
     create(&client, &ns.name, &imagejob("badkey", &run, job, "creds")).await;
     let s = wait_status(&client, &ns.name, "badkey", WAIT, "AuthenticationFailed", |s| {
         condition(s, "Stalled").is_some_and(|c| c.0 == "True" && c.1 == "AuthenticationFailed")
@@ -247,6 +247,9 @@ async fn wrong_secret_key_stalls_with_few_requests() {
     let total = all["total"]["requests"].as_u64().expect("total.requests");
     println!("E2E-NUMBERS bad-key: {total} cloud requests in ~10 s");
     assert!(total <= 3, "a rejected signature must not be retried quickly: {all}");
+    // The series the chart's ImageJobsStalled alert reads for rejected credentials.
+    let rejected = op.metric_with("imagejob_ims_requests_total", &[("outcome", "authentication_failed")]).await;
+    assert!(rejected >= 1.0 && rejected <= total as f64, "authentication_failed requests: {rejected}");
 
     // The backoff is minutes now: only the Secret watch can make this quick.
     let fixed = std::time::Instant::now();

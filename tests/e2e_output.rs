@@ -260,3 +260,23 @@ async fn kubectl_explain_describes_nested_status_fields() {
     ns.cleanup().await;
     drop(client);
 }
+
+/// `projectId` comes from the Secret when the spec names none, and
+/// `region` from the spec (issue 25, item 5: both were only ever defaults).
+#[tokio::test]
+async fn configmap_takes_the_secrets_project_and_the_specs_region() {
+    let (client, ns, run) = setup("out-origin").await;
+    let job = "ff8080814dbd65d7014dbe0d84de0009";
+    let sim = Sim::start(json!([succeeding_job(job, "0s", "2s")]));
+    create_aksk_secret(&client, &ns.name, "creds", SK).await; // carries projectId
+    let _op = Operator::start(&sim, &run, &[]);
+    let mut ij = with_output(imagejob("origin", &run, job, "creds"), "origin-output");
+    ij.spec.project_id = None;
+    ij.spec.region = Some("eu-nl".into());
+    create(&client, &ns.name, &ij).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let cm = eventually(WAIT, "the output ConfigMap", || async { cms.get_opt("origin-output").await.unwrap() }).await;
+    let data = cm.data.unwrap();
+    assert_eq!((data["projectId"].as_str(), data["region"].as_str()), (PROJECT, "eu-nl"));
+    ns.cleanup().await;
+}
