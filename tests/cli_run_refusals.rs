@@ -1,5 +1,6 @@
-//! `imagejob-operator run` and `crd` as users start them. `run` refuses at start what would fail later or leak
-//! (issue 25, item 2): plain-HTTP endpoints off this machine (signatures and
+//! `imagejob-operator run` and `crd` as users start them. `run` refuses at
+//! start what would fail later or leak (issue 25, item 2): plain-HTTP
+//! endpoints off this machine (signatures and
 //! IAM passwords in clear text), nonsense numbers, a bad default region. The
 //! binary is started against the real local API server, so without the
 //! check it would start and run: each case must exit non-zero, quickly, with
