@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use super::schedule;
 use crate::config::RunArgs;
 use crate::crd::{ImageJob, ImageJobStatus, PollPolicy, REQUESTED_AT_ANNOTATION};
-use crate::ims::{ErrorKind, ImsError, JobTarget, resolve_endpoint};
+use crate::ims::{ErrorKind, ImsError, JobTarget};
 use crate::progress::Progress;
 use crate::status::{Outcome, StallReason};
 
@@ -147,6 +147,9 @@ pub fn api_unavailable(error: &super::Error) -> bool {
 
 /// Maps an IMS failure to what the status shows.
 pub fn outcome_of_error(err: &ImsError) -> Outcome {
+    if let ImsError::IdentityUnavailable { detail } = err {
+        return Outcome::Stalled { reason: StallReason::CredentialsNotFound, message: detail.clone() };
+    }
     let reason = match err.kind() {
         ErrorKind::Transient => return Outcome::Transient { message: transient_message(err) },
         ErrorKind::AuthenticationFailed => StallReason::AuthenticationFailed,
@@ -161,11 +164,16 @@ pub fn outcome_of_error(err: &ImsError) -> Outcome {
 /// leave the status unchanged (no write per retry).
 fn stable_message(err: &ImsError) -> String {
     match (err.status(), err.code(), err.message()) {
-        (Some(status), Some(code), Some(msg)) => format!("IMS answered HTTP {status}: {code} {msg}"),
-        (Some(status), None, Some(msg)) => format!("IMS answered HTTP {status}: {msg}"),
-        (Some(status), Some(code), None) => format!("IMS answered HTTP {status}: {code}"),
+        (Some(status), Some(code), Some(msg)) => format!("{} answered HTTP {status}: {code} {msg}", who(err)),
+        (Some(status), None, Some(msg)) => format!("{} answered HTTP {status}: {msg}", who(err)),
+        (Some(status), Some(code), None) => format!("{} answered HTTP {status}: {code}", who(err)),
         _ => err.to_string(),
     }
+}
+
+/// The service that answered (IAM refusing an ID token must not read as IMS).
+fn who(err: &ImsError) -> crate::ims::error::Service {
+    err.service().unwrap_or(crate::ims::error::Service::Ims)
 }
 
 fn transient_message(err: &ImsError) -> String {
@@ -190,6 +198,9 @@ pub fn target_of(ij: &ImageJob, args: &RunArgs, secret_project: Option<&str>) ->
     if !valid_region(region) {
         return Err(format!("region {region:?} may only contain a-z, 0-9 and '-'"));
     }
+    if let Some(refusal) = crate::regions::refuse(region, &args.allowed_regions()) {
+        return Err(refusal);
+    }
     let project_id = ij
         .spec
         .project_id
@@ -199,12 +210,9 @@ pub fn target_of(ij: &ImageJob, args: &RunArgs, secret_project: Option<&str>) ->
     // IDs go into the request path; a Secret's projectId is not schema-checked.
     crate::job_cmd::validate::project_id(project_id)?;
     crate::job_cmd::validate::job_id(&ij.spec.job_id)?;
-    Ok(JobTarget {
-        ims_endpoint: resolve_endpoint(&args.endpoints.ims_endpoint, region),
-        iam_endpoint: resolve_endpoint(&args.endpoints.iam_endpoint, region),
-        project_id: project_id.to_owned(),
-        job_id: ij.spec.job_id.clone(),
-    })
+    let (ims_endpoint, iam_endpoint) =
+        args.region_endpoints.resolve(region, &args.endpoints.ims_endpoint, &args.endpoints.iam_endpoint);
+    Ok(JobTarget { ims_endpoint, iam_endpoint, project_id: project_id.to_owned(), job_id: ij.spec.job_id.clone() })
 }
 
 /// How long our own write may take to show in the watch cache.

@@ -81,6 +81,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     result
 }
 
+/// The node's keys, shared by every ImageJob, when they are the default.
+fn metadata_keys(args: &RunArgs) -> Option<Arc<crate::ims::metadata::MetadataKeys>> {
+    let on = args.default_credentials == Some(crate::config::DefaultCredentials::Metadata);
+    on.then(|| Arc::new(crate::ims::metadata::MetadataKeys::new(&args.metadata_endpoint)))
+}
+
 fn election(client: Client, args: &RunArgs) -> Election {
     let namespace = args
         .leader_election_namespace
@@ -130,6 +136,7 @@ async fn run_controller(
         outputs: Some(outputs),
         wake: wake_tx,
         fence,
+        metadata_keys: metadata_keys(&args),
         args,
     });
 
