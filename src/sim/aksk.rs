@@ -14,6 +14,7 @@ use axum::http::HeaderMap;
 use dashmap::DashMap;
 use jiff::Timestamp;
 
+use super::metadata::KeyRing;
 use super::scenario::{AccessKey, Scenario};
 use crate::ims::signer;
 
@@ -52,6 +53,8 @@ pub enum AkskError {
     MissingDate,
     DateSkew,
     BadSecurityToken,
+    /// A temporary key (metadata service) past its `expires_at`.
+    KeyExpired,
     BadSignature,
     ProjectNotAllowed,
     MissingProjectId,
@@ -69,6 +72,7 @@ impl AkskError {
             Self::MissingDate => "x-sdk-date not found",
             Self::DateSkew => "the request time differs from the server time by more than 15 minutes",
             Self::BadSecurityToken => "security token invalid",
+            Self::KeyExpired => "the temporary access key has expired",
             Self::BadSignature => "verify aksk signature fail",
             Self::ProjectNotAllowed => "the project is not allowed for this access key",
             Self::MissingProjectId => "x-project-id not found",
@@ -111,6 +115,17 @@ pub struct AkskVerifier {
     date_window: Duration,
     lock_after: u32,
     lock_for: Duration,
+    /// The metadata service's keys, their project ids and their user.
+    pub temporary: KeyRing,
+    temporary_projects: Vec<String>,
+    temporary_user: String,
+}
+
+/// What verification needs of a key, static or temporary.
+struct KeyView {
+    secret: String,
+    security_token: Option<String>,
+    user: String,
 }
 
 impl AkskVerifier {
@@ -127,7 +142,35 @@ impl AkskVerifier {
             date_window: scenario.settings.sdk_date_window.0,
             lock_after: scenario.settings.lock_after_failures.max(1),
             lock_for: scenario.settings.lock_duration.0,
+            temporary: KeyRing::default(),
+            temporary_projects: scenario.metadata.projects.iter().map(resolve).collect(),
+            temporary_user: scenario.metadata.user.clone(),
         }
+    }
+
+    /// A scenario key, else a metadata key that has not expired.
+    fn key(&self, access: &str, now: Timestamp) -> Result<KeyView, AkskError> {
+        if let Some(k) = self.keys.get(access) {
+            let user = k.user.clone().unwrap_or_else(|| k.access.clone());
+            return Ok(KeyView { secret: k.secret.clone(), security_token: k.security_token.clone(), user });
+        }
+        let k = self.temporary.find(access).ok_or(AkskError::UnknownKey)?;
+        if now >= k.expires_at {
+            return Err(AkskError::KeyExpired);
+        }
+        Ok(KeyView { secret: k.secret, security_token: Some(k.security_token), user: self.temporary_user.clone() })
+    }
+
+    /// Who signed a request (the key's user), checked like [`Self::verify`]
+    /// but for no project: IAM's own APIs.
+    pub fn verify_caller(
+        &self,
+        req: &SignedRequest<'_>,
+        authorization: &str,
+        now: Timestamp,
+        clock: Instant,
+    ) -> Result<String, AkskError> {
+        self.verify_signature(req, authorization, now, clock).map(|(_, key)| key.user)
     }
 
     /// Checks in the gateway's order: header, key, lock, date, token,
@@ -141,9 +184,21 @@ impl AkskVerifier {
         now: Timestamp,
         clock: Instant,
     ) -> Result<&'a str, AkskError> {
+        let (auth, _) = self.verify_signature(req, authorization, now, clock)?;
+        let project = request_project(req, &auth)?;
+        self.check_project(&auth.access, project)
+    }
+
+    fn verify_signature(
+        &self,
+        req: &SignedRequest<'_>,
+        authorization: &str,
+        now: Timestamp,
+        clock: Instant,
+    ) -> Result<(signer::Authorization, KeyView), AkskError> {
         let auth = signer::parse_authorization(authorization).ok_or(AkskError::BadAuthorization)?;
         let access = auth.access.clone();
-        let key = self.keys.get(&access).ok_or(AkskError::UnknownKey)?;
+        let key = self.key(&access, now)?;
         if self.failures.get(&access).is_some_and(|f| f.is_locked(clock)) {
             return Err(AkskError::Locked);
         }
@@ -164,12 +219,11 @@ impl AkskVerifier {
         if let Some(mut f) = self.failures.get_mut(&access) {
             f.succeeded();
         }
-        let project = request_project(req, &auth)?;
-        self.check_project(&access, project)
+        Ok((auth, key))
     }
 
     fn check_project<'a>(&self, access: &str, project: &'a str) -> Result<&'a str, AkskError> {
-        let allowed = self.allowed_projects.get(access).map_or(&[][..], Vec::as_slice);
+        let allowed = self.allowed_projects.get(access).unwrap_or(&self.temporary_projects);
         if allowed.is_empty() || allowed.iter().any(|p| p == project) {
             Ok(project)
         } else {

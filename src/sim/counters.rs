@@ -128,6 +128,14 @@ pub struct GlobalCounters {
     pub auth_failures_token: Counter,
     pub auth_failures_aksk: Counter,
     pub auth_failures_missing: Counter,
+    pub federation_requests: Counter,
+    pub federation_tokens_issued: Counter,
+    pub federation_failures: Counter,
+    pub agency_requests: Counter,
+    pub agency_tokens_issued: Counter,
+    pub agency_failures: Counter,
+    pub metadata_key_requests: Counter,
+    pub metadata_keys_issued: Counter,
 }
 
 impl GlobalCounters {
@@ -142,6 +150,14 @@ impl GlobalCounters {
             &self.auth_failures_token,
             &self.auth_failures_aksk,
             &self.auth_failures_missing,
+            &self.federation_requests,
+            &self.federation_tokens_issued,
+            &self.federation_failures,
+            &self.agency_requests,
+            &self.agency_tokens_issued,
+            &self.agency_failures,
+            &self.metadata_key_requests,
+            &self.metadata_keys_issued,
         ] {
             c.reset();
         }
@@ -156,6 +172,16 @@ impl GlobalCounters {
                 "token_requests": self.token_requests.get(),
                 "tokens_issued": self.tokens_issued.get(),
                 "failures": self.token_failures.get(),
+                "federation_requests": self.federation_requests.get(),
+                "federation_tokens_issued": self.federation_tokens_issued.get(),
+                "federation_failures": self.federation_failures.get(),
+                "agency_requests": self.agency_requests.get(),
+                "agency_tokens_issued": self.agency_tokens_issued.get(),
+                "agency_failures": self.agency_failures.get(),
+            },
+            "metadata": {
+                "key_requests": self.metadata_key_requests.get(),
+                "keys_issued": self.metadata_keys_issued.get(),
             },
             "auth_failures": {
                 "token": self.auth_failures_token.get(),

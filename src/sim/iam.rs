@@ -61,16 +61,57 @@ pub fn login<'a>(scenario: &'a Scenario, auth: &PasswordAuth) -> Result<(&'a Use
         .iter()
         .find(|u| u.name == auth.user && u.domain == auth.domain && u.password == auth.password)
         .ok_or(WRONG_PASSWORD)?;
-    // A project that the scenario does not list is accepted by id when the
-    // user may use every project, so ad-hoc jobs need no project entry.
+    let project = permitted_project(scenario, &user.projects, &auth.project).ok_or(PROJECT_NOT_ALLOWED)?;
+    Ok((user, project))
+}
+
+/// The project `requested` (an id or a name) names, when `allowed` (ids
+/// or names; empty = every project) lets the caller scope to it. A project
+/// that the scenario does not list is accepted by id when every project is
+/// allowed, so ad-hoc jobs need no project entry.
+pub fn permitted_project(scenario: &Scenario, allowed: &[String], requested: &str) -> Option<Project> {
     let project = scenario
-        .resolve_project(&auth.project)
+        .resolve_project(requested)
         .cloned()
-        .or_else(|| (user.projects.is_empty()).then(|| Project { id: auth.project.clone(), name: None }));
-    let project = project.ok_or(PROJECT_NOT_ALLOWED)?;
-    let allowed =
-        user.projects.is_empty() || user.projects.iter().any(|p| *p == project.id || Some(p) == project.name.as_ref());
-    if allowed { Ok((user, project)) } else { Err(PROJECT_NOT_ALLOWED) }
+        .or_else(|| allowed.is_empty().then(|| Project { id: requested.to_owned(), name: None }))?;
+    let permitted = allowed.is_empty() || allowed.iter().any(|p| *p == project.id || Some(p) == project.name.as_ref());
+    permitted.then_some(project)
+}
+
+/// A refusal in the flat shape IAM uses for federation and agencies:
+/// `{"error_msg", "error_code"}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlatRefusal {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl FlatRefusal {
+    /// 400 `IAM.0011`.
+    pub fn bad_body(detail: &str) -> Self {
+        Self { status: 400, code: "IAM.0011", message: format!("Request body is invalid: {detail}") }
+    }
+    /// 401 `IAM.0001`.
+    pub fn unauthenticated(detail: impl Into<String>) -> Self {
+        Self { status: 401, code: "IAM.0001", message: detail.into() }
+    }
+    /// 403 `IAM.0003`.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self { status: 403, code: "IAM.0003", message: detail.into() }
+    }
+    /// 404 `IAM.0004`.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self { status: 404, code: "IAM.0004", message: detail.into() }
+    }
+}
+
+/// `scope.project.id` or `.name` of a token request, for the flat-error APIs.
+pub fn scoped_project(body: &Value) -> Result<String, FlatRefusal> {
+    let scope = &body["auth"]["scope"]["project"];
+    let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+    // Unscoped and domain-scoped tokens cannot call IMS: refused, as for passwords.
+    text(&scope["id"]).or(text(&scope["name"])).ok_or_else(|| FlatRefusal::bad_body("a project scope is required"))
 }
 
 #[derive(Clone, Debug)]
@@ -122,6 +163,13 @@ impl TokenStore {
         if self.scope(token, now)? == project_id { Ok(()) } else { Err(TokenProblem::OtherProject) }
     }
 
+    /// Who holds a valid token (any project): a user, a federated
+    /// subject or an agency.
+    pub fn holder(&self, token: &str, now: Timestamp) -> Result<String, TokenProblem> {
+        self.scope(token, now)?;
+        self.tokens.get(token).map(|t| t.user.clone()).ok_or(TokenProblem::Unknown)
+    }
+
     /// The project a token names, valid or not: whose job a request meant.
     pub fn project_of(&self, token: &str) -> Option<String> {
         self.tokens.get(token).map(|t| t.project_id.clone())
@@ -147,15 +195,34 @@ fn new_token() -> String {
 
 /// The 201 body, trimmed to what clients read (`expires_at`, `project`).
 pub fn token_body(user: &User, project: &Project, issued_at: Timestamp, expires_at: Timestamp) -> Value {
-    let domain = json!({"id": fake_id("domain", &user.domain), "name": user.domain});
+    let domain = domain_json(&user.domain);
+    let user =
+        json!({"id": fake_id("user", &user.name), "name": user.name, "domain": domain, "password_expires_at": ""});
+    scoped_token_body("password", user, project, issued_at, expires_at)
+}
+
+/// `{"id", "name"}` of a domain known by name.
+pub fn domain_json(name: &str) -> Value {
+    json!({"id": fake_id("domain", name), "name": name})
+}
+
+/// A project-scoped token's body for any method, around its `user`.
+pub fn scoped_token_body(
+    method: &str,
+    user: Value,
+    project: &Project,
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+) -> Value {
+    let domain = user["domain"].clone();
     json!({"token": {
-        "methods": ["password"],
+        "methods": [method],
         "expires_at": iam_time(expires_at),
         "issued_at": iam_time(issued_at),
         "catalog": [],
         "roles": [{"id": "0", "name": "te_admin"}],
         "project": {"id": project.id, "name": project.name.as_deref().unwrap_or(&project.id), "domain": domain},
-        "user": {"id": fake_id("user", &user.name), "name": user.name, "domain": domain, "password_expires_at": ""},
+        "user": user,
     }})
 }
 

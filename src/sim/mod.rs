@@ -17,15 +17,19 @@
 //! # Ok(()) }
 //! ```
 
+pub mod agency;
 pub mod aksk;
 pub mod counters;
 pub mod iam;
 pub mod lifecycle;
+pub mod metadata;
+pub mod oidc;
 pub mod responses;
 pub mod scenario;
 pub mod server;
 pub mod shapes;
 pub mod state;
+pub mod test_idp;
 pub mod throttle;
 
 use std::future::Future;

@@ -83,6 +83,11 @@ pub fn iam_error(status: u16, message: &str) -> SimResponse {
     SimResponse::json(status, &body)
 }
 
+/// IAM's flat error body, as its federation and agency APIs document it.
+pub fn iam_flat(refusal: &super::iam::FlatRefusal) -> SimResponse {
+    SimResponse::json(refusal.status, &json!({"error_msg": refusal.message, "error_code": refusal.code}))
+}
+
 /// What an nginx in front of a backend shows when that backend is down.
 fn html(status: u16) -> String {
     let title = format!("{status} {}", reason_phrase(status));

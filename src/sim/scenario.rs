@@ -153,6 +153,9 @@ use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use super::agency::Agency;
+pub use super::metadata::MetadataConfig;
+pub use super::oidc::IdentityProvider;
 use crate::ims::model::JobStatus;
 
 /// The scenario used when `--scenario` is not given.
@@ -171,6 +174,15 @@ pub struct Scenario {
     pub access_keys: Vec<AccessKey>,
     #[serde(default)]
     pub jobs: Vec<JobDef>,
+    /// OIDC identity providers for `POST /v3.0/OS-AUTH/id-token/tokens`.
+    #[serde(default)]
+    pub identity_providers: Vec<IdentityProvider>,
+    /// Agencies for `assume_role` tokens.
+    #[serde(default)]
+    pub agencies: Vec<Agency>,
+    /// The node metadata service's temporary keys.
+    #[serde(default)]
+    pub metadata: MetadataConfig,
     /// Expanded into `jobs` by [`Scenario::parse`].
     #[serde(default)]
     pub job_sets: Vec<JobSet>,
@@ -221,6 +233,8 @@ impl JobSet {
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub token_lifetime: Dur,
+    /// Tokens from OIDC federation; None: `token_lifetime`.
+    pub federated_token_lifetime: Option<Dur>,
     pub clock: ClockStart,
     pub time_format: TimeFormat,
     pub sdk_date_window: Dur,
@@ -239,6 +253,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             token_lifetime: Dur::secs(24 * 3600),
+            federated_token_lifetime: None,
             clock: ClockStart::FirstQuery,
             time_format: TimeFormat::Rfc3339,
             sdk_date_window: Dur::secs(15 * 60),
@@ -254,6 +269,10 @@ impl Default for Settings {
 }
 
 impl Settings {
+    pub fn federated_token_lifetime(&self) -> Duration {
+        self.federated_token_lifetime.unwrap_or(self.token_lifetime).0
+    }
+
     /// Whether the status API sends `process_percent`/`current_task` for `job`.
     pub fn status_api_progress(&self, job: &JobDef) -> bool {
         job.status_api_progress.or(self.status_api_progress).unwrap_or(self.api == ApiVersion::Legacy)
@@ -367,6 +386,9 @@ pub struct AccessKey {
     /// Project ids or names; empty means any project.
     #[serde(default)]
     pub projects: Vec<String>,
+    /// Who signs with this key, for agencies' `trusted`; default: the key.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -660,6 +682,12 @@ impl Scenario {
         }
         for job in &self.jobs {
             job.validate()?;
+        }
+        for idp in &self.identity_providers {
+            idp.validate().map_err(|e| ScenarioError(format!("identity provider {}: {e}", idp.id)))?;
+        }
+        if self.metadata.key_lifetime.0 < Duration::from_secs(2) {
+            return Err(ScenarioError("metadata.key_lifetime: at least 2s".into()));
         }
         Ok(())
     }

@@ -13,16 +13,20 @@ use axum::routing::{get, post, put};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::aksk::{ProjectScope, SignedRequest};
-use super::iam;
+use super::aksk::{AkskError, ProjectScope, SignedRequest};
+use super::iam::{self, FlatRefusal};
 use super::lifecycle::{DEFAULT_THROTTLE_LIMIT, JobApi};
 use super::responses::{self, SimResponse};
 use super::scenario::{JobDef, ProgressApi};
 use super::state::{AuthFailure, LiveJob, Sim};
+use super::{agency, oidc};
 
 pub fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/v3/auth/tokens", post(issue_token))
+        .route("/v3.0/OS-AUTH/id-token/tokens", post(federated_token))
+        .route("/openstack/latest/securitykey", get(metadata_securitykey))
+        .route("/meta-data/latest/api/token", put(metadata_session_token))
         .route("/v1/{project_id}/jobs/{job_id}", get(get_job))
         .route("/v1/cloudimages/job/{job_id}", get(get_job_progress))
         .route("/admin/jobs/{project_id}/{job_id}", put(put_job).delete(delete_job))
@@ -146,17 +150,38 @@ fn auth_refusal(failure: AuthFailure, request_id: &str) -> SimResponse {
         AuthFailure::Token(Expired) => {
             return responses::gateway(401, "APIGW.0307", "The token must be updated.", request_id);
         }
+        AuthFailure::Aksk(AkskError::KeyExpired) => {
+            let message = format!("The token must be updated: {}", AkskError::KeyExpired.detail());
+            return responses::gateway(401, "APIGW.0307", &message, request_id);
+        }
         AuthFailure::Aksk(e) => e.detail(),
     };
     let message = format!("Incorrect IAM authentication information: {detail}");
     responses::gateway(401, "APIGW.0301", &message, request_id)
 }
 
-/// `POST /v3/auth/tokens`: password login scoped to a project.
-async fn issue_token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+/// `POST /v3/auth/tokens`: password login scoped to a project, or an
+/// agency token (`assume_role`).
+async fn issue_token(
+    State(sim): State<Arc<Sim>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Ok(value) = serde_json::from_slice::<Value>(&body)
+        && agency::is_assume_role(&value)
+    {
+        let req = SignedRequest { body: &body, ..signed_request(&method, &uri, &headers, ProjectScope::Credentials) };
+        return agency_token(&sim, &req, &value);
+    }
+    password_token(&sim, &body)
+}
+
+fn password_token(sim: &Sim, body: &[u8]) -> Response {
     let request_id = sim.next_request_id();
     sim.counters.token_requests.inc();
-    let login = iam::parse_request(&body).and_then(|auth| iam::login(&sim.scenario, &auth));
+    let login = iam::parse_request(body).and_then(|auth| iam::login(&sim.scenario, &auth));
     let (user, project) = match login {
         Ok(found) => found,
         Err((status, message)) => {
@@ -167,11 +192,114 @@ async fn issue_token(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let now = Timestamp::now();
     let (token, expires_at) = sim.tokens.issue(&user.name, &project.id, now, sim.scenario.settings.token_lifetime.0);
     sim.counters.tokens_issued.inc();
-    let mut response = to_http(SimResponse::json(201, &iam::token_body(user, &project, now, expires_at)), &request_id);
-    if let Ok(value) = HeaderValue::from_str(&token) {
+    let body = iam::token_body(user, &project, now, expires_at);
+    subject_token(to_http(SimResponse::json(201, &body), &request_id), &token)
+}
+
+/// Adds the issued token as `X-Subject-Token`.
+fn subject_token(mut response: Response, token: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(token) {
         response.headers_mut().insert("x-subject-token", value);
     }
     response
+}
+
+fn flat_refusal(refusal: &FlatRefusal, request_id: &str) -> Response {
+    tracing::debug!(status = refusal.status, code = refusal.code, message = %refusal.message, "IAM refusal");
+    to_http(responses::iam_flat(refusal), request_id)
+}
+
+/// `assume_role`: the caller (token or AK/SK), then the agency.
+fn agency_token(sim: &Sim, req: &SignedRequest<'_>, body: &Value) -> Response {
+    let request_id = sim.next_request_id();
+    sim.counters.agency_requests.inc();
+    let decided = agency::parse(body).and_then(|ask| {
+        let caller = sim.caller(req)?;
+        agency::assume(&sim.scenario, &ask, &caller).map(|(agency, project)| (agency, project, caller))
+    });
+    let (agency, project, caller) = match decided {
+        Ok(found) => found,
+        Err(refusal) => {
+            sim.counters.agency_failures.inc();
+            return flat_refusal(&refusal, &request_id);
+        }
+    };
+    let now = Timestamp::now();
+    let user_name = agency.user_name();
+    let (token, expires_at) = sim.tokens.issue(&user_name, &project.id, now, sim.scenario.settings.token_lifetime.0);
+    sim.counters.agency_tokens_issued.inc();
+    let domain = json!({"id": agency.domain_id(), "name": agency.domain_name});
+    let user = json!({"id": iam::fake_id("agency", &user_name), "name": user_name, "domain": domain});
+    let mut body = iam::scoped_token_body("assume_role", user, &project, now, expires_at);
+    body["token"]["assumed_by"] = json!({"user": {"name": caller, "id": iam::fake_id("user", &caller)}});
+    subject_token(to_http(SimResponse::json(201, &body), &request_id), &token)
+}
+
+/// `POST /v3.0/OS-AUTH/id-token/tokens`: an OIDC ID token of the
+/// provider `X-Idp-Id` for a token scoped to a project.
+async fn federated_token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let request_id = sim.next_request_id();
+    sim.counters.federation_requests.inc();
+    let now = Timestamp::now();
+    let idp_id = headers.get("x-idp-id").and_then(|v| v.to_str().ok());
+    let decided = federate(&sim, idp_id, &body, now);
+    let (idp, mapped, project) = match decided {
+        Ok(found) => found,
+        Err(refusal) => {
+            sim.counters.federation_failures.inc();
+            return flat_refusal(&refusal, &request_id);
+        }
+    };
+    let lifetime = sim.scenario.settings.federated_token_lifetime();
+    let (token, expires_at) = sim.tokens.issue(&mapped.sub, &project.id, now, lifetime);
+    sim.counters.federation_tokens_issued.inc();
+    let groups: Vec<Value> = mapped.groups.iter().map(|g| json!({"id": iam::fake_id("group", g), "name": g})).collect();
+    let user = json!({
+        "OS-FEDERATION": {"identity_provider": {"id": idp.id}, "protocol": {"id": "oidc"}, "groups": groups},
+        "domain": iam::domain_json(&idp.domain),
+        "name": mapped.user_name,
+        "id": iam::fake_id("federated", &mapped.sub),
+    });
+    let body = iam::scoped_token_body("mapped", user, &project, now, expires_at);
+    subject_token(to_http(SimResponse::json(201, &body), &request_id), &token)
+}
+
+/// The exchange's checks in IAM's order: provider, body, token, rules, scope.
+fn federate<'a>(
+    sim: &'a Sim,
+    idp_id: Option<&str>,
+    body: &[u8],
+    now: Timestamp,
+) -> Result<(&'a oidc::IdentityProvider, oidc::Mapped, crate::sim::scenario::Project), FlatRefusal> {
+    let idp_id = idp_id.ok_or_else(|| FlatRefusal::bad_body("the X-Idp-Id header is required"))?;
+    let idp = sim
+        .scenario
+        .identity_providers
+        .iter()
+        .find(|p| p.id == idp_id)
+        .ok_or_else(|| FlatRefusal::not_found(format!("Could not find identity provider {idp_id:?}")))?;
+    let exchange = oidc::parse_exchange(body)?;
+    let claims = oidc::verify(idp, &exchange.id_token, now.as_second())?;
+    let mapped = oidc::map_claims(idp, &claims)?;
+    let project = iam::permitted_project(&sim.scenario, &mapped.projects, &exchange.project).ok_or_else(|| {
+        FlatRefusal::forbidden(format!("{:?} may not scope to project {:?}", mapped.sub, exchange.project))
+    })?;
+    Ok((idp, mapped, project))
+}
+
+/// `GET /openstack/latest/securitykey`: the node's temporary keys.
+async fn metadata_securitykey(State(sim): State<Arc<Sim>>) -> Response {
+    if !sim.scenario.metadata.served {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    sim.counters.metadata_key_requests.inc();
+    axum::Json(sim.metadata_key().to_json()).into_response()
+}
+
+/// `PUT /meta-data/latest/api/token`: no session tokens here; SDKs fall
+/// back to the plain GET on 404.
+async fn metadata_session_token() -> StatusCode {
+    StatusCode::NOT_FOUND
 }
 
 /// `PUT /admin/jobs/{project_id}/{job_id}`: a job definition in YAML or

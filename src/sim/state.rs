@@ -12,8 +12,9 @@ use serde_json::{Map, Value};
 
 use super::aksk::{AkskError, AkskVerifier, ProjectScope, SignedRequest};
 use super::counters::{GlobalCounters, JobCounters};
-use super::iam::{TokenProblem, TokenStore};
+use super::iam::{FlatRefusal, TokenProblem, TokenStore};
 use super::lifecycle::{self, BodyStyle, JobApi, JobTime, ScriptedAnswer};
+use super::metadata::TemporaryKey;
 use super::scenario::{ClockStart, JobDef, Scenario, Settings};
 use super::throttle::Throttles;
 
@@ -154,6 +155,32 @@ impl Sim {
             }
             ProjectScope::Credentials => self.tokens.project_of(req.header("x-auth-token")?),
         }
+    }
+
+    /// Who calls an IAM API that needs a caller (`assume_role`): the
+    /// holder of a valid `X-Auth-Token`, or the user of an AK/SK signer.
+    pub fn caller(&self, req: &SignedRequest<'_>) -> Result<String, FlatRefusal> {
+        let now = Timestamp::now();
+        if let Some(authorization) = aksk_authorization(req) {
+            return self
+                .aksk
+                .verify_caller(req, authorization, now, Instant::now())
+                .map_err(|e| FlatRefusal::unauthenticated(format!("The AK/SK signature is refused: {}", e.detail())));
+        }
+        let token =
+            req.header("x-auth-token").ok_or_else(|| FlatRefusal::unauthenticated("X-Auth-Token is missing"))?;
+        self.tokens.holder(token, now).map_err(|problem| {
+            FlatRefusal::unauthenticated(format!("The X-Auth-Token is not valid ({problem:?})").to_lowercase())
+        })
+    }
+
+    /// The metadata service's current key pair; counts new ones.
+    pub fn metadata_key(&self) -> TemporaryKey {
+        let (key, fresh) = self.aksk.temporary.current(Timestamp::now(), self.scenario.metadata.key_lifetime.0);
+        if fresh {
+            self.counters.metadata_keys_issued.inc();
+        }
+        key
     }
 
     pub fn count_auth_failure(&self, failure: AuthFailure) {
