@@ -126,6 +126,12 @@ pub struct RunArgs {
     #[arg(long, env = "REGION_ENDPOINTS", default_value = "", value_parser = crate::regions::parse_region_endpoints)]
     pub region_endpoints: crate::regions::RegionEndpoints,
 
+    /// Read credentials Secrets (`spec.credentialsRef`). false: the operator
+    /// reads no Secret at all (every ImageJob on workload identity or the
+    /// node's keys), and an ImageJob naming a Secret is refused.
+    #[arg(long, env = "READ_SECRETS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub read_secrets: bool,
+
     /// Regions an ImageJob may name (comma-separated); default `eu-de,eu-nl`
     /// plus every region of `--region-endpoints`.
     #[arg(long, env = "ALLOWED_REGIONS", value_delimiter = ',')]

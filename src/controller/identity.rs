@@ -41,6 +41,9 @@ pub fn identity_of<'a>(spec: &'a ImageJobSpec, args: &RunArgs) -> Result<Identit
     let invalid = |m: &str| Err((StallReason::InvalidSpec, m.to_owned()));
     match (&spec.credentials_ref, &spec.service_account_ref) {
         (Some(_), Some(_)) => invalid("set only one of spec.credentialsRef and spec.serviceAccountRef"),
+        (Some(_), None) if !args.read_secrets => invalid(
+            "this operator reads no Secrets (--read-secrets=false): use spec.serviceAccountRef (workload identity)",
+        ),
         (Some(secret), None) => Ok(Identity::Secret(&secret.name)),
         (None, Some(_)) if args.oidc_idp_id.is_none() || args.oidc_audience.is_none() => invalid(
             "spec.serviceAccountRef needs workload identity, which this operator runs without \
@@ -190,7 +193,9 @@ mod tests {
         let sa = json!({"serviceAccountRef": {"name": "sa"}, "projectId": "p"});
         let secret = json!({"credentialsRef": {"name": "s"}});
         let both = json!({"credentialsRef": {"name": "s"}, "serviceAccountRef": {"name": "sa"}});
-        let cases: [(&[&str], serde_json::Value, Result<Identity, StallReason>); 8] = [
+        let no_secrets: &[&str] = &["--read-secrets=false"];
+        let cases: [(&[&str], serde_json::Value, Result<Identity, StallReason>); 9] = [
+            (no_secrets, secret.clone(), Err(StallReason::InvalidSpec)),
             (&[], secret.clone(), Ok(Identity::Secret("s"))),
             (wi, secret, Ok(Identity::Secret("s"))),
             (wi, sa.clone(), Ok(Identity::ServiceAccount("sa"))),

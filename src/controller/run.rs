@@ -140,7 +140,12 @@ async fn run_controller(
         args,
     });
 
-    let secret_watch = watch_secrets(secrets, reader.clone(), ctx.clone());
+    // With --read-secrets=false not even Secret metadata is watched.
+    let secret_watch: futures::future::BoxFuture<()> = if ctx.args.read_secrets {
+        Box::pin(watch_secrets(secrets, reader.clone(), ctx.clone()))
+    } else {
+        Box::pin(futures::future::pending())
+    };
     let output_watch = watch_outputs(scoped(&client, &ctx.args), outputs_writer, reader.clone(), ctx.clone());
     let housekeeping = housekeeping(reader.clone(), ctx.clone(), ready);
     let api_return = retry_when_the_api_server_returns(client.clone(), ctx.clone());
