@@ -7,45 +7,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::e2e::*;
-use imagejob_operator::crd::{ImageJob, Phase};
-use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::Client;
-use kube::api::{Api, PostParams};
-use serde_json::{Value, json};
+use imagejob_operator::crd::Phase;
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(90);
 const IDP: &str = "k8s-e2e";
 const AUDIENCE: &str = "iam-e2e";
-
-/// GET a raw path of the API server (the JWKS, the OIDC discovery document).
-async fn raw(client: &Client, path: &str) -> Value {
-    let request = http::Request::get(path).body(Vec::new()).unwrap();
-    serde_json::from_str(&client.request_text(request).await.unwrap()).unwrap()
-}
-
-/// An identity provider trusting this cluster, mapping only `subjects`.
-async fn provider(client: &Client, subjects: &[String]) -> Value {
-    let issuer = raw(client, "/.well-known/openid-configuration").await["issuer"].clone();
-    json!({
-        "id": IDP, "issuer": issuer, "client_id": AUDIENCE,
-        "jwks": raw(client, "/openid/v1/jwks").await,
-        "rules": [{"remote": [{"type": "sub", "any_one_of": subjects}], "local": [{"user": {"name": "{0}"}}]}],
-    })
-}
-
-async fn service_account(client: &Client, ns: &str, name: &str) {
-    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    Api::<ServiceAccount>::namespaced(client.clone(), ns).create(&PostParams::default(), &sa).await.unwrap();
-}
-
-fn workload_imagejob(name: &str, run: &str, job: &str, sa: &str) -> ImageJob {
-    serde_json::from_value(json!({
-        "apiVersion": "ims.otc.io/v1alpha1", "kind": "ImageJob",
-        "metadata": {"name": name, "labels": {"e2e-run": run}},
-        "spec": {"jobId": job, "projectId": PROJECT, "serviceAccountRef": {"name": sa}, "pollInterval": "1s"}
-    }))
-    .unwrap()
-}
 
 /// A mapped namespace's ServiceAccount succeeds over 40 s with IAM tokens of
 /// 15 s, renewed with no Stalled blip and about one exchange per token
@@ -59,7 +26,7 @@ async fn workload_identity_is_per_namespace_and_renewed_before_expiry() {
     let mut scenario =
         Sim::scenario(json!([succeeding_job(ok_job, "0s", "40s"), succeeding_job(refused_job, "0s", "5s")]));
     let subject = format!("system:serviceaccount:{}:imagejobs", mapped.name);
-    scenario["identity_providers"] = json!([provider(&client, &[subject]).await]);
+    scenario["identity_providers"] = json!([cluster_identity_provider(&client, IDP, AUDIENCE, &[subject]).await]);
     scenario["settings"]["federated_token_lifetime"] = json!("15s");
     let sim = Sim::start_with(scenario);
     for ns in [&mapped.name, &unmapped.name] {
