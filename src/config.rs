@@ -101,6 +101,48 @@ pub struct RunArgs {
     /// (credentials and tokens then cross the network unencrypted).
     #[arg(long, env = "ALLOW_INSECURE_HTTP", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub allow_insecure_http: bool,
+
+    /// Workload identity: the IAM identity provider (protocol oidc) that
+    /// trusts this cluster's ServiceAccount tokens (`spec.serviceAccountRef`).
+    #[arg(long, env = "OIDC_IDP_ID")]
+    pub oidc_idp_id: Option<String>,
+
+    /// Workload identity: the audience (the provider's `client_id`) of the
+    /// ServiceAccount tokens the operator requests.
+    #[arg(long, env = "OIDC_AUDIENCE")]
+    pub oidc_audience: Option<String>,
+
+    /// What ImageJobs that name no credentials use: `metadata`, the node's
+    /// temporary keys (every Pod on the node shares them). Off by default.
+    #[arg(long, env = "DEFAULT_CREDENTIALS", value_enum)]
+    pub default_credentials: Option<DefaultCredentials>,
+
+    /// The metadata service (`--default-credentials metadata`).
+    #[arg(long, env = "METADATA_ENDPOINT", default_value = crate::ims::metadata::DEFAULT_ENDPOINT)]
+    pub metadata_endpoint: String,
+
+    /// Per-region IMS and IAM endpoints, e.g.
+    /// `eu-ch2=https://ims.example,https://iam.example;eu-nl=…`.
+    #[arg(long, env = "REGION_ENDPOINTS", default_value = "", value_parser = crate::regions::parse_region_endpoints)]
+    pub region_endpoints: crate::regions::RegionEndpoints,
+
+    /// Read credentials Secrets (`spec.credentialsRef`). false: the operator
+    /// reads no Secret at all (every ImageJob on workload identity or the
+    /// node's keys), and an ImageJob naming a Secret is refused.
+    #[arg(long, env = "READ_SECRETS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub read_secrets: bool,
+
+    /// Regions an ImageJob may name (comma-separated); default `eu-de,eu-nl`
+    /// plus every region of `--region-endpoints`.
+    #[arg(long, env = "ALLOWED_REGIONS", value_delimiter = ',')]
+    pub allowed_regions: Option<Vec<String>>,
+}
+
+/// `--default-credentials`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefaultCredentials {
+    /// The node's temporary keys from the metadata service.
+    Metadata,
 }
 
 impl RunArgs {
@@ -128,12 +170,31 @@ impl RunArgs {
         // The default region and both endpoints in it, by the rules every
         // ImageJob and `job get`/`job wait` meet (`ims::target`).
         self.endpoints().resolve(&self.default_region)?;
-        Ok(())
+        self.region_endpoints.check(self.allow_insecure_http)?;
+        self.validate_identity()
     }
 
     /// The endpoint templates and whether plain `http://` is allowed.
     pub fn endpoints(&self) -> Endpoints<'_> {
         self.endpoints.with_insecure(self.allow_insecure_http)
+    }
+
+    /// Workload identity needs both of its flags; the metadata endpoint is
+    /// plain http by nature, so its default is allowed and only another one
+    /// is checked like the cloud's endpoints.
+    fn validate_identity(&self) -> Result<(), String> {
+        if self.oidc_idp_id.is_some() != self.oidc_audience.is_some() {
+            return Err("--oidc-idp-id and --oidc-audience go together (workload identity needs both)".into());
+        }
+        if self.metadata_endpoint.trim_end_matches('/') != crate::ims::metadata::DEFAULT_ENDPOINT {
+            crate::ims::target::endpoint("--metadata-endpoint", &self.metadata_endpoint, self.allow_insecure_http)?;
+        }
+        Ok(())
+    }
+
+    /// `--allowed-regions`, or its default.
+    pub fn allowed_regions(&self) -> Vec<String> {
+        crate::regions::allowed(self.allowed_regions.as_deref(), &self.region_endpoints)
     }
 }
 
@@ -157,7 +218,7 @@ pub fn poll_interval(spec: Option<&str>, default: Duration) -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -168,7 +229,8 @@ mod tests {
         assert!(parse_duration("banana").is_err());
     }
 
-    fn args(extra: &[&str]) -> RunArgs {
+    /// `run`'s arguments from a command line, for tests across the crate.
+    pub(crate) fn args(extra: &[&str]) -> RunArgs {
         #[derive(clap::Parser)]
         struct Cli {
             #[command(flatten)]
@@ -200,6 +262,33 @@ mod tests {
                 Some(text) => assert!(got.as_ref().is_err_and(|e| e.contains(text)), "{argv:?}: {got:?}"),
             }
         }
+    }
+
+    /// The identity flags: workload identity needs both; the metadata
+    /// endpoint's link-local default is the one plain-http host allowed.
+    #[test]
+    fn identity_and_region_flags_are_checked_at_start() {
+        let cases: [(&[&str], Option<&str>); 8] = [
+            (&["--oidc-idp-id", "k8s", "--oidc-audience", "iam"], None),
+            (&["--oidc-idp-id", "k8s"], Some("go together")),
+            (&["--default-credentials", "metadata"], None),
+            (&["--default-credentials", "metadata", "--metadata-endpoint", "http://169.254.169.254/"], None),
+            (&["--metadata-endpoint", "http://meta.example"], Some("refusing plain http://")),
+            (&["--metadata-endpoint", "http://127.0.0.1:9"], None),
+            (&["--region-endpoints", "eu-ch2=http://ims.example,https://iam.example"], Some("eu-ch2")),
+            (&["--region-endpoints", "x=https://a"], Some("IMS,IAM")),
+        ];
+        for (argv, want) in cases {
+            let got =
+                std::panic::catch_unwind(|| args(argv)).map_err(|_| "IMS,IAM".to_owned()).and_then(|a| a.validate());
+            match want {
+                None => assert_eq!(got, Ok(()), "{argv:?}"),
+                Some(text) => assert!(got.as_ref().is_err_and(|e| e.contains(text)), "{argv:?}: {got:?}"),
+            }
+        }
+        let a = args(&["--region-endpoints", "eu-ch2=https://a,https://b"]);
+        assert_eq!(a.allowed_regions(), ["eu-de", "eu-nl", "eu-ch2"]);
+        assert_eq!(args(&["--allowed-regions", "eu-de"]).allowed_regions(), ["eu-de"]);
     }
 
     /// `run`, `job get` and `job wait` share the endpoint flags: their names,

@@ -44,6 +44,8 @@ pub const DURATION_PATTERN: &str = "^([0-9]+(ms|s|m|h))+$";
     printcolumn(name = "ETA", type_ = "string", json_path = ".status.estimatedCompletionTime", priority = 1)
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.credentialsRef) && has(self.serviceAccountRef))")
+    .message("set at most one of credentialsRef and serviceAccountRef"))]
 pub struct ImageJobSpec {
     /// The IMS job ID, e.g. the `job_id` returned when an image was created.
     /// Immutable: create a new ImageJob to track another job.
@@ -66,8 +68,24 @@ pub struct ImageJobSpec {
 
     /// A Secret in the same namespace with `accessKey`/`secretKey`
     /// (optional `securityToken`) or `username`/`password`/`domainName`,
-    /// and optionally `projectId`.
-    pub credentials_ref: CredentialsRef,
+    /// and optionally `projectId`. Exactly one of `credentialsRef` and
+    /// `serviceAccountRef` (or neither when the operator runs with
+    /// `--default-credentials`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_ref: Option<CredentialsRef>,
+
+    /// Workload identity: a ServiceAccount in the same namespace. The
+    /// operator requests a short-lived token for it (audience
+    /// `--oidc-audience`) and exchanges it at IAM (`--oidc-idp-id`) for a
+    /// token of the project; IAM's conversion rules decide what it may do.
+    /// Needs `projectId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_ref: Option<ServiceAccountRef>,
+
+    /// Act through an IAM agency of another account, on top of the identity
+    /// above: an agency token of that account for `projectId`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assume_role: Option<AssumeRole>,
 
     /// How often to poll while the job is INIT or RUNNING, e.g. `30s` or `2m`
     /// (1s to 1h). Defaults to the operator's `--poll-interval`.
@@ -129,6 +147,34 @@ pub struct CredentialsRef {
     /// Name of the Secret.
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
     pub name: String,
+}
+
+/// Reference to a ServiceAccount in the ImageJob's own namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct ServiceAccountRef {
+    /// Name of the ServiceAccount.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub name: String,
+}
+
+/// An IAM agency (OTC's `xrole_name`) of the account that delegates, named
+/// by `domainName` or `domainId` (exactly one).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.domainName) != has(self.domainId)")
+    .message("set exactly one of domainName and domainId"))]
+pub struct AssumeRole {
+    /// The agency's name in the delegating account.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_.-]+$"))]
+    pub agency_name: String,
+    /// The delegating account, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub domain_name: Option<String>,
+    /// The delegating account, by ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9]+$"))]
+    pub domain_id: Option<String>,
 }
 
 /// The phase shown in `kubectl get imagejobs`.
@@ -351,7 +397,13 @@ mod tests {
         let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
         assert_eq!(spec["properties"]["jobId"]["x-kubernetes-validations"][0]["rule"], "self == oldSelf");
         let required: Vec<&str> = spec["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-        assert_eq!(required, vec!["credentialsRef", "jobId"]);
+        assert_eq!(required, vec!["jobId"]);
+        // Never both identities; neither is the operator's call (--default-credentials).
+        let rule = "!(has(self.credentialsRef) && has(self.serviceAccountRef))";
+        assert_eq!(spec["x-kubernetes-validations"][0]["rule"], rule);
+        let role = &spec["properties"]["assumeRole"];
+        assert_eq!(role["x-kubernetes-validations"][0]["rule"], "has(self.domainName) != has(self.domainId)");
+        assert_eq!(spec["properties"]["serviceAccountRef"]["required"][0], "name");
     }
 
     #[test]

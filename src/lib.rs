@@ -10,6 +10,7 @@ pub mod job_cmd;
 pub mod metrics;
 pub mod plugin;
 pub mod progress;
+pub mod regions;
 pub mod sim;
 pub mod status;
 pub mod telemetry;

@@ -211,6 +211,7 @@ fn helm_lint_is_clean_for_each_configuration() {
             "kubeStateMetrics.serviceAccount.namespace=monitoring",
             "grafanaDashboard.enabled=true",
         ],
+        vec!["workloadIdentity.idpId=k8s", "workloadIdentity.audience=iam", "secretCredentials=false"],
     ] {
         let mut cmd = Command::new(tool("helm"));
         cmd.args(["lint", "--strict", CHART, "--kube-version", &common::kube_version()]);
@@ -297,6 +298,13 @@ fn every_setting_maps_to_the_operators_environment_variable() {
             "watchNamespace=team-a",
             "watchLabelSelector=shard=a",
             "leaderElection.leaseName=my-lease",
+            "workloadIdentity.idpId=k8s-cluster",
+            "workloadIdentity.audience=iam.example",
+            "defaultCredentials=metadata",
+            "metadataEndpoint=http://169.254.169.254",
+            "regionEndpoints.eu-ch2.ims=https://ims.ch.example",
+            "regionEndpoints.eu-ch2.iam=https://iam.ch.example",
+            "allowedRegions={eu-de,eu-ch2}",
             "extraEnv[0].name=HTTPS_PROXY",
             "extraEnv[0].value=http://proxy:3128",
             "image.digest=sha256:0123",
@@ -323,6 +331,13 @@ fn every_setting_maps_to_the_operators_environment_variable() {
         ("LEADER_ELECTION_NAMESPACE", "ops"),
         ("LEADER_ELECTION_LEASE", "my-lease"),
         ("HTTPS_PROXY", "http://proxy:3128"),
+        ("READ_SECRETS", "true"),
+        ("OIDC_IDP_ID", "k8s-cluster"),
+        ("OIDC_AUDIENCE", "iam.example"),
+        ("DEFAULT_CREDENTIALS", "metadata"),
+        ("METADATA_ENDPOINT", "http://169.254.169.254"),
+        ("REGION_ENDPOINTS", "eu-ch2=https://ims.ch.example,https://iam.ch.example"),
+        ("ALLOWED_REGIONS", "eu-de,eu-ch2"),
     ];
     for (name, value) in expected {
         assert_eq!(env.get(name), Some(&json!(value)), "{name}");
@@ -398,6 +413,40 @@ fn rbac_grants_only_what_the_operator_uses() {
     let edit = find(&objs, "ClusterRole", "imagejob-operator-edit");
     assert_eq!(edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"], "true");
     assert!(rules(edit).iter().all(|r| r.starts_with("ims.otc.io/imagejobs:")), "{:?}", rules(edit));
+}
+
+/// What each credentials mode grants: Secrets only while Secrets are
+/// read; `serviceaccounts/token` create only with workload identity; the
+/// keyless mode (workload identity, no Secrets) reads no Secret at all.
+#[test]
+fn each_credentials_mode_grants_only_what_it_uses() {
+    let secrets = "/secrets: get,list,watch";
+    let token = "/serviceaccounts/token: create";
+    let wi = ["workloadIdentity.idpId=k8s", "workloadIdentity.audience=iam"];
+    let cases: [(&[&str], bool, bool); 4] = [
+        (&[], true, false),
+        (&wi, true, true),
+        (&[wi[0], wi[1], "secretCredentials=false"], false, true),
+        (&["secretCredentials=false", "defaultCredentials=metadata"], false, false),
+    ];
+    for (sets, reads_secrets, mints_tokens) in cases {
+        let objs = docs(&template("imagejob-operator", "imagejob-system", sets));
+        let granted: BTreeSet<String> =
+            objs.iter().filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role").flat_map(rules).collect();
+        assert_eq!(granted.iter().any(|r| r.starts_with("/secrets")), reads_secrets, "{sets:?}: {granted:?}");
+        assert_eq!(granted.contains(token), mints_tokens, "{sets:?}: {granted:?}");
+        let cr = find(&objs, "ClusterRole", "imagejob-operator");
+        let mut want = operator_rules();
+        if !reads_secrets {
+            want.remove(secrets);
+        }
+        if mints_tokens {
+            want.insert(token.to_owned());
+        }
+        assert_eq!(rules(cr), want, "{sets:?}");
+        let env = env_of(find(&objs, "Deployment", "imagejob-operator"));
+        assert_eq!(env["READ_SECRETS"], json!(reads_secrets.to_string()), "{sets:?}");
+    }
 }
 
 #[test]

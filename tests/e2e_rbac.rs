@@ -500,3 +500,48 @@ async fn configmap_writes_are_off_by_default_and_fenced_when_on() {
     op_ns.cleanup().await;
     victim_ns.cleanup().await;
 }
+
+/// The keyless mode (workload identity on, `secretCredentials=false`): the
+/// operator, as the chart's ServiceAccount, completes an ImageJob on a
+/// ServiceAccount token of the job's namespace, may mint such tokens, and
+/// may not read a single Secret.
+#[tokio::test]
+async fn keyless_mode_completes_a_job_without_any_secret_read() {
+    let admin = client().await;
+    install_imagejob_crd(&admin).await;
+    let op_ns = TestNamespace::new(&admin, "rbac-keyless-op").await;
+    let jobs_ns = TestNamespace::new(&admin, "rbac-keyless-jobs").await;
+    let run = unique_label();
+    let job = "ff8080814dbd65d7014dbe0d84db7041";
+    let mut scenario = Sim::scenario(json!([succeeding_job(job, "1s", "4s")]));
+    let subject = format!("system:serviceaccount:{}:builder", jobs_ns.name);
+    scenario["identity_providers"] = json!([cluster_identity_provider(&admin, "k8s", "iam", &[subject]).await]);
+    let sim = Sim::start_with(scenario);
+    service_account(&admin, &jobs_ns.name, "builder").await;
+    let keyless = ["workloadIdentity.idpId=k8s", "workloadIdentity.audience=iam", "secretCredentials=false"];
+    let mut values = vec![format!("imsEndpoint={0}", sim.url), format!("iamEndpoint={0}", sim.url)];
+    values.extend(keyless.iter().map(|v| v.to_string()));
+    values.extend(["pollInterval=1s".to_owned(), format!("watchLabelSelector=e2e-run={run}")]);
+    let release = Release::install(&op_ns.name, &values);
+    let kubeconfig = release.service_account_kubeconfig(&admin).await;
+    let as_operator = client_from(kubeconfig.path()).await;
+    let ns = Some(jobs_ns.name.as_str());
+    for verb in ["get", "list", "watch"] {
+        assert!(!can(&as_operator, verb, "", "secrets", ns, None).await, "{verb} secrets");
+    }
+    assert!(can(&as_operator, "create", "", "serviceaccounts/token", ns, Some("builder")).await);
+    assert!(!can(&as_operator, "get", "", "serviceaccounts", ns, Some("builder")).await, "nothing else on them");
+    create(&admin, &jobs_ns.name, &workload_imagejob("keyless", &run, job, "builder")).await;
+    let mut op = release.start_operator(kubeconfig.path(), &format!("{}-5c8d7-k3y1s", release.fullname));
+    let done =
+        wait_status(&admin, &jobs_ns.name, "keyless", WAIT, "finished", |s| s.phase.is_some_and(|p| p.is_finished()))
+            .await;
+    assert_eq!(done.phase, Some(Phase::Succeeded), "{done:?}");
+    assert_eq!(sim.all_requests().await["iam"]["federation_tokens_issued"], 1);
+    let log = op.stop();
+    let lower = log.to_lowercase();
+    assert!(!lower.contains("forbidden") && !lower.contains(" 403"), "the operator was refused something:\n{log}");
+    assert!(!log.contains("eyJ"), "a token in the log:\n{log}");
+    op_ns.cleanup().await;
+    jobs_ns.cleanup().await;
+}

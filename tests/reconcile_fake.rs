@@ -116,6 +116,7 @@ async fn fixture() -> Fixture {
         outputs: None,
         wake,
         fence: imagejob_operator::controller::fence::Fence::none(),
+        metadata_keys: None,
         args,
     });
     let api = Api::namespaced(client.clone(), &ns.name);

@@ -21,6 +21,7 @@ pub mod coalesce;
 pub mod election;
 pub mod fence;
 pub mod gate;
+pub mod identity;
 pub mod output;
 pub mod plan;
 pub mod reconcile;
@@ -72,6 +73,8 @@ pub struct Ctx<S> {
     pub wake: mpsc::UnboundedSender<ObjectRef<ImageJob>>,
     /// Writes only while this replica leads (see `fence`).
     pub fence: fence::Fence,
+    /// The node's keys, with `--default-credentials metadata`.
+    pub metadata_keys: Option<Arc<crate::ims::metadata::MetadataKeys>>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -380,7 +380,8 @@ async fn project_id<S>(ij: &ImageJob, ctx: &super::Ctx<S>, existing: Option<&Con
         return p;
     }
     let namespace = ij.namespace().unwrap_or_default();
-    match ctx.secrets.load(&namespace, &ij.spec.credentials_ref.name).await {
+    let Some(secret) = &ij.spec.credentials_ref else { return String::new() };
+    match ctx.secrets.load(&namespace, &secret.name).await {
         Ok(loaded) => loaded.project_id.clone().unwrap_or_default(),
         Err(_) => String::new(),
     }

@@ -138,6 +138,9 @@ pub fn api_unavailable(error: &super::Error) -> bool {
 
 /// Maps an IMS failure to what the status shows.
 pub fn outcome_of_error(err: &ImsError) -> Outcome {
+    if let ImsError::IdentityUnavailable { detail } = err {
+        return Outcome::Stalled { reason: StallReason::CredentialsNotFound, message: detail.clone() };
+    }
     let reason = match err.kind() {
         ErrorKind::Transient => return Outcome::Transient { message: transient_message(err) },
         ErrorKind::AuthenticationFailed => StallReason::AuthenticationFailed,
@@ -152,11 +155,16 @@ pub fn outcome_of_error(err: &ImsError) -> Outcome {
 /// leave the status unchanged (no write per retry).
 fn stable_message(err: &ImsError) -> String {
     match (err.status(), err.code(), err.message()) {
-        (Some(status), Some(code), Some(msg)) => format!("IMS answered HTTP {status}: {code} {msg}"),
-        (Some(status), None, Some(msg)) => format!("IMS answered HTTP {status}: {msg}"),
-        (Some(status), Some(code), None) => format!("IMS answered HTTP {status}: {code}"),
+        (Some(status), Some(code), Some(msg)) => format!("{} answered HTTP {status}: {code} {msg}", who(err)),
+        (Some(status), None, Some(msg)) => format!("{} answered HTTP {status}: {msg}", who(err)),
+        (Some(status), Some(code), None) => format!("{} answered HTTP {status}: {code}", who(err)),
         _ => err.to_string(),
     }
+}
+
+/// The service that answered (IAM refusing an ID token must not read as IMS).
+fn who(err: &ImsError) -> crate::ims::error::Service {
+    err.service().unwrap_or(crate::ims::error::Service::Ims)
 }
 
 fn transient_message(err: &ImsError) -> String {
@@ -178,13 +186,20 @@ pub(super) fn outcome_label(err: Option<&ImsError>) -> &'static str {
 /// operator's configuration; the ImageJob chooses at most the region.
 pub fn target_of(ij: &ImageJob, args: &RunArgs, secret_project: Option<&str>) -> Result<JobTarget, String> {
     let region = ij.spec.region.as_deref().unwrap_or(&args.default_region);
+    if let Some(refusal) = crate::regions::refuse(region, &args.allowed_regions()) {
+        return Err(refusal);
+    }
     let project_id = ij
         .spec
         .project_id
         .as_deref()
         .or(secret_project)
         .ok_or_else(|| "no project ID: set spec.projectId or add projectId to the credentials Secret".to_owned())?;
-    target::resolve(&args.endpoints(), region, project_id, &ij.spec.job_id)
+    let mut target = target::resolve(&args.endpoints(), region, project_id, &ij.spec.job_id)?;
+    // A region with its own endpoints (checked at start) uses them.
+    (target.ims_endpoint, target.iam_endpoint) =
+        args.region_endpoints.resolve(region, &args.endpoints.ims_endpoint, &args.endpoints.iam_endpoint);
+    Ok(target)
 }
 
 /// How long our own write may take to show in the watch cache.

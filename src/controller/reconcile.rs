@@ -16,7 +16,6 @@ use super::plan::{
     deadline_exceeded, deadline_of, fingerprint, follow_delay, forced_poll_wait, max_shared_age, outcome_for,
     outcome_label, oversized_request, pending_request, plan_next, target_of,
 };
-use super::secrets::SecretError;
 use super::{Ctx, Error, FIELD_MANAGER, key_of, output, schedule};
 use crate::config::poll_interval;
 use crate::crd::{ImageJob, ImageJobStatus};
@@ -133,21 +132,11 @@ async fn poll<S: JobSource>(
     ctx: &Ctx<S>,
     forced: bool,
 ) -> Result<Polled, Error> {
-    let namespace = ij.namespace().ok_or(Error::NoNamespace)?;
-    let secret_name = &ij.spec.credentials_ref.name;
-    let loaded = match ctx.secrets.load(&namespace, secret_name).await {
-        Ok(l) => l,
-        Err(e @ (SecretError::NotFound { .. } | SecretError::Invalid { .. })) => {
-            let outcome = Outcome::Stalled { reason: StallReason::CredentialsNotFound, message: e.to_string() };
-            return Ok(Polled::Done(Answered::own(outcome, None)));
-        }
-        Err(e @ SecretError::NotLabeled { .. }) => {
-            let outcome = Outcome::Stalled { reason: StallReason::CredentialsNotLabeled, message: e.to_string() };
-            return Ok(Polled::Done(Answered::own(outcome, None)));
-        }
-        Err(e) => return Err(e.into()),
+    let (credentials, secret_project) = match super::identity::credentials_for(ij, ctx).await? {
+        Ok(found) => found,
+        Err(outcome) => return Ok(Polled::Done(Answered::own(outcome, None))),
     };
-    let target = match target_of(ij, &ctx.args, loaded.project_id.as_deref()) {
+    let target = match target_of(ij, &ctx.args, secret_project.as_deref()) {
         Ok(t) => t,
         Err(message) => {
             let outcome = Outcome::Stalled { reason: StallReason::InvalidSpec, message };
@@ -161,7 +150,7 @@ async fn poll<S: JobSource>(
     if forced {
         ctx.schedule.mark_forced(key);
     }
-    let fetched = match ctx.coalescer.fetch_or_defer(key, &target, &loaded.credentials, max_age).await {
+    let fetched = match ctx.coalescer.fetch_or_defer(key, &target, &credentials, max_age).await {
         Ok(fetched) => fetched,
         Err(wait) => return Ok(Polled::Deferred(wait)),
     };
@@ -176,7 +165,7 @@ async fn poll<S: JobSource>(
     let (outcome, retry_after) = match fetched.answer {
         Ok(job) => {
             if job.status.is_some_and(|s| s.is_finished()) {
-                ctx.coalescer.unsubscribe(&target, &loaded.credentials, key);
+                ctx.coalescer.unsubscribe(&target, &credentials, key);
             }
             (Outcome::Job(job), None)
         }

@@ -81,6 +81,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     result
 }
 
+/// The node's keys, shared by every ImageJob, when they are the default.
+fn metadata_keys(args: &RunArgs) -> Option<Arc<crate::ims::metadata::MetadataKeys>> {
+    let on = args.default_credentials == Some(crate::config::DefaultCredentials::Metadata);
+    on.then(|| Arc::new(crate::ims::metadata::MetadataKeys::new(&args.metadata_endpoint)))
+}
+
 fn election(client: Client, args: &RunArgs) -> Election {
     let namespace = args
         .leader_election_namespace
@@ -130,10 +136,16 @@ async fn run_controller(
         outputs: args.outputs.then(|| super::output::Outputs::new(outputs)),
         wake: wake_tx,
         fence,
+        metadata_keys: metadata_keys(&args),
         args,
     });
 
-    let secret_watch = watch_secrets(secrets, reader.clone(), ctx.clone());
+    // With --read-secrets=false not even Secret metadata is watched.
+    let secret_watch: futures::future::BoxFuture<()> = if ctx.args.read_secrets {
+        Box::pin(watch_secrets(secrets, reader.clone(), ctx.clone()))
+    } else {
+        Box::pin(futures::future::pending())
+    };
     let output_watch = {
         let (api, imagejobs, ctx) = (scoped(&client, &ctx.args), reader.clone(), ctx.clone());
         async move {

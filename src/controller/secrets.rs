@@ -186,7 +186,8 @@ impl SecretCache {
 
 /// True when `ij` reads the Secret `namespace/name`.
 pub fn reads(ij: &ImageJob, namespace: &str, name: &str) -> bool {
-    ij.metadata.namespace.as_deref() == Some(namespace) && ij.spec.credentials_ref.name == name
+    ij.metadata.namespace.as_deref() == Some(namespace)
+        && ij.spec.credentials_ref.as_ref().is_some_and(|r| r.name == name)
 }
 
 #[cfg(test)]

@@ -10,12 +10,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::credentials::{CacheKey, Credentials, Secret};
 use super::error::{ImsError, Service};
-use super::transport::{send, url_with_path};
+use super::iam;
 
 /// Refresh this long before expiry at most (less for short-lived tokens).
 const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -23,32 +22,30 @@ const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// 24 h; a 401 would also trigger a refresh).
 const FALLBACK_LIFETIME: Duration = Duration::from_secs(3600);
 
-/// What a cached token belongs to. Holds no secret: the password is
-/// represented by its fingerprint, so a rotated password gets a new token.
+/// What a cached token belongs to: an identity (by fingerprint: a
+/// password, an ID token's subject and provider, an agency on top of a base
+/// identity), an IAM endpoint and a project. Holds no secret: a rotated
+/// password gets a new token. An empty project asks for a token of the
+/// identity itself (the base token an agency is assumed with).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TokenKey {
     pub iam_endpoint: String,
-    pub domain: String,
-    pub user: String,
     pub project_id: String,
     credentials: CacheKey,
 }
 
 impl TokenKey {
-    /// None for AK/SK credentials, which need no token.
+    /// None for keys (AK/SK, metadata), which sign instead of using a token.
     pub fn new(iam_endpoint: &str, project_id: &str, creds: &Credentials) -> Option<Self> {
-        let Credentials::Password { username, domain_name, .. } = creds else { return None };
-        Some(TokenKey {
+        creds.uses_token().then(|| TokenKey {
             iam_endpoint: iam_endpoint.trim_end_matches('/').to_owned(),
-            domain: domain_name.clone(),
-            user: username.clone(),
             project_id: project_id.to_owned(),
             credentials: creds.cache_key(),
         })
     }
 }
 
-struct CachedToken {
+pub(crate) struct CachedToken {
     value: Secret,
     refresh_at: Instant,
 }
@@ -72,8 +69,8 @@ impl TokenCache {
         Self::default()
     }
 
-    /// A valid token for `key`, from the cache or from IAM.
-    pub async fn token(&self, http: &reqwest::Client, key: &TokenKey, password: &Secret) -> Result<Secret, ImsError> {
+    /// A valid token for `key` (made from `creds`), from the cache or from IAM.
+    pub async fn token(&self, http: &reqwest::Client, key: &TokenKey, creds: &Credentials) -> Result<Secret, ImsError> {
         let waiting_since = Instant::now();
         let slot = self.slot(key);
         let mut slot = slot.lock().await;
@@ -87,7 +84,7 @@ impl TokenCache {
         {
             return Err(err.clone());
         }
-        match fetch_token(http, key, password).await {
+        match Box::pin(self.fetch(http, key, creds)).await {
             Ok(token) => {
                 let value = token.value.clone();
                 *slot = TokenSlot { token: Some(token), failure: None };
@@ -137,19 +134,63 @@ impl TokenCache {
     }
 }
 
-/// `POST {iam}/v3/auth/tokens?nocatalog=true`: `nocatalog` spares the large
-/// service catalog, which this client does not need.
-async fn fetch_token(http: &reqwest::Client, key: &TokenKey, password: &Secret) -> Result<CachedToken, ImsError> {
-    let mut url = url_with_path(&key.iam_endpoint, &["v3", "auth", "tokens"])?;
-    url.set_query(Some("nocatalog=true"));
-    let body = json!({"auth": {
-        "identity": {"methods": ["password"], "password": {"user": {
-            "name": key.user, "password": password.expose(), "domain": {"name": key.domain}}}},
-        "scope": {"project": {"id": key.project_id}},
-    }});
-    let fetched_at = Instant::now();
-    let request = http.post(url.clone()).json(&body);
-    let answer = send(Service::Iam, "POST", &url, request).await?;
+impl TokenCache {
+    /// One IAM request for a token of `creds`; an agency first gets its
+    /// base identity's own token (from this cache) or signs with its keys.
+    async fn fetch(
+        &self,
+        http: &reqwest::Client,
+        key: &TokenKey,
+        creds: &Credentials,
+    ) -> Result<CachedToken, ImsError> {
+        let fetched_at = Instant::now();
+        let (iam, project) = (&key.iam_endpoint, &key.project_id);
+        let answer = match creds {
+            Credentials::Password { username, password, domain_name } => {
+                iam::password_token(http, iam, project, username, domain_name, password).await?
+            }
+            Credentials::IdToken(id) => {
+                let jwt = id.source.fetch().await?;
+                iam::exchange_id_token(http, iam, project, &id.idp_id, &jwt).await?
+            }
+            Credentials::Agency { base, agency } => {
+                let auth = self.base_auth(http, iam, base).await?;
+                iam::assume_role(http, iam, project, agency, &auth).await?
+            }
+            Credentials::AkSk { .. } | Credentials::Metadata(_) => {
+                return Err(ImsError::InvalidRequest { detail: "access keys need no token".into() });
+            }
+        };
+        token_from(answer, fetched_at)
+    }
+
+    /// How an agency's base identity proves itself to IAM.
+    async fn base_auth(&self, http: &reqwest::Client, iam: &str, base: &Credentials) -> Result<iam::Auth, ImsError> {
+        match base {
+            Credentials::AkSk { access_key, secret_key, security_token } => Ok(iam::Auth::Keys {
+                access_key: access_key.clone(),
+                secret_key: secret_key.clone(),
+                security_token: security_token.clone(),
+            }),
+            Credentials::Metadata(keys) => {
+                let k = keys.keys(http).await?;
+                Ok(iam::Auth::Keys {
+                    access_key: k.access_key,
+                    secret_key: k.secret_key,
+                    security_token: Some(k.security_token),
+                })
+            }
+            _ => {
+                let key = TokenKey::new(iam, "", base).expect("a token identity");
+                Ok(iam::Auth::Token(self.token(http, &key, base).await?))
+            }
+        }
+    }
+}
+
+/// The token in an IAM answer: `X-Subject-Token`, refreshed at most 5
+/// minutes (a tenth of its lifetime for short ones) before it expires.
+fn token_from(answer: super::transport::HttpResponse, fetched_at: Instant) -> Result<CachedToken, ImsError> {
     if !(200..300).contains(&answer.status) {
         return Err(ImsError::from_response(Service::Iam, answer.status, &answer.headers, &answer.body));
     }
@@ -165,8 +206,12 @@ async fn fetch_token(http: &reqwest::Client, key: &TokenKey, password: &Secret) 
             request_id: answer.request_id(),
         })?;
     let lifetime = lifetime(&answer.body).unwrap_or(FALLBACK_LIFETIME);
-    let margin = MAX_REFRESH_MARGIN.min(lifetime / 10);
-    Ok(CachedToken { value, refresh_at: fetched_at + lifetime.saturating_sub(margin) })
+    Ok(CachedToken { value, refresh_at: fetched_at + lifetime.saturating_sub(refresh_margin(lifetime)) })
+}
+
+/// Pure: how long before expiry a token of `lifetime` is renewed.
+pub fn refresh_margin(lifetime: Duration) -> Duration {
+    MAX_REFRESH_MARGIN.min(lifetime / 10)
 }
 
 /// `expires_at - issued_at` from the body, both by IAM's clock, so a skewed
@@ -217,8 +262,8 @@ mod tests {
         let cloud = FakeCloud::start().await;
         let (cache, http) = (TokenCache::new(), reqwest::Client::new());
         let k = key(&cloud, "pw");
-        let first = cache.token(&http, &k, &"pw".into()).await.unwrap();
-        let second = cache.token(&http, &k, &"pw".into()).await.unwrap();
+        let first = cache.token(&http, &k, &password_creds("pw")).await.unwrap();
+        let second = cache.token(&http, &k, &password_creds("pw")).await.unwrap();
         assert_eq!(first.expose(), second.expose());
         assert_eq!(cloud.iam_calls(), 1);
         let body = cloud.last_iam_body();
@@ -233,8 +278,8 @@ mod tests {
         cloud.set_token_lifetime(Duration::ZERO);
         let (cache, http) = (TokenCache::new(), reqwest::Client::new());
         let k = key(&cloud, "pw");
-        let first = cache.token(&http, &k, &"pw".into()).await.unwrap();
-        let second = cache.token(&http, &k, &"pw".into()).await.unwrap();
+        let first = cache.token(&http, &k, &password_creds("pw")).await.unwrap();
+        let second = cache.token(&http, &k, &password_creds("pw")).await.unwrap();
         assert_ne!(first.expose(), second.expose());
         assert_eq!(cloud.iam_calls(), 2);
     }
@@ -248,7 +293,9 @@ mod tests {
         let k = key(&cloud, "pw");
         let calls = (0..10).map(|_| {
             let (cache, http, k) = (cache.clone(), http.clone(), k.clone());
-            tokio::spawn(async move { cache.token(&http, &k, &"pw".into()).await.map(|t| t.expose().to_owned()) })
+            tokio::spawn(
+                async move { cache.token(&http, &k, &password_creds("pw")).await.map(|t| t.expose().to_owned()) },
+            )
         });
         let tokens: Vec<String> =
             futures::future::join_all(calls).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
@@ -269,7 +316,7 @@ mod tests {
         let k = key(&cloud, "wrong");
         let calls = (0..5).map(|_| {
             let (cache, http, k) = (cache.clone(), http.clone(), k.clone());
-            tokio::spawn(async move { cache.token(&http, &k, &"wrong".into()).await })
+            tokio::spawn(async move { cache.token(&http, &k, &password_creds("wrong")).await })
         });
         for result in futures::future::join_all(calls).await {
             let err = result.unwrap().unwrap_err();
@@ -278,7 +325,7 @@ mod tests {
         }
         assert_eq!(cloud.iam_calls(), 1);
         // A later caller tries again.
-        assert!(cache.token(&http, &k, &"wrong".into()).await.is_err());
+        assert!(cache.token(&http, &k, &password_creds("wrong")).await.is_err());
         assert_eq!(cloud.iam_calls(), 2);
     }
 
@@ -287,12 +334,12 @@ mod tests {
         let cloud = FakeCloud::start().await;
         let (cache, http) = (TokenCache::new(), reqwest::Client::new());
         let k = key(&cloud, "pw");
-        let first = cache.token(&http, &k, &"pw".into()).await.unwrap();
+        let first = cache.token(&http, &k, &password_creds("pw")).await.unwrap();
         cache.invalidate_if(&k, &first).await;
-        let second = cache.token(&http, &k, &"pw".into()).await.unwrap();
+        let second = cache.token(&http, &k, &password_creds("pw")).await.unwrap();
         assert_eq!(cloud.iam_calls(), 2);
         cache.invalidate_if(&k, &first).await;
-        let third = cache.token(&http, &k, &"pw".into()).await.unwrap();
+        let third = cache.token(&http, &k, &password_creds("pw")).await.unwrap();
         assert_eq!(second.expose(), third.expose());
         assert_eq!(cloud.iam_calls(), 2);
     }
@@ -302,8 +349,8 @@ mod tests {
         let cloud = FakeCloud::start().await;
         cloud.set_token_lifetime(Duration::ZERO);
         let (cache, http) = (TokenCache::new(), reqwest::Client::new());
-        cache.token(&http, &key(&cloud, "old"), &"old".into()).await.unwrap();
-        cache.token(&http, &key(&cloud, "new"), &"new".into()).await.unwrap();
+        cache.token(&http, &key(&cloud, "old"), &password_creds("old")).await.unwrap();
+        cache.token(&http, &key(&cloud, "new"), &password_creds("new")).await.unwrap();
         assert_eq!(cloud.iam_calls(), 2);
         assert_eq!(cache.len(), 1);
     }
@@ -313,7 +360,7 @@ mod tests {
         let cloud = FakeCloud::start().await;
         cloud.set_iam_reply(FakeReply::json(201, r#"{"token":{}}"#));
         let (cache, http) = (TokenCache::new(), reqwest::Client::new());
-        let err = cache.token(&http, &key(&cloud, "pw"), &"pw".into()).await.unwrap_err();
+        let err = cache.token(&http, &key(&cloud, "pw"), &password_creds("pw")).await.unwrap_err();
         assert!(err.is_transient(), "{err}");
     }
 }

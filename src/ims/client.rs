@@ -164,10 +164,16 @@ impl ImsClient {
                     self.signed_get(&url, &target.project_id, access_key, secret_key, security_token.as_ref())?;
                 send(Service::Ims, "GET", &url, request).await?
             }
-            Credentials::Password { password, .. } => {
+            Credentials::Metadata(keys) => {
+                let k = keys.keys(&self.http).await?;
+                let request =
+                    self.signed_get(&url, &target.project_id, &k.access_key, &k.secret_key, Some(&k.security_token))?;
+                send(Service::Ims, "GET", &url, request).await?
+            }
+            _ => {
                 let key = TokenKey::new(&target.iam_endpoint, &target.project_id, creds)
-                    .expect("password credentials have a token key");
-                self.get_with_token(&url, &key, password).await?
+                    .expect("token credentials have a token key");
+                self.get_with_token(&url, &key, creds).await?
             }
         };
         Ok(answer)
@@ -176,15 +182,15 @@ impl ImsClient {
     /// A token may be revoked before it expires (password or permission
     /// change), so one refusal (401, or 400 IMG.0030) earns one fresh token;
     /// a second is final.
-    async fn get_with_token(&self, url: &Url, key: &TokenKey, password: &Secret) -> Result<HttpResponse, ImsError> {
-        let token = self.tokens.token(&self.http, key, password).await?;
+    async fn get_with_token(&self, url: &Url, key: &TokenKey, creds: &Credentials) -> Result<HttpResponse, ImsError> {
+        let token = self.tokens.token(&self.http, key, creds).await?;
         let answer = send(Service::Ims, "GET", url, self.token_get(url, &token)?).await?;
         if !token_refused(&answer) {
             return Ok(answer);
         }
         tracing::debug!(path = url.path(), "IMS rejected the cached token; fetching a new one once");
         self.tokens.invalidate_if(key, &token).await;
-        let token = self.tokens.token(&self.http, key, password).await?;
+        let token = self.tokens.token(&self.http, key, creds).await?;
         send(Service::Ims, "GET", url, self.token_get(url, &token)?).await
     }
 
@@ -593,3 +599,7 @@ mod tests {
         assert!(poll(&client(), &target(&cloud)).await.is_ok());
     }
 }
+
+#[cfg(test)]
+#[path = "client_identity_tests.rs"]
+mod identity_tests;

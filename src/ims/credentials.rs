@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
@@ -56,6 +56,49 @@ pub enum Credentials {
     AkSk { access_key: String, secret_key: Secret, security_token: Option<Secret> },
     /// IAM user password, exchanged for a project-scoped token.
     Password { username: String, password: Secret, domain_name: String },
+    /// An OpenID Connect ID token (a ServiceAccount's, or a CI system's),
+    /// exchanged at IAM for a project-scoped token (OIDC federation).
+    IdToken(IdToken),
+    /// The node's temporary keys from the metadata service.
+    Metadata(Arc<super::metadata::MetadataKeys>),
+    /// An agency of another account, assumed with `base`.
+    Agency { base: Box<Credentials>, agency: Agency },
+}
+
+/// Hands out an ID token (a JWT) when IAM needs one: only when the IAM
+/// token it buys is due for renewal, never per poll.
+pub trait IdTokenSource: Send + Sync {
+    /// Who the token names (e.g. `system:serviceaccount:ns:sa`): part of
+    /// the cache key, never secret.
+    fn subject(&self) -> &str;
+    fn fetch(&self) -> futures::future::BoxFuture<'_, Result<Secret, super::ImsError>>;
+}
+
+/// An ID token source and the IAM identity provider that trusts it.
+#[derive(Clone)]
+pub struct IdToken {
+    pub idp_id: String,
+    pub source: Arc<dyn IdTokenSource>,
+}
+
+impl fmt::Debug for IdToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IdToken({} via {})", self.source.subject(), self.idp_id)
+    }
+}
+
+/// An IAM agency (OTC's `xrole_name`) of the account that delegates.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Agency {
+    pub name: String,
+    pub domain: AgencyDomain,
+}
+
+/// The delegating account, by name or by ID.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum AgencyDomain {
+    Name(String),
+    Id(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -184,12 +227,24 @@ impl Credentials {
     /// rotated secret gives a new key (and a fresh token).
     pub fn cache_key(&self) -> CacheKey {
         let mut mac = Hmac::<Sha256>::new_from_slice(process_key()).expect("HMAC takes any key length");
+        let base;
         let parts: Vec<&str> = match self {
             Credentials::AkSk { access_key, secret_key, security_token } => {
                 vec!["aksk", access_key, secret_key.expose(), security_token.as_ref().map_or("", Secret::expose)]
             }
             Credentials::Password { username, password, domain_name } => {
                 vec!["password", domain_name, username, password.expose()]
+            }
+            // The identity, not the token of the moment: it rotates.
+            Credentials::IdToken(id) => vec!["oidc", &id.idp_id, id.source.subject()],
+            Credentials::Metadata(keys) => vec!["metadata", keys.endpoint()],
+            Credentials::Agency { base: b, agency } => {
+                base = hex::encode(b.cache_key().0);
+                let (kind, domain) = match &agency.domain {
+                    AgencyDomain::Name(n) => ("name", n),
+                    AgencyDomain::Id(i) => ("id", i),
+                };
+                vec!["agency", &base, &agency.name, kind, domain]
             }
         };
         for part in parts {
@@ -200,12 +255,28 @@ impl Credentials {
         CacheKey(mac.finalize().into_bytes().into())
     }
 
-    /// `"AK/SK"`, `"temporary AK/SK"` or `"password"`, for messages.
+    /// `"AK/SK"`, `"temporary AK/SK"`, `"password"`, …, for messages.
     pub fn kind_name(&self) -> &'static str {
         match self {
             Credentials::AkSk { security_token: Some(_), .. } => "temporary AK/SK",
             Credentials::AkSk { .. } => "AK/SK",
             Credentials::Password { .. } => "password",
+            Credentials::IdToken(_) => "ID token",
+            Credentials::Metadata(_) => "node metadata keys",
+            Credentials::Agency { .. } => "agency",
+        }
+    }
+
+    /// True when IMS is called with an IAM token (not a signature).
+    pub fn uses_token(&self) -> bool {
+        !matches!(self, Credentials::AkSk { .. } | Credentials::Metadata(_))
+    }
+
+    /// On top of these credentials, the agency `agency` (if any).
+    pub fn with_agency(self, agency: Option<Agency>) -> Credentials {
+        match agency {
+            Some(agency) => Credentials::Agency { base: Box::new(self), agency },
+            None => self,
         }
     }
 }

@@ -36,6 +36,10 @@ impl ErrorKind {
 pub enum Service {
     Ims,
     Iam,
+    /// The node's metadata service (temporary keys).
+    Metadata,
+    /// The Kubernetes API server (ServiceAccount tokens).
+    Kubernetes,
 }
 
 impl fmt::Display for Service {
@@ -43,6 +47,8 @@ impl fmt::Display for Service {
         f.write_str(match self {
             Service::Ims => "IMS",
             Service::Iam => "IAM",
+            Service::Metadata => "the metadata service",
+            Service::Kubernetes => "the Kubernetes API",
         })
     }
 }
@@ -92,6 +98,11 @@ pub enum ImsError {
     /// The request could not be built (bad endpoint URL, bad header value).
     #[error("invalid request: {detail}")]
     InvalidRequest { detail: String },
+    /// The identity to act as cannot be had here (a ServiceAccount that does
+    /// not exist, a token file that cannot be read, no right to request a
+    /// token): a configuration problem; nothing went to the cloud.
+    #[error("{detail}")]
+    IdentityUnavailable { detail: String },
 }
 
 impl ImsError {
@@ -140,7 +151,7 @@ impl ImsError {
             | ImsError::Connect { .. }
             | ImsError::Transport { .. }
             | ImsError::InvalidBody { .. } => ErrorKind::Transient,
-            ImsError::InvalidRequest { .. } => ErrorKind::BadRequest,
+            ImsError::InvalidRequest { .. } | ImsError::IdentityUnavailable { .. } => ErrorKind::BadRequest,
         }
     }
 
@@ -204,7 +215,7 @@ impl ImsError {
             | ImsError::Connect { service, .. }
             | ImsError::Transport { service, .. }
             | ImsError::InvalidBody { service, .. } => Some(*service),
-            ImsError::InvalidRequest { .. } => None,
+            ImsError::InvalidRequest { .. } | ImsError::IdentityUnavailable { .. } => None,
         }
     }
 }
@@ -221,7 +232,8 @@ fn http_kind(service: Service, status: u16, code: Option<&str>) -> ErrorKind {
     match status {
         408 | 429 | 500..=599 => ErrorKind::Transient,
         // IAM refusing a token (bad password, unknown project, locked user).
-        400..=499 if service == Service::Iam => ErrorKind::AuthenticationFailed,
+        // The metadata service refusing keys (no agency on the node).
+        400..=499 if matches!(service, Service::Iam | Service::Metadata) => ErrorKind::AuthenticationFailed,
         401 => ErrorKind::AuthenticationFailed,
         403 => ErrorKind::Forbidden,
         404 => ErrorKind::JobNotFound,

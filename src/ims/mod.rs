@@ -36,13 +36,15 @@ pub mod auth;
 pub mod client;
 pub mod credentials;
 pub mod error;
+pub mod iam;
+pub mod metadata;
 pub mod model;
 pub mod signer;
 pub mod target;
 mod transport;
 
 pub use client::{ImsClient, JobApi, JobSource};
-pub use credentials::{Credentials, CredentialsError, Secret};
+pub use credentials::{Agency, AgencyDomain, Credentials, CredentialsError, IdToken, IdTokenSource, Secret};
 pub use error::{ErrorKind, ImsError};
 pub use model::Job;
 pub use target::{JobTarget, resolve_endpoint};

@@ -38,11 +38,15 @@ pub struct SeenRequest {
 }
 
 type Handler = Arc<dyn Fn(&SeenRequest) -> FakeReply + Send + Sync>;
+/// Answers the metadata service by call number.
+type MetadataHandler = Arc<dyn Fn(usize) -> FakeReply + Send + Sync>;
 
 #[derive(Default)]
 struct Inner {
     iam_calls: AtomicUsize,
     ims_calls: AtomicUsize,
+    metadata_calls: AtomicUsize,
+    metadata: Mutex<Option<MetadataHandler>>,
     ims: Mutex<Option<Handler>>,
     iam: Mutex<Option<Handler>>,
     iam_delay: Mutex<Duration>,
@@ -50,6 +54,7 @@ struct Inner {
     token_lifetime: Mutex<Option<Duration>>,
     last_ims: Mutex<Option<SeenRequest>>,
     last_iam: Mutex<Option<SeenRequest>>,
+    iam_requests: Mutex<Vec<SeenRequest>>,
 }
 
 pub struct FakeCloud {
@@ -91,6 +96,20 @@ impl FakeCloud {
         *self.inner.iam.lock().unwrap() = Some(Arc::new(move |_| reply.clone()));
     }
 
+    /// Answers of `/openstack/latest/securitykey`, by call number (from 1).
+    pub fn set_metadata_handler(&self, f: impl Fn(usize) -> FakeReply + Send + Sync + 'static) {
+        *self.inner.metadata.lock().unwrap() = Some(Arc::new(f));
+    }
+
+    pub fn metadata_calls(&self) -> usize {
+        self.inner.metadata_calls.load(Ordering::SeqCst)
+    }
+
+    /// Every IAM request seen, in order.
+    pub fn iam_requests(&self) -> Vec<SeenRequest> {
+        self.inner.iam_requests.lock().unwrap().clone()
+    }
+
     pub fn set_iam_delay(&self, d: Duration) {
         *self.inner.iam_delay.lock().unwrap() = d;
     }
@@ -116,10 +135,17 @@ impl FakeCloud {
 
 async fn handle(State(inner): State<Arc<Inner>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let seen = SeenRequest { path: uri.path().to_owned(), headers, body };
-    let is_iam = seen.path == "/v3/auth/tokens";
+    if seen.path == "/openstack/latest/securitykey" {
+        let n = inner.metadata_calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let handler = inner.metadata.lock().unwrap().clone();
+        let reply = handler.map_or_else(|| FakeReply::json(404, "{}"), |h| h(n));
+        return (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
+    }
+    let is_iam = seen.path == "/v3/auth/tokens" || seen.path == "/v3.0/OS-AUTH/id-token/tokens";
     let (delay, handler) = if is_iam {
         let n = inner.iam_calls.fetch_add(1, Ordering::SeqCst) + 1;
         *inner.last_iam.lock().unwrap() = Some(seen.clone());
+        inner.iam_requests.lock().unwrap().push(seen.clone());
         let lifetime = inner.token_lifetime.lock().unwrap().unwrap_or(Duration::from_secs(86400));
         let default: Handler = Arc::new(move |_| default_token(n, lifetime));
         (*inner.iam_delay.lock().unwrap(), inner.iam.lock().unwrap().clone().unwrap_or(default))

@@ -6,6 +6,7 @@
 //! unknown job), 4 usage error (bad flags or input, missing credentials).
 
 pub mod get;
+pub mod identity;
 pub mod render;
 pub mod view;
 pub mod wait;
@@ -61,6 +62,9 @@ pub struct JobArgs {
     #[arg(long, env = "ALLOW_INSECURE_HTTP", default_value_t = false, action = clap::ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true")]
     pub allow_insecure_http: bool,
+    /// An ID token file, the node's keys, an agency (`identity`).
+    #[command(flatten)]
+    pub identity: identity::IdentityArgs,
 }
 
 impl JobArgs {
@@ -74,7 +78,8 @@ impl JobArgs {
     /// The target and the environment's credentials, or the usage error
     /// printed (exit 4) when either is wrong.
     pub fn prepare(&self) -> Result<(JobTarget, Credentials), Exit> {
-        let ready = self.target().and_then(|t| Ok((t, Credentials::from_env().map_err(|e| e.to_string())?)));
+        let from_env = || Credentials::from_env().map_err(|e| e.to_string());
+        let ready = self.target().and_then(|t| Ok((t, self.identity.credentials(from_env)?)));
         ready.map_err(|message| {
             eprintln!("error: {message}");
             Exit::Usage

@@ -293,3 +293,37 @@ pub async fn request_poll(client: &Client, ns: &str, name: &str, value: &str) {
         .await
         .unwrap();
 }
+
+/// GET a raw path of the API server (the JWKS, the OIDC discovery document).
+pub async fn raw_json(client: &Client, path: &str) -> Value {
+    let request = http::Request::get(path).body(Vec::new()).unwrap();
+    serde_json::from_str(&client.request_text(request).await.unwrap()).unwrap()
+}
+
+/// An ims-sim identity provider trusting this cluster's ServiceAccount
+/// tokens (its issuer and JWKS, as an admin uploads them), mapping only
+/// `subjects` (`system:serviceaccount:NS:NAME`).
+pub async fn cluster_identity_provider(client: &Client, id: &str, audience: &str, subjects: &[String]) -> Value {
+    let issuer = raw_json(client, "/.well-known/openid-configuration").await["issuer"].clone();
+    json!({
+        "id": id, "issuer": issuer, "client_id": audience,
+        "jwks": raw_json(client, "/openid/v1/jwks").await,
+        "rules": [{"remote": [{"type": "sub", "any_one_of": subjects}], "local": [{"user": {"name": "{0}"}}]}],
+    })
+}
+
+pub async fn service_account(client: &Client, ns: &str, name: &str) {
+    let sa: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    Api::namespaced(client.clone(), ns).create(&PostParams::default(), &sa).await.unwrap();
+}
+
+/// An ImageJob on workload identity: the ServiceAccount `sa` of its namespace.
+pub fn workload_imagejob(name: &str, run_label: &str, job_id: &str, sa: &str) -> ImageJob {
+    serde_json::from_value(json!({
+        "apiVersion": "ims.otc.io/v1alpha1", "kind": "ImageJob",
+        "metadata": {"name": name, "labels": {"e2e-run": run_label}},
+        "spec": {"jobId": job_id, "projectId": PROJECT, "serviceAccountRef": {"name": sa}, "pollInterval": "1s"}
+    }))
+    .unwrap()
+}

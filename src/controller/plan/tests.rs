@@ -29,7 +29,7 @@ fn imagejob(spec: ImageJobSpec) -> ImageJob {
 fn spec() -> ImageJobSpec {
     ImageJobSpec {
         job_id: "job-1".into(),
-        credentials_ref: CredentialsRef { name: "creds".into() },
+        credentials_ref: Some(CredentialsRef { name: "creds".into() }),
         ..Default::default()
     }
 }
