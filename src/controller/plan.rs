@@ -19,7 +19,11 @@ pub(super) const TRANSIENT_MAX: Duration = Duration::from_secs(300);
 /// access key after 5 bad signatures, and a fixed Secret wakes us anyway.
 const STALLED_MIN: Duration = Duration::from_secs(300);
 const STALLED_MAX: Duration = Duration::from_secs(3600);
-/// Safety net for stalls that only a Secret or spec change can fix.
+/// Stalls that a change of configuration fixes: a Secret's change wakes the
+/// ImageJob at once, but a ServiceAccount or RBAC change (workload identity)
+/// is not watched, so these are looked at again from seconds up to this
+/// safety net. A recheck costs no cloud request.
+const CONFIG_RECHECK_MIN: Duration = Duration::from_secs(5);
 const CONFIG_RECHECK: Duration = Duration::from_secs(600);
 
 /// The longest `ims.otc.io/requestedAt` honoured: a timestamp fits many
@@ -288,7 +292,7 @@ pub fn plan_next(
         Outcome::Stalled {
             reason: StallReason::CredentialsNotFound | StallReason::CredentialsNotLabeled | StallReason::InvalidSpec,
             ..
-        } => failed(CONFIG_RECHECK),
+        } => failed(schedule::backoff(failures, CONFIG_RECHECK_MIN, CONFIG_RECHECK, None)),
         Outcome::Stalled { .. } => failed(schedule::backoff(failures, STALLED_MIN, STALLED_MAX, retry_after)),
         Outcome::DeadlineExceeded { .. } | Outcome::Suspended | Outcome::Observed => NextPoll::Never,
     }

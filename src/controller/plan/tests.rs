@@ -291,7 +291,15 @@ mod plan_next_tests {
     #[test]
     fn configuration_stalls_wait_for_a_change_with_a_safety_net() {
         let missing = Outcome::Stalled { reason: StallReason::CredentialsNotFound, message: "no".into() };
-        assert_eq!(plan_next(&missing, false, MIN, 3, None), NextPoll::After { delay: CONFIG_RECHECK, failed: true });
+        let delay = |failures| match plan_next(&missing, false, MIN, failures, None) {
+            NextPoll::After { delay, failed: true } => delay,
+            other => panic!("{other:?}"),
+        };
+        // Soon at first (a ServiceAccount or RBAC fix is not watched), then
+        // rarely, never past the safety net.
+        assert!(delay(1) >= CONFIG_RECHECK_MIN && delay(1) < Duration::from_secs(15), "{:?}", delay(1));
+        assert!(delay(3) > delay(1));
+        assert_eq!(delay(30), CONFIG_RECHECK);
     }
 
     #[test]
