@@ -94,10 +94,9 @@ fn rules(role: &Value) -> BTreeSet<String> {
 }
 
 /// The operator's own rules: what src/controller uses, nothing more.
-const OPERATOR_RULES: [&str; 5] = [
-    "/events: create,patch",
+const OPERATOR_RULES: [&str; 4] = [
     "/secrets: get,list,watch",
-    "events.k8s.io/events: create,patch",
+    "events.k8s.io/events: create",
     "ims.otc.io/imagejobs: get,list,watch",
     "ims.otc.io/imagejobs/status: patch",
 ];

@@ -343,6 +343,8 @@ async fn cluster_role_refuses_everything_else() {
     for (verb, group, resource, ns, name) in [
         ("create", "", "secrets", o, None),
         ("update", "", "secrets", o, Some("creds")),
+        ("create", "", "events", o, None),
+        ("patch", "events.k8s.io", "events", o, Some("x")),
         ("delete", "", "secrets", o, Some("creds")),
         ("update", "", "configmaps", o, Some("build-output")),
         ("delete", "", "configmaps", o, Some("build-output")),
