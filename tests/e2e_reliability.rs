@@ -115,6 +115,50 @@ async fn ten_imagejobs_on_a_wrong_key_send_one_bad_signature() {
     ns.cleanup().await;
 }
 
+/// Five Secrets naming one access key with five wrong secret keys: the
+/// gateway locks the key (not the Secret) after five bad signatures, so at
+/// most three are sent in five minutes, the others wait (transient, never
+/// a credential failure of theirs), and the key still works afterwards.
+#[tokio::test]
+async fn five_wrong_secrets_for_one_access_key_never_lock_it() {
+    use imagejob_operator::ims::{Credentials, ImsClient, JobTarget};
+    let (client, ns, run) = setup("e2e-rel-aklock").await;
+    let jobs: Vec<Value> = (0..5).map(|i| e2e::succeeding_job(&format!("ak-{i}"), "0s", "1s")).collect();
+    let sim = Sim::start(Value::Array(jobs));
+    for i in 0..5 {
+        e2e::create_aksk_secret(&client, &ns.name, &format!("creds-{i}"), &format!("wrong-secret-{i}")).await;
+    }
+    let _op = Operator::start(&sim, &run, &[]);
+    for i in 0..5 {
+        let ij = e2e::imagejob(&format!("ij-{i}"), &run, &format!("ak-{i}"), &format!("creds-{i}"));
+        e2e::create(&client, &ns.name, &ij).await;
+    }
+    // Every ImageJob gets a verdict: refused, or waiting for the key.
+    for i in 0..5 {
+        e2e::wait_status(&client, &ns.name, &format!("ij-{i}"), Duration::from_secs(60), "a verdict", |s| {
+            let stalled = e2e::condition(s, "Stalled").is_some_and(|c| c.0 == "True" && c.1 == "AuthenticationFailed");
+            let waiting = e2e::condition(s, "Reconciling").is_some_and(|c| c.2.contains("locks it after five"));
+            stalled || waiting
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let bad = sim_counters(&sim).await["auth_failures"]["aksk"].as_u64().unwrap();
+    eprintln!("5 Secrets, one access key, 5 wrong secret keys: {bad} bad signature(s)");
+    assert!(bad <= 3, "{bad} bad signatures for one access key: the gateway locks it at five");
+    // The key is not locked: signed with the right secret key, IMS answers.
+    let target = JobTarget {
+        ims_endpoint: sim.url.clone(),
+        iam_endpoint: sim.url.clone(),
+        project_id: PROJECT.into(),
+        job_id: "ak-0".into(),
+    };
+    let right = Credentials::AkSk { access_key: e2e::AK.into(), secret_key: e2e::SK.into(), security_token: None };
+    let job = ImsClient::new(Duration::from_secs(5)).get_job(&target, &right).await;
+    assert!(job.is_ok(), "the access key was locked: {job:?}");
+    ns.cleanup().await;
+}
+
 /// The same with a wrong IAM password: one failed login.
 #[tokio::test]
 async fn ten_imagejobs_on_a_wrong_password_send_one_failed_login() {

@@ -210,7 +210,8 @@ impl<S: JobSource> Coalescer<S> {
         }
         // One probe per credential: wait while it is being verified, and
         // send nothing with one that was refused.
-        let gate_key = GateKey { endpoint: key.ims_endpoint.clone(), credentials: key.credentials };
+        let gate_key =
+            GateKey { endpoint: key.ims_endpoint.clone(), credentials: key.credentials, lock: creds.lock_key() };
         let ticket = match self.gate.admit(&gate_key).await {
             Admission::Send(ticket) => ticket,
             Admission::Refused(error) => {

@@ -6,7 +6,12 @@
 //!   is in flight (the others wait for that answer);
 //! - after an authentication failure nothing is sent with it; every caller
 //!   gets that failure back, until one backoff probe succeeds. A corrected
-//!   Secret is a new fingerprint and so starts afresh at once.
+//!   Secret is a new fingerprint and so starts afresh at once;
+//! - but the gateway locks the access key (and IAM the user), not the
+//!   Secret: five Secrets naming one access key with five wrong secret keys
+//!   would lock it. So unverified probes of one access key (or IAM user) go
+//!   one at a time, and after `MAX_REFUSED_PER_LOCK` refusals within
+//!   `LOCK_WINDOW` no new one goes until the window has passed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,11 +27,33 @@ use crate::ims::{ErrorKind, ImsError};
 const PROBE_MIN: Duration = Duration::from_secs(300);
 const PROBE_MAX: Duration = Duration::from_secs(3600);
 
-/// A credential at one endpoint: the unit that is locked.
+/// Refusals of one access key (or IAM user) that stop further probes with
+/// it, and how long they count: below the gateway's five in a row, over its
+/// five-minute lock.
+const MAX_REFUSED_PER_LOCK: usize = 3;
+const LOCK_WINDOW: Duration = Duration::from_secs(300);
+
+/// A credential at one endpoint: the unit that backs off. `lock` is what
+/// the cloud locks (`Credentials::lock_key`), shared by credentials that
+/// differ only in their secret.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct GateKey {
     pub endpoint: String,
     pub credentials: CacheKey,
+    pub lock: Option<CacheKey>,
+}
+
+/// Pure: when the next probe of a lock (access key, user) may go, given the
+/// times of its recent refusals; None when it may go now.
+pub fn lock_wait(refusals: &[Instant], now: Instant) -> Option<Duration> {
+    let mut ages: Vec<Duration> =
+        refusals.iter().map(|t| now.duration_since(*t)).filter(|age| *age < LOCK_WINDOW).collect();
+    if ages.len() < MAX_REFUSED_PER_LOCK {
+        return None;
+    }
+    // Oldest first: the wait ends when enough of them have aged out.
+    ages.sort_unstable_by(|a, b| b.cmp(a));
+    Some(LOCK_WINDOW - ages[ages.len() - MAX_REFUSED_PER_LOCK])
 }
 
 #[derive(Clone, Debug, Default)]
@@ -94,6 +121,15 @@ struct Entry {
     probe: Arc<AsyncMutex<()>>,
 }
 
+/// One access key (or IAM user) at one endpoint, over all its credentials.
+#[derive(Default)]
+struct LockEntry {
+    /// When its credentials were refused lately (authentication failures).
+    refusals: Mutex<Vec<Instant>>,
+    /// Held by the one unverified probe in flight with it.
+    probe: Arc<AsyncMutex<()>>,
+}
+
 /// Permission to send; report the answer with [`CredentialGate::report`].
 pub enum Admission {
     Send(Ticket),
@@ -104,16 +140,42 @@ pub enum Admission {
 pub struct Ticket {
     key: GateKey,
     _probe: Option<OwnedMutexGuard<()>>,
+    _lock_probe: Option<OwnedMutexGuard<()>>,
 }
 
 #[derive(Default)]
 pub struct CredentialGate {
     entries: Mutex<HashMap<GateKey, Arc<Entry>>>,
+    locks: Mutex<HashMap<(String, CacheKey), Arc<LockEntry>>>,
 }
 
 impl CredentialGate {
     fn entry(&self, key: &GateKey) -> Arc<Entry> {
         self.entries.lock().unwrap().entry(key.clone()).or_default().clone()
+    }
+
+    fn lock_entry(&self, key: &GateKey) -> Option<Arc<LockEntry>> {
+        let lock = key.lock?;
+        Some(self.locks.lock().unwrap().entry((key.endpoint.clone(), lock)).or_default().clone())
+    }
+
+    /// Before a probe: one at a time per access key, and none while it has
+    /// been refused too often lately (a transient refusal: it passes).
+    async fn admit_probe(&self, key: &GateKey) -> Result<Option<OwnedMutexGuard<()>>, Arc<ImsError>> {
+        let Some(lock) = self.lock_entry(key) else { return Ok(None) };
+        let guard = lock.probe.clone().lock_owned().await;
+        match lock_wait(&lock.refusals.lock().unwrap(), Instant::now()) {
+            None => Ok(Some(guard)),
+            Some(wait) => Err(Arc::new(ImsError::Transport {
+                service: crate::ims::error::Service::Ims,
+                detail: format!(
+                    "not sent: {MAX_REFUSED_PER_LOCK} credentials with this access key or user were refused in the \
+                     last {} minutes, and the cloud locks it after five; next try in {}s",
+                    LOCK_WINDOW.as_secs() / 60,
+                    wait.as_secs().max(1)
+                ),
+            })),
+        }
     }
 
     /// Waits while another request probes this credential, then says
@@ -126,8 +188,10 @@ impl CredentialGate {
         };
         // The decision is taken before matching: `refused` locks the state again.
         let decision = decide(&entry.state.lock().unwrap(), Instant::now());
+        let send =
+            |probe, lock_probe| Admission::Send(Ticket { key: key.clone(), _probe: probe, _lock_probe: lock_probe });
         match decision {
-            Decision::Send => return Admission::Send(Ticket { key: key.clone(), _probe: None }),
+            Decision::Send => return send(None, None),
             Decision::Refuse => return refused(&entry),
             Decision::Probe => {}
         }
@@ -135,9 +199,12 @@ impl CredentialGate {
         // The probe before us may have settled it.
         let decision = decide(&entry.state.lock().unwrap(), Instant::now());
         match decision {
-            Decision::Send => Admission::Send(Ticket { key: key.clone(), _probe: None }),
+            Decision::Send => send(None, None),
             Decision::Refuse => refused(&entry),
-            Decision::Probe => Admission::Send(Ticket { key: key.clone(), _probe: Some(guard) }),
+            Decision::Probe => match self.admit_probe(key).await {
+                Ok(lock_probe) => send(Some(guard), lock_probe),
+                Err(wait) => Admission::Refused(wait),
+            },
         }
     }
 
@@ -145,8 +212,18 @@ impl CredentialGate {
     /// so the next waiter sees it).
     pub fn report(&self, ticket: &Ticket, answer: Result<(), &Arc<ImsError>>) {
         let entry = self.entry(&ticket.key);
+        let now = Instant::now();
         let mut state = entry.state.lock().unwrap();
-        *state = after(&state, answer, Instant::now(), |n| super::schedule::backoff(n, PROBE_MIN, PROBE_MAX, None));
+        *state = after(&state, answer, now, |n| super::schedule::backoff(n, PROBE_MIN, PROBE_MAX, None));
+        if let Some(lock) = self.lock_entry(&ticket.key) {
+            let mut refusals = lock.refusals.lock().unwrap();
+            match (answer, &*state) {
+                (Err(e), _) if e.kind() == ErrorKind::AuthenticationFailed => refusals.push(now),
+                (_, State::Verified) => refusals.clear(),
+                _ => {}
+            }
+            refusals.retain(|t| now.duration_since(*t) < LOCK_WINDOW);
+        }
     }
 
     /// Forgets credentials nobody is sending with and nobody is locked out of.
@@ -155,6 +232,9 @@ impl CredentialGate {
         self.entries.lock().unwrap().retain(|_, e| {
             Arc::strong_count(e) > 1
                 || matches!(&*e.state.lock().unwrap(), State::Refused { retry_at, .. } if *retry_at > now)
+        });
+        self.locks.lock().unwrap().retain(|_, l| {
+            Arc::strong_count(l) > 1 || l.refusals.lock().unwrap().iter().any(|t| now.duration_since(*t) < LOCK_WINDOW)
         });
     }
 
@@ -181,7 +261,7 @@ mod tests {
 
     fn key(sk: &str) -> GateKey {
         let creds = Credentials::AkSk { access_key: "AK".into(), secret_key: sk.into(), security_token: None };
-        GateKey { endpoint: "http://ims".into(), credentials: creds.cache_key() }
+        GateKey { endpoint: "http://ims".into(), credentials: creds.cache_key(), lock: creds.lock_key() }
     }
 
     #[test]
@@ -232,6 +312,44 @@ mod tests {
         assert_eq!(refused, 9);
         // The corrected Secret is another credential: it goes at once.
         assert!(matches!(gate.admit(&key("right")).await, Admission::Send(_)));
+    }
+
+    /// Five Secrets naming one access key, five wrong secret keys: three
+    /// bad signatures at most, then nothing until the window has passed.
+    #[tokio::test(start_paused = true)]
+    async fn one_access_key_with_many_wrong_secrets_is_never_locked() {
+        let gate = CredentialGate::default();
+        let mut sent = 0;
+        for sk in ["w1", "w2", "w3", "w4", "w5"] {
+            match gate.admit(&key(sk)).await {
+                Admission::Send(ticket) => {
+                    sent += 1;
+                    gate.report(&ticket, Err(&http(401, "APIGW.0301")));
+                }
+                Admission::Refused(e) => {
+                    assert!(e.is_transient(), "waiting is not a credential failure: {e}");
+                    assert!(e.to_string().contains("locks it after five"), "{e}");
+                }
+            }
+        }
+        assert_eq!(sent, MAX_REFUSED_PER_LOCK);
+        tokio::time::advance(LOCK_WINDOW).await;
+        assert!(matches!(gate.admit(&key("right")).await, Admission::Send(_)), "after the window, one more");
+        // Another access key is not held up by this one.
+        let other = Credentials::AkSk { access_key: "AK2".into(), secret_key: "x".into(), security_token: None };
+        let other = GateKey { endpoint: "http://ims".into(), credentials: other.cache_key(), lock: other.lock_key() };
+        assert!(matches!(gate.admit(&other).await, Admission::Send(_)));
+    }
+
+    #[test]
+    fn lock_wait_counts_recent_refusals_only() {
+        let now = Instant::now() + LOCK_WINDOW * 2;
+        let ago = |s: u64| now - Duration::from_secs(s);
+        assert_eq!(lock_wait(&[ago(10), ago(20)], now), None);
+        assert_eq!(lock_wait(&[ago(10), ago(20), ago(30)], now), Some(LOCK_WINDOW - Duration::from_secs(30)));
+        let four = [ago(10), ago(20), ago(30), ago(40)];
+        assert_eq!(lock_wait(&four, now), Some(LOCK_WINDOW - Duration::from_secs(30)), "until two have aged out");
+        assert_eq!(lock_wait(&[ago(10), ago(20), ago(400)], now), None, "one is older than the window");
     }
 
     #[tokio::test]

@@ -255,6 +255,23 @@ impl Credentials {
         CacheKey(mac.finalize().into_bytes().into())
     }
 
+    /// What the cloud locks after repeated failures whatever the rest of the
+    /// material: the access key (the gateway locks it after five bad
+    /// signatures in a row) or the IAM user. None for the others.
+    pub fn lock_key(&self) -> Option<CacheKey> {
+        let parts: [&str; 3] = match self {
+            Credentials::AkSk { access_key, .. } => ["ak", access_key, ""],
+            Credentials::Password { username, domain_name, .. } => ["user", domain_name, username],
+            _ => return None,
+        };
+        let mut mac = Hmac::<Sha256>::new_from_slice(process_key()).expect("HMAC takes any key length");
+        for part in parts {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        Some(CacheKey(mac.finalize().into_bytes().into()))
+    }
+
     /// `"AK/SK"`, `"temporary AK/SK"`, `"password"`, …, for messages.
     pub fn kind_name(&self) -> &'static str {
         match self {
