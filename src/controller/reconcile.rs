@@ -192,7 +192,11 @@ async fn write_status<S: JobSource>(
     let mut new = as_stored(status::next_status(prev, outcome, &sctx));
     status::refresh_request_condition(&mut new, oversized_request(ij), MAX_REQUESTED_AT, &sctx);
     // The result ConfigMap first, then the status that reports it; a failed
-    // export is shown in the status and retried with backoff.
+    // export is shown in the status and retried with backoff. Fenced like
+    // the status: a deposed leader writes no ConfigMap either.
+    if output::wanted(ij, &new).is_some() {
+        ctx.fence.check().await?;
+    }
     let exported = output::export(ij, ctx, &mut new, &sctx).await;
     let new = write_if_changed(ij, ctx, prev, new, &sctx).await?;
     exported.map_err(Error::Output)?;
