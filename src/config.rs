@@ -27,6 +27,12 @@ pub struct EndpointArgs {
     /// progress API, and the status API where an endpoint lacks it.
     #[arg(long, env = "IMS_JOB_API", value_enum, default_value_t = JobApi::Auto)]
     pub ims_job_api: JobApi,
+
+    /// Extra CA certificates (a PEM file, one or more) trusted for IMS, IAM
+    /// and the metadata service on top of the built-in roots, e.g. a private
+    /// cloud's or a TLS-inspecting proxy's CA. Never replaces the built-in roots.
+    #[arg(long, env = "OTC_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -171,6 +177,7 @@ impl RunArgs {
         // ImageJob and `job get`/`job wait` meet (`ims::target`).
         self.endpoints().resolve(&self.default_region)?;
         self.region_endpoints.check(self.allow_insecure_http)?;
+        self.endpoints.ca_bundle()?;
         self.validate_identity()
     }
 
@@ -203,7 +210,22 @@ impl EndpointArgs {
     pub fn with_insecure(&self, allow_insecure_http: bool) -> Endpoints<'_> {
         Endpoints { ims: &self.ims_endpoint, iam: &self.iam_endpoint, allow_insecure_http }
     }
+
+    /// `--ca-file`, read and parsed (refused when unreadable or holding no
+    /// certificate).
+    pub fn ca_bundle(&self) -> Result<Option<CaBundle>, String> {
+        self.ca_file.as_deref().map(CaBundle::load).transpose()
+    }
+
+    /// The IMS client for these endpoints: `--ims-job-api`, `--ca-file`,
+    /// `timeout` per request.
+    pub fn client(&self, timeout: Duration) -> Result<crate::ims::ImsClient, crate::ims::ImsError> {
+        let ca = self.ca_bundle().map_err(|detail| crate::ims::ImsError::InvalidRequest { detail })?;
+        Ok(crate::ims::ImsClient::try_with_ca(timeout, ca.as_ref())?.with_job_api(self.ims_job_api))
+    }
 }
+
+pub use crate::ims::CaBundle;
 
 /// Parses `10s`, `2m`, `1h30m`, `500ms`.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {

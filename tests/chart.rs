@@ -304,6 +304,7 @@ fn every_setting_maps_to_the_operators_environment_variable() {
             "regionEndpoints.eu-ch2.ims=https://ims.ch.example",
             "regionEndpoints.eu-ch2.iam=https://iam.ch.example",
             "allowedRegions={eu-de,eu-ch2}",
+            "caBundle.configMap=corp-ca",
             "extraEnv[0].name=HTTPS_PROXY",
             "extraEnv[0].value=http://proxy:3128",
             "image.digest=sha256:0123",
@@ -337,11 +338,22 @@ fn every_setting_maps_to_the_operators_environment_variable() {
         ("METADATA_ENDPOINT", "http://169.254.169.254"),
         ("REGION_ENDPOINTS", "eu-ch2=https://ims.ch.example,https://iam.ch.example"),
         ("ALLOWED_REGIONS", "eu-de,eu-ch2"),
+        ("OTC_CA_FILE", "/etc/imagejob-operator/ca/ca.crt"),
     ];
     for (name, value) in expected {
         assert_eq!(env.get(name), Some(&json!(value)), "{name}");
     }
     assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "registry.example.test/ijo@sha256:0123");
+    // The CA bundle: the ConfigMap's key, mounted read-only where OTC_CA_FILE points.
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"],
+        json!([{"name": "ca-bundle", "configMap": {"name": "corp-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}])
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"],
+        json!([{"name": "ca-bundle", "mountPath": "/etc/imagejob-operator/ca", "readOnly": true}])
+    );
     // The Lease the Role names is the one the operator takes.
     let role = find(&objs, "Role", "x-imagejob-operator-leader-election");
     assert!(rules(role).contains("coordination.k8s.io/leases[\"my-lease\"]: get,patch"), "{:?}", rules(role));

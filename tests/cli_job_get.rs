@@ -14,7 +14,7 @@ fn job_get(sim: &Sim, env: &[(&str, &str)], extra: &[&str]) -> Output {
     cmd.args(["job", "get", "--project-id", PROJECT])
         .args(extra)
         .env("IMS_ENDPOINT", &sim.url)
-        .env("IAM_ENDPOINT", &sim.url);
+        .env("IAM_ENDPOINT", &sim.iam_url);
     for var in [
         "OTC_ACCESS_KEY",
         "OTC_SECRET_KEY",

@@ -23,7 +23,7 @@ fn command(sim: &Sim, env: &[(&str, &str)], args: &[&str]) -> Command {
     cmd.args(["job", "wait", "--project-id", PROJECT, "--interval", "1s"])
         .args(args)
         .env("IMS_ENDPOINT", &sim.url)
-        .env("IAM_ENDPOINT", &sim.url);
+        .env("IAM_ENDPOINT", &sim.iam_url);
     for var in ["OTC_ACCESS_KEY", "OTC_SECRET_KEY", "OTC_SECURITY_TOKEN", "OTC_USERNAME", "OTC_PASSWORD"] {
         cmd.env_remove(var);
     }

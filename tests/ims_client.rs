@@ -58,6 +58,22 @@ async fn password_token_is_accepted_by_the_simulator() {
     assert_eq!(client.token_cache().len(), 1);
 }
 
+/// IAM on a host of its own, as in the cloud: the token request goes to
+/// `iam_endpoint` (the IMS listener answers IAM paths with the gateway's
+/// 404), and the token works on IMS.
+#[tokio::test]
+async fn password_token_comes_from_the_iam_endpoint_not_the_ims_one() {
+    let sim = sim::spawn_split(Scenario::demo()).await.unwrap();
+    assert_ne!(sim.url(""), sim.iam_url(""));
+    let t = JobTarget { iam_endpoint: sim.iam_url(""), ..target(&sim, JOB) };
+    let job = client().get_job(&t, &password("demo-password")).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(job.job_id.as_deref(), Some(JOB));
+    // The IMS listener knows no IAM: a client asking it for a token fails.
+    let wrong = JobTarget { iam_endpoint: sim.url(""), ..target(&sim, JOB) };
+    let err = client().get_job(&wrong, &password("demo-password")).await.unwrap_err();
+    assert_eq!(err.code(), Some("APIGW.0101"), "{err}");
+}
+
 #[tokio::test]
 async fn wrong_secret_is_authentication_failed() {
     let sim = sim::spawn(Scenario::demo()).await.unwrap();

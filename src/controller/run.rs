@@ -30,7 +30,6 @@ use crate::config::RunArgs;
 use crate::crd::ImageJob;
 use crate::crd::Phase;
 use crate::http::{self, HttpState};
-use crate::ims::ImsClient;
 use crate::metrics::{Metrics, PhaseLabels, ResourceLabels};
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -126,7 +125,7 @@ async fn run_controller(
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         coalescer: Coalescer::new(
-            ImsClient::new(args.ims_timeout).with_job_api(args.endpoints.ims_job_api),
+            args.endpoints.client(args.ims_timeout)?,
             quota(args.ims_rate_limit, args.ims_rate_burst),
         ),
         secrets: SecretCache::new(client.clone()).requiring_label(args.require_credentials_label),

@@ -17,6 +17,7 @@ use dashmap::DashMap;
 use reqwest::Url;
 
 use super::auth::{TokenCache, TokenKey};
+use super::ca::CaBundle;
 use super::credentials::{Credentials, Secret};
 use super::error::{API_NOT_FOUND, ImsError, Service};
 use super::model::Job;
@@ -87,7 +88,17 @@ impl ImsClient {
     }
 
     pub fn try_new(timeout: Duration) -> Result<Self, ImsError> {
-        let http = reqwest::Client::builder()
+        Self::try_with_ca(timeout, None)
+    }
+
+    /// As `try_new`, trusting `ca`'s certificates as well as the built-in
+    /// roots (`--ca-file`).
+    pub fn try_with_ca(timeout: Duration, ca: Option<&CaBundle>) -> Result<Self, ImsError> {
+        let mut builder = reqwest::Client::builder();
+        for cert in ca.map(CaBundle::certificates).unwrap_or_default() {
+            builder = builder.add_root_certificate(cert.clone());
+        }
+        let http = builder
             .use_rustls_tls()
             .user_agent(concat!("imagejob-operator/", env!("CARGO_PKG_VERSION")))
             .timeout(timeout)

@@ -131,7 +131,11 @@ impl ImsError {
     /// endpoint could carry user info.
     pub fn from_reqwest(service: Service, err: reqwest::Error) -> Self {
         let (timeout, connect, builder) = (err.is_timeout(), err.is_connect(), err.is_builder());
-        let detail = chain(&err.without_url());
+        let err = err.without_url();
+        if let Some(detail) = super::ca::tls_failure(&err) {
+            return ImsError::Connect { service, detail };
+        }
+        let detail = chain(&err);
         if timeout {
             // A timeout while connecting also counts here.
             ImsError::Timeout { service }

@@ -33,6 +33,7 @@
 //!   in a loop (`APIGW.0301`).
 
 pub mod auth;
+pub mod ca;
 pub mod client;
 pub mod credentials;
 pub mod error;
@@ -43,6 +44,7 @@ pub mod signer;
 pub mod target;
 mod transport;
 
+pub use ca::CaBundle;
 pub use client::{ImsClient, JobApi, JobSource};
 pub use credentials::{Agency, AgencyDomain, Credentials, CredentialsError, IdToken, IdTokenSource, Secret};
 pub use error::{ErrorKind, ImsError};

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::{JobArgs, render_json, render_table};
-use crate::ims::{Credentials, ErrorKind, ImsClient, ImsError, JobSource, JobTarget};
+use crate::ims::{Credentials, ErrorKind, ImsError, JobSource, JobTarget};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -39,8 +39,8 @@ pub async fn run(args: JobGetArgs) -> ExitCode {
         Ok(ready) => ready,
         Err(exit) => return exit.into(),
     };
-    let client = match ImsClient::try_new(args.timeout) {
-        Ok(client) => client.with_job_api(args.job.endpoints.ims_job_api),
+    let client = match args.job.endpoints.client(args.timeout) {
+        Ok(client) => client,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
@@ -116,6 +116,7 @@ fn hint(kind: ErrorKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ims::ImsClient;
     use crate::ims::testing::{FakeCloud, FakeReply};
     use crate::job_cmd::render::tests::OVA;
     use clap::Parser;

@@ -21,7 +21,7 @@ use super::render::{clean, human, status_json, status_of};
 use super::view::{BarView, LineView, Watcher};
 use super::{Exit, JobArgs};
 use crate::crd::{ImageJobStatus, Phase};
-use crate::ims::{Credentials, ImsClient, ImsError, JobSource, JobTarget};
+use crate::ims::{Credentials, ImsError, JobSource, JobTarget};
 use crate::progress::Progress;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -254,8 +254,8 @@ pub async fn run(args: JobWaitArgs) -> ExitCode {
         Ok(ready) => ready,
         Err(exit) => return exit.into(),
     };
-    let client = match ImsClient::try_new(args.request_timeout) {
-        Ok(client) => client.with_job_api(args.job.endpoints.ims_job_api),
+    let client = match args.job.endpoints.client(args.request_timeout) {
+        Ok(client) => client,
         Err(e) => {
             eprintln!("error: {e}");
             return Exit::Usage.into();

@@ -33,6 +33,7 @@ pub mod shapes;
 pub mod state;
 pub mod test_idp;
 pub mod throttle;
+pub mod tls;
 
 use std::future::Future;
 use std::io;
@@ -62,17 +63,71 @@ pub async fn serve_until(
     scenario: Scenario,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    // Small request/response pairs: do not let Nagle hold them back.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
+    serve_listeners(Listeners { ims: listener, iam: None, tls: None }, scenario, shutdown).await
+}
+
+/// Where the simulator listens: IMS (and IAM, unless `iam` is given, which
+/// then alone serves IAM), plain HTTP or, with `tls`, HTTPS on both.
+pub struct Listeners {
+    pub ims: TcpListener,
+    pub iam: Option<TcpListener>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Serves `listeners` with one state (a token from the IAM listener works
+/// on the IMS listener) until `shutdown` completes.
+pub async fn serve_listeners(
+    listeners: Listeners,
+    scenario: Scenario,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let sim = Arc::new(Sim::new(scenario));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let trigger = stop.clone();
+    let watcher = tokio::spawn(async move {
+        shutdown.await;
+        trigger.cancel();
     });
-    axum::serve(listener, router(scenario)).with_graceful_shutdown(shutdown).await
+    let tls = listeners.tls;
+    let served = match listeners.iam {
+        None => serve_one(listeners.ims, tls, server::router(sim), stop.clone()).await,
+        Some(iam) => {
+            let ims = serve_one(listeners.ims, tls.clone(), server::ims_router(sim.clone()), stop.clone());
+            let iam = serve_one(iam, tls, server::iam_router(sim), stop.clone());
+            tokio::try_join!(ims, iam).map(|_| ())
+        }
+    };
+    watcher.abort();
+    served
+}
+
+async fn serve_one(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    app: axum::Router,
+    stop: tokio_util::sync::CancellationToken,
+) -> io::Result<()> {
+    match tls {
+        None => {
+            // Small request/response pairs: do not let Nagle hold them back.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await
+        }
+        Some(config) => {
+            let listener = tls::TlsListener::new(listener, config)?;
+            axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await
+        }
+    }
 }
 
 /// A simulator running in the background of the current tokio runtime;
 /// stops when dropped.
 pub struct RunningSim {
     pub addr: SocketAddr,
+    /// IAM's own listener (`spawn_split`); `None`: IAM is served on `addr`.
+    pub iam_addr: Option<SocketAddr>,
     task: JoinHandle<io::Result<()>>,
 }
 
@@ -80,6 +135,11 @@ impl RunningSim {
     /// `http://127.0.0.1:PORT` followed by `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// IAM's base URL followed by `path`: its own listener, else `url`'s.
+    pub fn iam_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.iam_addr.unwrap_or(self.addr))
     }
 }
 
@@ -94,5 +154,16 @@ pub async fn spawn(scenario: Scenario) -> io::Result<RunningSim> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(serve(listener, scenario));
-    Ok(RunningSim { addr, task })
+    Ok(RunningSim { addr, iam_addr: None, task })
+}
+
+/// Starts a simulator serving IAM on a second free loopback port only (the
+/// first answers IAM paths with the gateway's 404).
+pub async fn spawn_split(scenario: Scenario) -> io::Result<RunningSim> {
+    let ims = TcpListener::bind("127.0.0.1:0").await?;
+    let iam = TcpListener::bind("127.0.0.1:0").await?;
+    let (addr, iam_addr) = (ims.local_addr()?, iam.local_addr()?);
+    let listeners = Listeners { ims, iam: Some(iam), tls: None };
+    let task = tokio::spawn(serve_listeners(listeners, scenario, std::future::pending()));
+    Ok(RunningSim { addr, iam_addr: Some(iam_addr), task })
 }

@@ -22,9 +22,27 @@ use super::state::{AuthFailure, LiveJob, Sim};
 use super::{agency, oidc};
 
 pub fn router(sim: Arc<Sim>) -> Router {
-    Router::new()
-        .route("/v3/auth/tokens", post(issue_token))
-        .route("/v3.0/OS-AUTH/id-token/tokens", post(federated_token))
+    iam_routes(ims_routes(Router::new())).fallback(unknown_api).with_state(sim)
+}
+
+/// Everything but IAM: what the IMS listener serves when IAM has a
+/// listener of its own (`--iam-listen`); IAM paths get the gateway's 404.
+pub fn ims_router(sim: Arc<Sim>) -> Router {
+    ims_routes(Router::new()).fallback(unknown_api).with_state(sim)
+}
+
+/// IAM only (`--iam-listen`): token requests and the health check.
+pub fn iam_router(sim: Arc<Sim>) -> Router {
+    iam_routes(Router::new()).route("/healthz", get(|| async { "ok" })).fallback(unknown_api).with_state(sim)
+}
+
+fn iam_routes(router: Router<Arc<Sim>>) -> Router<Arc<Sim>> {
+    router.route("/v3/auth/tokens", post(issue_token)).route("/v3.0/OS-AUTH/id-token/tokens", post(federated_token))
+}
+
+/// IMS, the metadata service, the admin API and the health check.
+fn ims_routes(router: Router<Arc<Sim>>) -> Router<Arc<Sim>> {
+    router
         .route("/openstack/latest/securitykey", get(metadata_securitykey))
         .route("/meta-data/latest/api/token", put(metadata_session_token))
         .route("/v1/{project_id}/jobs/{job_id}", get(get_job))
@@ -35,8 +53,6 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/admin/tokens/revoke", post(revoke_tokens))
         .route("/admin/reset-counters", post(reset_counters))
         .route("/healthz", get(|| async { "ok" }))
-        .fallback(unknown_api)
-        .with_state(sim)
 }
 
 /// `GET /v1/{project_id}/jobs/{job_id}`: the status API.

@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 
 use imagejob_operator::crd::{ImageJob, ImageJobStatus};
 
+use super::sim_proc::SimOptions;
+
 pub const PROJECT: &str = "0b0a1e4b2c2d4e8f9a0b1c2d3e4f5a6b";
 pub const AK: &str = "E2EACCESSKEY";
 pub const SK: &str = "e2e-secret-key";
@@ -20,6 +22,8 @@ pub const SK: &str = "e2e-secret-key";
 pub struct Sim {
     child: Child,
     pub url: String,
+    /// IAM's base URL: `url`, unless IAM listens on its own (`start_split`).
+    pub iam_url: String,
     http: reqwest::Client,
 }
 
@@ -60,9 +64,35 @@ impl Sim {
     }
 
     pub fn spawn_on(listen: &str, scenario: &Path) -> std::io::Result<Self> {
-        let (child, url) = super::sim_proc::spawn_ims_sim_on(listen, scenario)?;
-        let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().map_err(std::io::Error::other)?;
-        Ok(Sim { child, url, http })
+        let options = SimOptions { listen, ..SimOptions::default() };
+        Self::spawn_with(scenario, &options, None)
+    }
+
+    /// As `start_with`, IAM served only on a second port (`--iam-listen`):
+    /// `iam_url` differs from `url`, which answers IAM paths with a 404.
+    pub fn start_split(scenario: Value) -> Self {
+        let options = SimOptions { iam_listen: Some("127.0.0.1:0"), ..SimOptions::default() };
+        Self::launch(scenario, &options, None)
+    }
+
+    /// Starts ims-sim on a scenario as `options` say; `ca_pem` is what the
+    /// admin client trusts (HTTPS).
+    pub fn launch(scenario: Value, options: &SimOptions<'_>, ca_pem: Option<&[u8]>) -> Self {
+        let file = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+        std::fs::write(file.path(), scenario.to_string()).unwrap();
+        let sim = Self::spawn_with(file.path(), options, ca_pem).expect("start ims-sim");
+        drop(file);
+        sim
+    }
+
+    pub fn spawn_with(scenario: &Path, options: &SimOptions<'_>, ca_pem: Option<&[u8]>) -> std::io::Result<Self> {
+        let spawned = super::sim_proc::spawn_ims_sim_with(scenario, options)?;
+        let mut http = reqwest::Client::builder().pool_max_idle_per_host(64);
+        if let Some(pem) = ca_pem {
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(pem).map_err(std::io::Error::other)?);
+        }
+        let http = http.build().map_err(std::io::Error::other)?;
+        Ok(Sim { child: spawned.child, url: spawned.url, iam_url: spawned.iam_url, http })
     }
 
     pub fn pid(&self) -> u32 {
@@ -169,7 +199,7 @@ impl Operator {
     pub fn run_command(sim: &Sim, run_label: &str) -> std::process::Command {
         let mut cmd = Self::binary();
         cmd.arg("run")
-            .args(["--ims-endpoint", &sim.url, "--iam-endpoint", &sim.url])
+            .args(["--ims-endpoint", &sim.url, "--iam-endpoint", &sim.iam_url])
             .args(["--watch-label-selector", &format!("e2e-run={run_label}")]);
         cmd
     }

@@ -114,6 +114,7 @@ pub mod control_plane;
 pub mod e2e;
 pub mod operator;
 pub mod sim_proc;
+pub mod tls;
 
 /// The Kubernetes version of the local cluster (tests/cluster/versions.env),
 /// for `helm template/lint --kube-version`: results then do not depend on
