@@ -177,6 +177,9 @@ impl RunArgs {
         // ImageJob and `job get`/`job wait` meet (`ims::target`).
         self.endpoints().resolve(&self.default_region)?;
         self.region_endpoints.check(self.allow_insecure_http)?;
+        if let Some(refusal) = crate::regions::refuse(&self.default_region, &self.allowed_regions()) {
+            return Err(format!("--default-region: {refusal}"));
+        }
         self.endpoints.ca_bundle()?;
         self.validate_identity()
     }
@@ -200,8 +203,14 @@ impl RunArgs {
     }
 
     /// `--allowed-regions`, or its default.
+    /// Without `--allowed-regions`, the operator's own `--default-region` is
+    /// allowed too: it is configuration, not a tenant's choice.
     pub fn allowed_regions(&self) -> Vec<String> {
-        crate::regions::allowed(self.allowed_regions.as_deref(), &self.region_endpoints)
+        let mut allowed = crate::regions::allowed(self.allowed_regions.as_deref(), &self.region_endpoints);
+        if self.allowed_regions.is_none() && !allowed.contains(&self.default_region) {
+            allowed.push(self.default_region.clone());
+        }
+        allowed
     }
 }
 
@@ -311,6 +320,11 @@ pub(crate) mod tests {
         let a = args(&["--region-endpoints", "eu-ch2=https://a,https://b"]);
         assert_eq!(a.allowed_regions(), ["eu-de", "eu-nl", "eu-ch2"]);
         assert_eq!(args(&["--allowed-regions", "eu-de"]).allowed_regions(), ["eu-de"]);
+        // The operator's own default region is allowed unless a list is given.
+        assert_eq!(args(&["--default-region", "eu-ch2"]).allowed_regions(), ["eu-de", "eu-nl", "eu-ch2"]);
+        let listed = args(&["--default-region", "eu-ch2", "--allowed-regions", "eu-de"]);
+        assert_eq!(listed.allowed_regions(), ["eu-de"]);
+        assert!(listed.validate().unwrap_err().contains("--default-region"), "refused at start");
     }
 
     /// `run`, `job get` and `job wait` share the endpoint flags: their names,

@@ -259,6 +259,8 @@ async fn run_flags_reach_the_operator() {
     let mut cmd = Operator::binary();
     cmd.arg("run")
         .args(["--ims-endpoint", &endpoint, "--iam-endpoint", &endpoint, "--default-region", "1"])
+        // Regions "1" and "2" are not OTC's: allowed explicitly.
+        .args(["--allowed-regions", "1,2"])
         .args(["--watch-label-selector", &format!("e2e-run={run}")])
         .args(["--ims-timeout", "1s", "--log-format", "json", "--ims-rate-limit", "2", "--ims-rate-burst", "2"])
         .env("RUST_LOG", "info");
