@@ -1,7 +1,7 @@
 //! The ImageJob controller. Rooms:
 //! - `plan`: pure decisions — the reconcile's two whole steps
 //!   (`before_poll`: skip, write only or poll; `after_poll`: the verdict or
-//!   the answer; then `next_poll`), what an IMS failure means for the
+//!   the answer; then `after_write`), what an IMS failure means for the
 //!   status, which endpoints to ask, when a status counts as new.
 //! - `reconcile`: the I/O around them — gathers the facts, reads the
 //!   Secret, asks IMS through the coalescer, writes the status when it

@@ -3,7 +3,7 @@
 //! A reconcile makes two whole-step decisions around its one cloud call:
 //! [`before_poll`] (skip, write only, or poll) from what it knows before,
 //! then [`after_poll`] from the answer, and, once the status is written,
-//! [`next_poll`] for when to come again.
+//! [`after_write`] for when to come again.
 
 use std::time::Duration;
 
@@ -124,7 +124,7 @@ pub enum AfterPoll {
     Verdict(Outcome),
     /// The answer to write, and what it adds to the progress model
     /// ([`progress_seen`]); when to come again follows from what was
-    /// written ([`next_poll`]).
+    /// written ([`after_write`]).
     Answer { outcome: Outcome, seen: Option<(Timestamp, u8)> },
 }
 
@@ -152,7 +152,7 @@ pub fn progress_seen(outcome: &Outcome, shared_age: Option<Duration>, now: Times
     seen.map(|p| (now.checked_sub(age).unwrap_or(now), p))
 }
 
-/// What is known once the answer is written, for [`next_poll`].
+/// What is known once the answer is written, for [`after_write`].
 #[derive(Clone, Debug)]
 pub struct Written<'a> {
     pub outcome: &'a Outcome,
@@ -182,7 +182,7 @@ pub struct Written<'a> {
 /// requests) or a sharer's phase taken; never past the deadline. `spread`
 /// says whether the jitter was drawn already (and records that it now is):
 /// asked only for an answer of a running job.
-pub fn next_poll(ij: &ImageJob, w: &Written, spread: impl FnOnce() -> bool) -> NextPoll {
+pub fn after_write(ij: &ImageJob, w: &Written, spread: impl FnOnce() -> bool) -> NextPoll {
     let running = running_delay(ij.spec.poll_policy, w.interval, w.progress, w.answered_at);
     let NextPoll::After { delay, failed } = plan_next(w.outcome, w.finished, running, w.failures, w.retry_after) else {
         return NextPoll::Never;

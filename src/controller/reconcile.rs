@@ -1,6 +1,6 @@
 //! The reconcile: I/O around the pure decisions of `plan` and `status`:
 //! facts → `plan::before_poll` → poll → `plan::after_poll` → write →
-//! `plan::next_poll` → record.
+//! `plan::after_write` → record.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,7 +79,7 @@ async fn reconcile_inner<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>) -> Result<Ac
         answered_at,
         now: Timestamp::now(),
     };
-    let next = plan::next_poll(ij, &done, || ctx.schedule.spread(&key, ij.uid().as_deref()));
+    let next = plan::after_write(ij, &done, || ctx.schedule.spread(&key, ij.uid().as_deref()));
     let next = schedule_next(ij, ctx, &key, next);
     Ok(output::recheck(&written).map_or(next, Action::requeue))
 }

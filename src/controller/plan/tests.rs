@@ -502,7 +502,7 @@ mod whole_step_tests {
     }
 
     #[test]
-    fn next_poll_keeps_the_phase_follows_a_sharer_and_stops_at_the_deadline() {
+    fn after_write_keeps_the_phase_follows_a_sharer_and_stops_at_the_deadline() {
         let running = Outcome::Job(Job { status: Some(JobStatus::Running), ..Job::default() });
         let transient = Outcome::Transient { message: "m".into() };
         let progress = Progress::default();
@@ -520,20 +520,22 @@ mod whole_step_tests {
         let after = |delay, failed| NextPoll::After { delay, failed };
         let ij = with(None, |_| {});
         // Phase already drawn: exactly the running delay.
-        assert_eq!(next_poll(&ij, &w(&running), || true), after(S(10), false));
+        assert_eq!(after_write(&ij, &w(&running), || true), after(S(10), false));
         // First poll: jittered around the interval.
-        let NextPoll::After { delay, failed: false } = next_poll(&ij, &w(&running), || false) else { panic!() };
+        let NextPoll::After { delay, failed: false } = after_write(&ij, &w(&running), || false) else { panic!() };
         assert!(delay >= S(9) && delay <= S(11), "{delay:?}");
         // A sharer's answer 4 s old: just after the fetcher is due.
         let shared = Written { shared_age: Some(S(4)), ..w(&running) };
-        assert_eq!(next_poll(&ij, &shared, || false), after(follow_delay(S(10), S(4)), false));
+        assert_eq!(after_write(&ij, &shared, || false), after(follow_delay(S(10), S(4)), false));
         // Never past the deadline (plus a margin): it runs out at t(2003).
         let near = with(None, |ij| ij.spec.active_deadline_seconds = Some(1003));
-        assert_eq!(next_poll(&near, &w(&running), || true), after(Duration::from_millis(3200), false));
+        assert_eq!(after_write(&near, &w(&running), || true), after(Duration::from_millis(3200), false));
         // A failure backs off and does not ask about the phase.
-        let NextPoll::After { failed: true, .. } = next_poll(&ij, &w(&transient), || panic!("asked")) else { panic!() };
+        let NextPoll::After { failed: true, .. } = after_write(&ij, &w(&transient), || panic!("asked")) else {
+            panic!()
+        };
         // Finished: never.
         let finished = Written { finished: true, ..w(&running) };
-        assert_eq!(next_poll(&ij, &finished, || panic!("asked")), NextPoll::Never);
+        assert_eq!(after_write(&ij, &finished, || panic!("asked")), NextPoll::Never);
     }
 }
