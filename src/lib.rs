@@ -1,14 +1,13 @@
 #![forbid(unsafe_code)]
 //! imagejob-operator: Open Telekom Cloud IMS asynchronous jobs as Kubernetes `ImageJob` resources.
 
+pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod http;
 pub mod ims;
-pub mod job_cmd;
 pub mod metrics;
-pub mod plugin;
 pub mod progress;
 pub mod regions;
 pub mod sim;

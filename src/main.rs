@@ -3,8 +3,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use imagejob_operator::cli::{self, job};
 use imagejob_operator::config::{LogFormat, RunArgs};
-use imagejob_operator::{controller, crd, http, job_cmd, telemetry};
+use imagejob_operator::{controller, crd, http, telemetry};
 
 /// Where `--help` sends a reader for the names it does not spell out.
 const CONTRACT_HELP: &str = "Conditions, reasons, exit codes and every flag: docs/contract.md";
@@ -40,15 +41,15 @@ enum Command {
 #[derive(Subcommand)]
 enum JobCommand {
     /// Query one job once and print it.
-    Get(job_cmd::JobGetArgs),
+    Get(job::JobGetArgs),
     /// Follow one job until it ends (exit 0 SUCCESS, 1 FAIL, 2 timeout, 3 stalled, 4 usage;
     /// docs/contract.md).
-    Wait(job_cmd::JobWaitArgs),
+    Wait(job::JobWaitArgs),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli: Cli = match job_cmd::parse_args() {
+    let cli: Cli = match cli::parse_args() {
         Ok(cli) => cli,
         Err(exit) => return exit,
     };
@@ -60,11 +61,11 @@ async fn main() -> ExitCode {
         // Prints its own error details; only the exit code is left to set.
         Some(Command::Job(JobCommand::Get(args))) => {
             telemetry::init(LogFormat::Text, "warn");
-            return job_cmd::get::run(args).await;
+            return job::get::run(args).await;
         }
         Some(Command::Job(JobCommand::Wait(args))) => {
             telemetry::init(LogFormat::Text, "warn");
-            return job_cmd::wait::run(args).await;
+            return job::wait::run(args).await;
         }
         Some(Command::Probe(args)) => return http::probe::run(args).await,
         Some(Command::Run(args)) => run(args).await,

@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use imagejob_operator::cli::job::render::status_of;
 use imagejob_operator::controller::output::output_data;
 use imagejob_operator::crd::{ImageJob, ImageJobSpec, ImageJobStatus};
 use imagejob_operator::ims::error::Service;
 use imagejob_operator::ims::{ImsError, Job};
-use imagejob_operator::job_cmd::render::status_of;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ims-answers");
 

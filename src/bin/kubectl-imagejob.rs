@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use imagejob_operator::job_cmd::parse_args;
-use imagejob_operator::plugin::{Cli, run};
+use imagejob_operator::cli::parse_args;
+use imagejob_operator::cli::plugin::{Cli, run};
 
 #[tokio::main]
 async fn main() -> ExitCode {

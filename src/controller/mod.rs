@@ -1,8 +1,11 @@
 //! The ImageJob controller. Rooms:
-//! - `plan`: pure decisions — what an IMS failure means for the status,
-//!   which endpoints to ask, when to poll next, when a status counts as new.
-//! - `reconcile`: the I/O around them — reads the Secret, asks IMS through
-//!   the coalescer, writes the status when it changed, publishes Events.
+//! - `plan`: pure decisions — the reconcile's two whole steps
+//!   (`before_poll`: skip, write only or poll; `after_poll`: the verdict or
+//!   the answer; then `after_write`), what an IMS failure means for the
+//!   status, which endpoints to ask, when a status counts as new.
+//! - `reconcile`: the I/O around them — gathers the facts, reads the
+//!   Secret, asks IMS through the coalescer, writes the status when it
+//!   changed, publishes Events, records the next poll.
 //! - `coalesce`: one IMS request per job and interval, shared by the
 //!   ImageJobs naming that job, behind a per-project token bucket.
 //! - `schedule`: per-ImageJob timing (due time, backoff, own writes).

@@ -1,16 +1,23 @@
 //! Pure decisions of the controller: no I/O, table-tested in `super::tests`.
+//!
+//! A reconcile makes two whole-step decisions around its one cloud call:
+//! [`before_poll`] (skip, write only, or poll) from what it knows before,
+//! then [`after_poll`] from the answer, and, once the status is written,
+//! [`after_write`] for when to come again.
 
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
+use kube::runtime::controller::Action;
 
-use super::schedule;
+use super::{output, schedule};
 use crate::config::RunArgs;
 use crate::crd::{ImageJob, ImageJobStatus, PollPolicy, REQUESTED_AT_ANNOTATION};
+use crate::ims::model::JobStatus;
 use crate::ims::{ErrorKind, ImsError, JobTarget, target};
 use crate::progress::Progress;
-use crate::status::{Outcome, StallReason};
+use crate::status::{self, Outcome, StallReason};
 
 /// Backoff bounds per kind of trouble.
 pub(super) const TRANSIENT_MIN: Duration = Duration::from_secs(2);
@@ -25,6 +32,178 @@ const STALLED_MAX: Duration = Duration::from_secs(3600);
 /// safety net. A recheck costs no cloud request.
 const CONFIG_RECHECK_MIN: Duration = Duration::from_secs(5);
 const CONFIG_RECHECK: Duration = Duration::from_secs(600);
+
+/// What a reconcile knows before it asks anything: the schedule's memory
+/// of the ImageJob, the clocks and the interval.
+#[derive(Clone, Debug)]
+pub struct Facts {
+    /// How long until the next poll is due, if it is not yet.
+    pub not_due_for: Option<Duration>,
+    /// When this ImageJob's last forced poll went, if one did.
+    pub last_forced: Option<tokio::time::Instant>,
+    /// The ImageJob's poll interval (`spec.pollInterval` or the operator's).
+    pub interval: Duration,
+    pub now: Timestamp,
+    pub clock: tokio::time::Instant,
+}
+
+/// The first decision of a reconcile. `requested` is the
+/// `ims.otc.io/requestedAt` not yet honoured ([`pending_request`]).
+#[allow(clippy::large_enum_variant)] // one per reconcile, never stored
+#[derive(Clone, Debug, PartialEq)]
+pub enum BeforePoll<'a> {
+    /// Nothing to ask or write: return this.
+    Skip(Action),
+    /// No cloud call, only the status to write: a finished job's (a spec
+    /// edit acknowledged, the output ConfigMap checked, the refresh refusal
+    /// shown or cleared; then `recheck_output`), or a suspended one's.
+    WriteOnly { outcome: Outcome, requested: Option<&'a str>, recheck_output: bool },
+    /// Ask IMS; `forced` bypasses the shared answers; `deadline` is
+    /// (`activeDeadlineSeconds`, when it ran out) if it has.
+    Poll { forced: bool, requested: Option<&'a str>, deadline: Option<(i64, Timestamp)> },
+}
+
+/// Before the cloud call: whether to skip, only write, or poll.
+pub fn before_poll<'a>(ij: &'a ImageJob, facts: &Facts) -> BeforePoll<'a> {
+    let requested = pending_request(ij);
+    let prev = ij.status.as_ref();
+    // A finished job never changes: no cloud call, also after a restart.
+    // A later spec edit is acknowledged so GitOps tools do not wait on it.
+    if prev.is_some_and(ImageJobStatus::is_finished) && requested.is_none() {
+        // The output ConfigMap is checked (from the cache) and repaired here
+        // too: its watch wakes the ImageJob when it is deleted or edited.
+        let stale = prev.and_then(|s| s.observed_generation) != ij.metadata.generation;
+        if stale || output::involved(ij, prev) || refusal_unshown(ij) {
+            return BeforePoll::WriteOnly { outcome: Outcome::Observed, requested, recheck_output: true };
+        }
+        return BeforePoll::Skip(Action::await_change());
+    }
+    if ij.spec.suspend == Some(true) {
+        return BeforePoll::WriteOnly { outcome: Outcome::Suspended, requested, recheck_output: false };
+    }
+    // Woken by our own status write or a neighbour: not due yet. An
+    // annotation loop must not burn the quota: one forced poll per few seconds.
+    let wait = match requested {
+        None => facts.not_due_for,
+        Some(_) => forced_poll_wait(facts.last_forced, facts.clock),
+    };
+    if let Some(left) = wait {
+        return BeforePoll::Skip(Action::requeue(left));
+    }
+    // At the deadline, ask IMS once before deciding: a job that ended in time wins.
+    let deadline = deadline_exceeded(ij, facts.now).zip(deadline_of(ij));
+    BeforePoll::Poll { forced: requested.is_some() || deadline.is_some(), requested, deadline }
+}
+
+/// What to ask and how old a shared answer may be: the target
+/// ([`target_of`]) and, unless the poll is forced (never served from the
+/// shared cache), [`max_shared_age`].
+pub fn request_of(
+    ij: &ImageJob,
+    args: &RunArgs,
+    secret_project: Option<&str>,
+    forced: bool,
+    interval: Duration,
+) -> Result<(JobTarget, Duration), String> {
+    let target = target_of(ij, args, secret_project)?;
+    Ok((target, if forced { Duration::ZERO } else { max_shared_age(ij.spec.poll_policy, interval) }))
+}
+
+/// A too long requestedAt not yet reported, or one reported that is gone.
+fn refusal_unshown(ij: &ImageJob) -> bool {
+    let shown = ij.status.as_ref().and_then(|s| status::condition(s, status::REFRESH_REQUEST)).is_some();
+    shown != oversized_request(ij).is_some()
+}
+
+/// The second decision: what the answer becomes.
+#[allow(clippy::large_enum_variant)] // one per reconcile, never stored
+#[derive(Clone, Debug, PartialEq)]
+pub enum AfterPoll {
+    /// Polled at the deadline: this verdict is written, and only a change
+    /// wakes the ImageJob again.
+    Verdict(Outcome),
+    /// The answer to write, and what it adds to the progress model
+    /// ([`progress_seen`]); when to come again follows from what was
+    /// written ([`after_write`]).
+    Answer { outcome: Outcome, seen: Option<(Timestamp, u8)> },
+}
+
+/// After the cloud call: the verdict at the deadline, or the answer.
+pub fn after_poll(
+    outcome: Outcome,
+    shared_age: Option<Duration>,
+    deadline: Option<(i64, Timestamp)>,
+    now: Timestamp,
+) -> AfterPoll {
+    match deadline {
+        Some((seconds, at)) => AfterPoll::Verdict(at_deadline(outcome, at, seconds)),
+        None => AfterPoll::Answer { seen: progress_seen(&outcome, shared_age, now), outcome },
+    }
+}
+
+/// What a RUNNING answer adds to the progress model: its percent at the
+/// time it was fetched (`shared_age` before `now` for a shared answer).
+pub fn progress_seen(outcome: &Outcome, shared_age: Option<Duration>, now: Timestamp) -> Option<(Timestamp, u8)> {
+    let seen = match outcome {
+        Outcome::Job(job) if job.status == Some(JobStatus::Running) => job.progress,
+        _ => None,
+    };
+    let age = shared_age.and_then(|a| SignedDuration::try_from(a).ok()).unwrap_or_default();
+    seen.map(|p| (now.checked_sub(age).unwrap_or(now), p))
+}
+
+/// What is known once the answer is written, for [`after_write`].
+#[derive(Clone, Debug)]
+pub struct Written<'a> {
+    pub outcome: &'a Outcome,
+    /// The status now in force is Succeeded or Failed.
+    pub finished: bool,
+    /// The ImageJob's progress model, with this answer.
+    pub progress: &'a Progress,
+    /// The ImageJob's poll interval.
+    pub interval: Duration,
+    /// Consecutive failures, this one included if it is one.
+    pub failures: u32,
+    /// The cloud's Retry-After, if it sent one.
+    pub retry_after: Option<Duration>,
+    /// Age of an answer another ImageJob on the same job fetched.
+    pub shared_age: Option<Duration>,
+    /// When the answer was taken in (the progress model's clock).
+    pub answered_at: Timestamp,
+    /// Now, after the write.
+    pub now: Timestamp,
+}
+
+/// When to poll again, once the answer is written: [`plan_next`] with the
+/// running delay of the poll policy ([`running_delay`]), then, while the
+/// job runs, the phase kept (the jitter is drawn once, on the first poll or
+/// after a wake that may have lined ImageJobs up: later polls come exactly
+/// one interval apart, as jitter on every poll would cost up to 10 % more
+/// requests) or a sharer's phase taken; never past the deadline. `spread`
+/// says whether the jitter was drawn already (and records that it now is):
+/// asked only for an answer of a running job.
+pub fn after_write(ij: &ImageJob, w: &Written, spread: impl FnOnce() -> bool) -> NextPoll {
+    let running = running_delay(ij.spec.poll_policy, w.interval, w.progress, w.answered_at);
+    let NextPoll::After { delay, failed } = plan_next(w.outcome, w.finished, running, w.failures, w.retry_after) else {
+        return NextPoll::Never;
+    };
+    let delay = if !failed && matches!(w.outcome, Outcome::Job(_)) {
+        let spread = spread();
+        match w.shared_age {
+            Some(age) => follow_delay(running, age),
+            None if spread => running,
+            None => delay,
+        }
+    } else {
+        delay
+    };
+    // Poll once at the deadline rather than an interval after it.
+    let delay = match deadline_of(ij).map(|d| d.duration_since(w.now)) {
+        Some(left) => delay.min(left.try_into().unwrap_or(Duration::ZERO) + Duration::from_millis(200)),
+        None => delay,
+    };
+    NextPoll::After { delay, failed }
+}
 
 /// The longest `ims.otc.io/requestedAt` honoured: a timestamp fits many
 /// times over. A longer one would be stored cut, never match, and force a

@@ -1,9 +1,11 @@
-//! The reconcile: I/O around the pure decisions of `plan` and `status`.
+//! The reconcile: I/O around the pure decisions of `plan` and `status`:
+//! facts → `plan::before_poll` → poll → `plan::after_poll` → write →
+//! `plan::after_write` → record.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -12,17 +14,14 @@ use kube::{Resource, ResourceExt};
 use tracing::{debug, info, instrument, warn};
 
 use super::plan::{
-    self, MAX_REQUESTED_AT, NextPoll, TRANSIENT_MAX, TRANSIENT_MIN, WRITE_ECHO_WINDOW, as_stored, at_deadline,
-    deadline_exceeded, deadline_of, fingerprint, follow_delay, forced_poll_wait, max_shared_age, outcome_for,
-    outcome_label, oversized_request, pending_request, plan_next, target_of,
+    self, AfterPoll, BeforePoll, Facts, MAX_REQUESTED_AT, NextPoll, TRANSIENT_MAX, TRANSIENT_MIN, WRITE_ECHO_WINDOW,
+    Written, as_stored, fingerprint, outcome_for, outcome_label, oversized_request,
 };
 use super::{Ctx, Error, FIELD_MANAGER, key_of, output, schedule};
 use crate::config::poll_interval;
 use crate::crd::{ImageJob, ImageJobStatus};
 use crate::ims::JobSource;
-use crate::ims::model::JobStatus;
 use crate::metrics::{OutcomeLabels, ResultLabels};
-use crate::progress::Progress;
 use crate::status::{self, Outcome, StallReason};
 
 #[instrument(skip_all, fields(namespace = ij.namespace().unwrap_or_default(), name = ij.name_any(), job_id = ij.spec.job_id))]
@@ -35,46 +34,21 @@ pub async fn reconcile<S: JobSource>(ij: Arc<ImageJob>, ctx: Arc<Ctx<S>>) -> Res
     result
 }
 
+/// Gather the facts → decide before the poll → poll → decide after it →
+/// write and schedule. Every decision is `plan`'s; this is the I/O.
 async fn reconcile_inner<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>) -> Result<Action, Error> {
     let key = key_of(ij);
-    let requested = pending_request(ij);
-    let prev = ij.status.as_ref();
-    let finished = prev.is_some_and(ImageJobStatus::is_finished);
-
-    // A finished job never changes: no cloud call, also after a restart.
-    // A later spec edit is acknowledged so GitOps tools do not wait on it.
-    if finished && requested.is_none() {
-        // The output ConfigMap is checked (from the cache) and repaired here
-        // too: its watch wakes the ImageJob when it is deleted or edited.
-        if prev.and_then(|s| s.observed_generation) != ij.metadata.generation
-            || output::involved(ij, prev)
-            || refusal_unshown(ij)
-        {
-            let written = write_status(ij, ctx, &Outcome::Observed, None, None).await?;
-            return Ok(output::recheck(&written).map_or_else(Action::await_change, Action::requeue));
+    let facts = facts(ij, ctx, &key);
+    let (forced, requested, deadline) = match plan::before_poll(ij, &facts) {
+        BeforePoll::Skip(action) => return Ok(action),
+        BeforePoll::WriteOnly { outcome, requested, recheck_output } => {
+            let written = write_status(ij, ctx, &outcome, requested, None).await?;
+            let recheck = output::recheck(&written).filter(|_| recheck_output);
+            return Ok(recheck.map_or_else(Action::await_change, Action::requeue));
         }
-        return Ok(Action::await_change());
-    }
-    if ij.spec.suspend == Some(true) {
-        write_status(ij, ctx, &Outcome::Suspended, requested, None).await?;
-        return Ok(Action::await_change());
-    }
-    // Woken by our own status write or a neighbour: not due yet.
-    if requested.is_none()
-        && let Some(left) = ctx.schedule.remaining(&key, ij.uid().as_deref(), ij.metadata.generation)
-    {
-        return Ok(Action::requeue(left));
-    }
-    // An annotation loop must not burn the quota: one forced poll per few seconds.
-    if requested.is_some()
-        && let Some(left) = forced_poll_wait(ctx.schedule.last_forced(&key), tokio::time::Instant::now())
-    {
-        return Ok(Action::requeue(left));
-    }
-    // At the deadline, ask IMS once before deciding: a job that ended in time wins.
-    let deadline = deadline_exceeded(ij, Timestamp::now()).zip(deadline_of(ij));
-    let forced = requested.is_some() || deadline.is_some();
-    let mut answered = match poll(ij, &key, ctx, forced).await? {
+        BeforePoll::Poll { forced, requested, deadline } => (forced, requested, deadline),
+    };
+    let Answered { outcome, retry_after, shared_age } = match poll(ij, &key, ctx, forced, facts.interval).await? {
         Polled::Done(answered) => answered,
         Polled::Deferred(wait) => {
             // The project's token bucket reserved a later send time: give the
@@ -84,23 +58,56 @@ async fn reconcile_inner<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>) -> Result<Ac
             return Ok(Action::requeue(wait));
         }
     };
-    if let Some((seconds, at)) = deadline {
-        let outcome = std::mem::replace(&mut answered.outcome, Outcome::Observed);
-        answered.outcome = at_deadline(outcome, at, seconds);
-        write_status(ij, ctx, &answered.outcome, requested, None).await?;
-        return Ok(Action::await_change());
-    }
-    let now = Timestamp::now();
-    let progress = observe_progress(ij, ctx, &key, &answered, now);
-    let written = write_status(ij, ctx, &answered.outcome, requested, progress.eta()).await?;
-    let next = next_action(ij, ctx, &key, &answered, &written, running_delay(ij, ctx, &progress, now));
+    let answered_at = Timestamp::now();
+    let (outcome, seen) = match plan::after_poll(outcome, shared_age, deadline, answered_at) {
+        AfterPoll::Verdict(verdict) => {
+            write_status(ij, ctx, &verdict, requested, None).await?;
+            return Ok(Action::await_change());
+        }
+        AfterPoll::Answer { outcome, seen } => (outcome, seen),
+    };
+    let progress = ctx.schedule.progress(&key, ij.uid().as_deref(), seen);
+    let written = write_status(ij, ctx, &outcome, requested, progress.eta()).await?;
+    let done = Written {
+        outcome: &outcome,
+        finished: written.is_finished(),
+        progress: &progress,
+        interval: facts.interval,
+        failures: ctx.schedule.failures(&key) + 1,
+        retry_after,
+        shared_age,
+        answered_at,
+        now: Timestamp::now(),
+    };
+    let next = plan::after_write(ij, &done, || ctx.schedule.spread(&key, ij.uid().as_deref()));
+    let next = schedule_next(ij, ctx, &key, next);
     Ok(output::recheck(&written).map_or(next, Action::requeue))
 }
 
-/// A too long requestedAt not yet reported, or one reported that is gone.
-fn refusal_unshown(ij: &ImageJob) -> bool {
-    let shown = ij.status.as_ref().and_then(|s| status::condition(s, status::REFRESH_REQUEST)).is_some();
-    shown != oversized_request(ij).is_some()
+/// What the reconcile knows before it asks anything.
+fn facts<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>, key: &ObjectRef<ImageJob>) -> Facts {
+    Facts {
+        not_due_for: ctx.schedule.remaining(key, ij.uid().as_deref(), ij.metadata.generation),
+        last_forced: ctx.schedule.last_forced(key),
+        interval: poll_interval(ij.spec.poll_interval.as_deref(), ctx.args.poll_interval),
+        now: Timestamp::now(),
+        clock: tokio::time::Instant::now(),
+    }
+}
+
+/// Records the next poll and turns it into an Action.
+fn schedule_next<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>, key: &ObjectRef<ImageJob>, next: NextPoll) -> Action {
+    let (uid, generation) = (ij.uid(), ij.metadata.generation);
+    match next {
+        NextPoll::Never => {
+            ctx.schedule.record(key, uid.as_deref(), generation, Duration::ZERO, false);
+            Action::await_change()
+        }
+        NextPoll::After { delay, failed } => {
+            ctx.schedule.record(key, uid.as_deref(), generation, delay, failed);
+            Action::requeue(delay)
+        }
+    }
 }
 
 /// What `poll` learned, or when the rate limit lets it ask.
@@ -131,21 +138,19 @@ async fn poll<S: JobSource>(
     key: &ObjectRef<ImageJob>,
     ctx: &Ctx<S>,
     forced: bool,
+    interval: Duration,
 ) -> Result<Polled, Error> {
     let (credentials, secret_project) = match super::identity::credentials_for(ij, ctx).await? {
         Ok(found) => found,
         Err(outcome) => return Ok(Polled::Done(Answered::own(outcome, None))),
     };
-    let target = match target_of(ij, &ctx.args, secret_project.as_deref()) {
-        Ok(t) => t,
+    let (target, max_age) = match plan::request_of(ij, &ctx.args, secret_project.as_deref(), forced, interval) {
+        Ok(request) => request,
         Err(message) => {
             let outcome = Outcome::Stalled { reason: StallReason::InvalidSpec, message };
             return Ok(Polled::Done(Answered::own(outcome, None)));
         }
     };
-    let interval = poll_interval(ij.spec.poll_interval.as_deref(), ctx.args.poll_interval);
-    // A forced poll must not be served from the shared cache.
-    let max_age = if forced { Duration::ZERO } else { max_shared_age(ij.spec.poll_policy, interval) };
     let started = std::time::Instant::now();
     if forced {
         ctx.schedule.mark_forced(key);
@@ -300,77 +305,7 @@ async fn publish<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>, event: status::Event
     }
 }
 
-/// Records the decision of `plan_next` and turns it into an Action.
-/// `running`: the time between polls while the job runs (see `running_delay`).
-fn next_action<S: JobSource>(
-    ij: &ImageJob,
-    ctx: &Ctx<S>,
-    key: &ObjectRef<ImageJob>,
-    answered: &Answered,
-    written: &ImageJobStatus,
-    running: Duration,
-) -> Action {
-    let outcome = &answered.outcome;
-    let finished = written.is_finished();
-    let failures = ctx.schedule.failures(key) + 1;
-    let (uid, generation) = (ij.uid(), ij.metadata.generation);
-    match plan_next(outcome, finished, running, failures, answered.retry_after) {
-        NextPoll::Never => {
-            ctx.schedule.record(key, uid.as_deref(), generation, Duration::ZERO, false);
-            Action::await_change()
-        }
-        NextPoll::After { delay, failed } => {
-            // While the job runs, the jitter is drawn once (first poll, or
-            // after a wake that may have lined ImageJobs up): later polls keep
-            // that phase and come exactly one interval apart. Jitter on every
-            // poll would cost up to 10 % more requests. An ImageJob that read
-            // another's answer takes that one's phase instead.
-            let delay = if !failed && matches!(outcome, Outcome::Job(_)) {
-                let spread = ctx.schedule.spread(key, uid.as_deref());
-                match answered.shared_age {
-                    Some(age) => follow_delay(running, age),
-                    None if spread => running,
-                    None => delay,
-                }
-            } else {
-                delay
-            };
-            // Poll once at the deadline rather than an interval after it.
-            let delay = match deadline_of(ij).map(|d| d.duration_since(Timestamp::now())) {
-                Some(left) => delay.min(left.try_into().unwrap_or(Duration::ZERO) + Duration::from_millis(200)),
-                None => delay,
-            };
-            ctx.schedule.record(key, uid.as_deref(), generation, delay, failed);
-            Action::requeue(delay)
-        }
-    }
-}
-
 const CONFLICT_RETRY: Duration = Duration::from_secs(1);
-
-/// Feeds the ImageJob's progress model with a RUNNING answer's percent (at
-/// the time it was fetched) and returns the model.
-fn observe_progress<S: JobSource>(
-    ij: &ImageJob,
-    ctx: &Ctx<S>,
-    key: &ObjectRef<ImageJob>,
-    answered: &Answered,
-    now: Timestamp,
-) -> Progress {
-    let seen = match &answered.outcome {
-        Outcome::Job(job) if job.status == Some(JobStatus::Running) => job.progress,
-        _ => None,
-    };
-    let age = answered.shared_age.and_then(|a| SignedDuration::try_from(a).ok()).unwrap_or_default();
-    let at = now.checked_sub(age).unwrap_or(now);
-    ctx.schedule.progress(key, ij.uid().as_deref(), seen.map(|p| (at, p)))
-}
-
-/// The time between polls while the job runs, by its poll policy.
-fn running_delay<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>, progress: &Progress, now: Timestamp) -> Duration {
-    let interval = poll_interval(ij.spec.poll_interval.as_deref(), ctx.args.poll_interval);
-    plan::running_delay(ij.spec.poll_policy, interval, progress, now)
-}
 
 /// Kubernetes API failures (status patch, Secret read) use the same backoff.
 pub fn error_policy<S: JobSource>(ij: Arc<ImageJob>, error: &Error, ctx: Arc<Ctx<S>>) -> Action {

@@ -378,3 +378,164 @@ fn the_poll_policy_sets_the_delay_while_running_and_how_old_a_shared_answer_may_
         "under T/4: never its own answer"
     );
 }
+
+mod whole_step_tests {
+    use super::*;
+    use crate::crd::Phase;
+    use crate::ims::model::{Job, JobStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use std::collections::BTreeMap;
+    use tokio::time::Instant;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    /// Facts at t(2000); `forced_ago`: when the last forced poll went.
+    fn facts(not_due_for: Option<Duration>, forced_ago: Option<Duration>) -> Facts {
+        let clock = Instant::now();
+        let last_forced = forced_ago.map(|ago| clock.checked_sub(ago).unwrap());
+        Facts { not_due_for, last_forced, interval: S(10), now: t(2000), clock }
+    }
+
+    fn with(phase: Option<Phase>, edit: impl FnOnce(&mut ImageJob)) -> ImageJob {
+        let mut ij = imagejob(spec());
+        ij.metadata.generation = Some(1);
+        ij.metadata.creation_timestamp = Some(Time(t(1000)));
+        ij.status = Some(ImageJobStatus { phase, observed_generation: Some(1), ..Default::default() });
+        edit(&mut ij);
+        ij
+    }
+
+    fn annotated(value: String) -> impl FnOnce(&mut ImageJob) {
+        move |ij| ij.metadata.annotations = Some(BTreeMap::from([(REQUESTED_AT_ANNOTATION.into(), value)]))
+    }
+
+    #[test]
+    fn before_poll_skips_writes_only_or_polls() {
+        let done = Some(Phase::Succeeded);
+        let poll = |requested: Option<&'static str>| BeforePoll::Poll {
+            forced: requested.is_some(),
+            requested,
+            deadline: None,
+        };
+        let observed = BeforePoll::WriteOnly { outcome: Outcome::Observed, requested: None, recheck_output: true };
+        let output =
+            |ij: &mut ImageJob| ij.spec.output_config_map_ref = Some(crate::crd::ConfigMapRef { name: "o".into() });
+        let suspended = |ij: &mut ImageJob| {
+            ij.spec.suspend = Some(true);
+            annotated("r1".into())(ij);
+        };
+        let cases: Vec<(&str, ImageJob, Facts, BeforePoll)> = vec![
+            ("finished, nothing new", with(done, |_| {}), facts(None, None), BeforePoll::Skip(Action::await_change())),
+            (
+                "finished, spec edited",
+                with(done, |ij| ij.metadata.generation = Some(2)),
+                facts(None, None),
+                observed.clone(),
+            ),
+            ("finished, output named", with(done, output), facts(None, None), observed.clone()),
+            ("finished, refusal to show", with(done, annotated("x".repeat(65))), facts(None, None), observed),
+            ("finished, refresh asked", with(done, annotated("r1".into())), facts(None, None), poll(Some("r1"))),
+            (
+                "suspended",
+                with(None, suspended),
+                facts(None, None),
+                BeforePoll::WriteOnly { outcome: Outcome::Suspended, requested: Some("r1"), recheck_output: false },
+            ),
+            ("not due", with(None, |_| {}), facts(Some(S(3)), Some(S(1))), BeforePoll::Skip(Action::requeue(S(3)))),
+            (
+                "forced too soon",
+                with(None, annotated("r1".into())),
+                facts(Some(S(3)), Some(S(1))),
+                BeforePoll::Skip(Action::requeue(S(4))),
+            ),
+            ("forced, not due", with(None, annotated("r1".into())), facts(Some(S(3)), Some(S(6))), poll(Some("r1"))),
+            ("due", with(None, |_| {}), facts(None, Some(S(1))), poll(None)),
+            (
+                "past the deadline",
+                with(None, |ij| ij.spec.active_deadline_seconds = Some(60)),
+                facts(None, None),
+                BeforePoll::Poll { forced: true, requested: None, deadline: Some((60, t(1060))) },
+            ),
+            (
+                "before the deadline",
+                with(None, |ij| ij.spec.active_deadline_seconds = Some(6000)),
+                facts(None, None),
+                poll(None),
+            ),
+        ];
+        for (name, ij, facts, expected) in cases {
+            assert_eq!(before_poll(&ij, &facts), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_request_is_the_target_and_how_old_a_shared_answer_may_be() {
+        let ij = imagejob(ImageJobSpec { project_id: Some("p1".into()), ..spec() });
+        let (target, max_age) = request_of(&ij, &args(), None, false, S(10)).unwrap();
+        assert_eq!((target.job_id.as_str(), max_age), ("job-1", S(8)));
+        assert_eq!(request_of(&ij, &args(), None, true, S(10)).unwrap().1, Duration::ZERO, "forced: never shared");
+        assert!(request_of(&imagejob(spec()), &args(), None, false, S(10)).is_err(), "no project");
+    }
+
+    #[test]
+    fn after_poll_gives_the_verdict_at_the_deadline_else_the_answer() {
+        let running = Outcome::Job(Job { status: Some(JobStatus::Running), progress: Some(40), ..Job::default() });
+        let answer = AfterPoll::Answer { outcome: running.clone(), seen: Some((t(1997), 40)) };
+        assert_eq!(after_poll(running.clone(), Some(S(3)), None, t(2000)), answer);
+        let exceeded = Outcome::DeadlineExceeded { seconds: 60, last_error: None };
+        assert_eq!(after_poll(running, None, Some((60, t(1060))), t(2000)), AfterPoll::Verdict(exceeded));
+        let done = Outcome::Job(Job { status: Some(JobStatus::Success), end_time: Some(t(1050)), ..Job::default() });
+        assert_eq!(after_poll(done.clone(), None, Some((60, t(1060))), t(2000)), AfterPoll::Verdict(done));
+    }
+
+    #[test]
+    fn progress_is_seen_only_in_a_running_answer_at_the_time_it_was_fetched() {
+        let job = |status, progress| Outcome::Job(Job { status: Some(status), progress, ..Job::default() });
+        assert_eq!(progress_seen(&job(JobStatus::Running, Some(40)), None, t(2000)), Some((t(2000), 40)));
+        assert_eq!(progress_seen(&job(JobStatus::Running, Some(40)), Some(S(3)), t(2000)), Some((t(1997), 40)));
+        assert_eq!(progress_seen(&job(JobStatus::Running, None), None, t(2000)), None);
+        assert_eq!(progress_seen(&job(JobStatus::Success, Some(100)), None, t(2000)), None);
+    }
+
+    #[test]
+    fn after_write_keeps_the_phase_follows_a_sharer_and_stops_at_the_deadline() {
+        let running = Outcome::Job(Job { status: Some(JobStatus::Running), ..Job::default() });
+        let transient = Outcome::Transient { message: "m".into() };
+        let progress = Progress::default();
+        let w = |outcome| Written {
+            outcome,
+            finished: false,
+            progress: &progress,
+            interval: S(10),
+            failures: 1,
+            retry_after: None,
+            shared_age: None,
+            answered_at: t(2000),
+            now: t(2000),
+        };
+        let after = |delay, failed| NextPoll::After { delay, failed };
+        let ij = with(None, |_| {});
+        // Phase already drawn: exactly the running delay.
+        assert_eq!(after_write(&ij, &w(&running), || true), after(S(10), false));
+        // First poll: jittered around the interval.
+        let NextPoll::After { delay, failed: false } = after_write(&ij, &w(&running), || false) else { panic!() };
+        assert!(delay >= S(9) && delay <= S(11), "{delay:?}");
+        // A sharer's answer 4 s old: just after the fetcher is due.
+        let shared = Written { shared_age: Some(S(4)), ..w(&running) };
+        assert_eq!(after_write(&ij, &shared, || false), after(follow_delay(S(10), S(4)), false));
+        // Never past the deadline (plus a margin): it runs out at t(2003).
+        let near = with(None, |ij| ij.spec.active_deadline_seconds = Some(1003));
+        assert_eq!(after_write(&near, &w(&running), || true), after(Duration::from_millis(3200), false));
+        // A failure backs off and does not ask about the phase.
+        let NextPoll::After { failed: true, .. } = after_write(&ij, &w(&transient), || panic!("asked")) else {
+            panic!()
+        };
+        // Finished: never.
+        let finished = Written { finished: true, ..w(&running) };
+        assert_eq!(after_write(&ij, &finished, || panic!("asked")), NextPoll::Never);
+    }
+}

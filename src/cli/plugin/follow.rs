@@ -15,9 +15,9 @@ use tokio::time::Instant;
 
 use super::screen::{stalled_reason, state_line, status_screen};
 use super::{Cluster, Fetched, PluginError};
+use crate::cli::Exit;
+use crate::cli::render::{clean, clock};
 use crate::crd::{Phase, REQUESTED_AT_ANNOTATION};
-use crate::job_cmd::Exit;
-use crate::job_cmd::render::{clean, clock};
 
 pub async fn status(cluster: &Cluster, name: &str) -> Result<Exit, PluginError> {
     let fetched = cluster.fetch(name).await?;
@@ -109,7 +109,7 @@ pub async fn wait(cluster: &Cluster, names: &[String], timeout: Duration) -> Res
         states.iter().filter(|(_, f)| phase(f) == Some(Phase::Failed)).map(|(n, _)| n.as_str()).collect();
     match exit {
         Exit::Failed => eprintln!("failed: {}", failed.join(", ")),
-        Exit::TimedOut => eprintln!("timed out after {}", crate::job_cmd::render::human(timeout)),
+        Exit::TimedOut => eprintln!("timed out after {}", crate::cli::render::human(timeout)),
         Exit::Stalled => eprintln!("stalled: the operator cannot make progress (see the Stalled condition)"),
         _ => {}
     }
@@ -195,7 +195,7 @@ pub async fn refresh(cluster: &Cluster, name: &str, timeout: Duration) -> Result
             Ok(None) | Err(_) => {
                 eprintln!(
                     "timed out after {}: the operator has not handled the request; is it running and watching namespace {}?",
-                    crate::job_cmd::render::human(timeout),
+                    crate::cli::render::human(timeout),
                     cluster.namespace
                 );
                 return Ok(Exit::TimedOut);

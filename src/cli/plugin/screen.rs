@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::Fetched;
-use crate::crd::{ImageJob, ImageJobStatus, Phase};
-use crate::job_cmd::render::{clean, human, table};
+use crate::cli::render::{Sheet, SubJobColumns, clean, dash, human, key_values, or_dash, section};
+use crate::crd::{ImageJobStatus, Phase};
 
 /// How many Events the status screen shows (the newest).
 pub const EVENTS_SHOWN: usize = 5;
@@ -79,7 +80,7 @@ pub fn stalled_reason(status: &ImageJobStatus) -> Option<String> {
         return None;
     }
     let c = status.conditions.iter().find(|c| c.type_ == "Stalled" && c.status == "True")?;
-    Some(format!("{}: {}", c.reason, c.message))
+    crate::cli::render::code_reason(Some(&c.reason), Some(&c.message))
 }
 
 /// Time left to the operator's estimate, while the job runs.
@@ -89,95 +90,96 @@ fn remaining(f: &Fetched, now: Timestamp) -> Option<Duration> {
     Some(Duration::try_from(left).unwrap_or(Duration::ZERO))
 }
 
-/// The whole `status` screen.
+/// The whole `status` screen: the job's sheet, its conditions and the
+/// newest Events.
 pub fn status_screen(f: &Fetched, events: &[Event], now: Timestamp) -> String {
-    let ij: &ImageJob = &f.imagejob;
-    let status = ij.status.clone().unwrap_or_default();
-    let dash = || "-".to_owned();
-    let mut rows: Vec<(&str, String)> = vec![
-        ("Name", ij.metadata.name.clone().unwrap_or_else(dash)),
-        ("Namespace", ij.metadata.namespace.clone().unwrap_or_else(dash)),
-        ("Phase", format!("{} ({})", phase_name(&status), status.job_status.as_deref().unwrap_or("not polled yet"))),
+    let status = f.imagejob.status.clone().unwrap_or_default();
+    let sheet = Sheet::new(&status);
+    let mut rows = where_rows(f, &status, now);
+    rows.extend(what_rows(f, &sheet));
+    rows.extend(when_rows(&sheet, now));
+    let mut out = key_values(&rows);
+    out.push_str(&sheet.sub_jobs(SubJobColumns::Short));
+    out.push_str(&conditions(&status, now));
+    out.push_str(&events_section(events, now));
+    out
+}
+
+/// Name, namespace, phase, progress, ETA and current task.
+fn where_rows(f: &Fetched, status: &ImageJobStatus, now: Timestamp) -> Vec<(&'static str, String)> {
+    let meta = &f.imagejob.metadata;
+    let polled = status.job_status.as_deref().unwrap_or("not polled yet");
+    let mut rows = vec![
+        ("Name", or_dash(meta.name.as_deref())),
+        ("Namespace", or_dash(meta.namespace.as_deref())),
+        ("Phase", format!("{} ({polled})", phase_name(status))),
         ("Progress", status.progress.map_or_else(dash, bar)),
     ];
     if let Some(eta) = f.eta.filter(|_| status.phase == Some(Phase::Running)) {
         let left = remaining(f, now).map(human).unwrap_or_default();
         rows.push(("ETA", format!("{} (in {left})", eta.round(jiff::Unit::Second).unwrap_or(eta))));
     }
-    rows.push(("Current task", status.current_task.clone().filter(|t| !t.is_empty()).unwrap_or_else(dash)));
-    let job = [Some(ij.spec.job_id.clone()), status.job_type.clone()].into_iter().flatten().collect::<Vec<_>>();
-    rows.push(("Job", job.join("  ")));
+    rows.push(("Current task", or_dash(status.current_task.as_deref().filter(|t| !t.is_empty()))));
+    rows
+}
+
+/// The IMS job and what it made.
+fn what_rows(f: &Fetched, sheet: &Sheet) -> Vec<(&'static str, String)> {
+    let status = sheet.status;
+    let job = [Some(f.imagejob.spec.job_id.clone()), status.job_type.clone()].into_iter().flatten();
     let image = match (&status.image_id, &status.image_name) {
         (Some(id), Some(name)) => format!("{id} ({name})"),
         (Some(x), None) | (None, Some(x)) => x.clone(),
         (None, None) => dash(),
     };
-    rows.push(("Image", image));
-    let data: Vec<&str> = status.images.iter().filter(|i| i.kind == "data").map(|i| i.id.as_str()).collect();
-    if !data.is_empty() {
-        rows.push(("Data images", data.join(", ")));
-    }
-    let time = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
-        t.as_ref().map_or_else(dash, |t| format!("{} ({} ago)", t.0, age(now, t.0)))
-    };
-    rows.push(("Began", time(&status.begin_time)));
-    rows.push(("Ended", time(&status.end_time)));
-    if status.error_code.is_some() || status.fail_reason.is_some() {
-        let error = [status.error_code.as_deref(), status.fail_reason.as_deref()].into_iter().flatten();
-        rows.push(("Error", error.collect::<Vec<_>>().join(": ")));
-    }
-    let mut out = String::new();
-    for (key, value) in rows {
-        let _ = writeln!(out, "{:<14}{}", format!("{key}:"), clean(&value));
-    }
-    if !status.sub_jobs.is_empty() {
-        out.push_str("\nSub-jobs:\n");
-        let rows = status.sub_jobs.iter().map(|s| {
-            let error = [s.error_code.as_deref(), s.fail_reason.as_deref()].into_iter().flatten().collect::<Vec<_>>();
-            vec![
-                s.job_id.clone().unwrap_or_else(dash),
-                s.job_type.clone().unwrap_or_else(dash),
-                s.status.clone().unwrap_or_else(dash),
-                s.image_id.clone().unwrap_or_else(dash),
-                if error.is_empty() { dash() } else { error.join(": ") },
-            ]
-        });
-        out.push_str(&table(&["JOB ID", "TYPE", "STATUS", "IMAGE ID", "ERROR"], rows.collect()));
-    }
-    if !status.conditions.is_empty() {
-        out.push_str("\nConditions:\n");
-        let rows = status.conditions.iter().map(|c| {
-            vec![
-                c.type_.clone(),
-                c.status.clone(),
-                c.reason.clone(),
-                age(now, c.last_transition_time.0),
-                c.message.clone(),
-            ]
-        });
-        out.push_str(&table(&["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"], rows.collect()));
-    }
+    let mut rows = vec![("Job", job.collect::<Vec<_>>().join("  ")), ("Image", image)];
+    rows.extend(sheet.data_images().map(|ids| ("Data images", ids)));
+    rows
+}
+
+/// When it began and ended, and why it failed.
+fn when_rows(sheet: &Sheet, now: Timestamp) -> Vec<(&'static str, String)> {
+    let time = |t: &Option<Time>| t.as_ref().map_or_else(dash, |t| format!("{} ({} ago)", t.0, age(now, t.0)));
+    let mut rows = vec![("Began", time(&sheet.status.begin_time)), ("Ended", time(&sheet.status.end_time))];
+    rows.extend(sheet.error().map(|error| ("Error", error)));
+    rows
+}
+
+/// `Conditions:` and their table, or nothing.
+fn conditions(status: &ImageJobStatus, now: Timestamp) -> String {
+    let rows = status.conditions.iter().map(|c| {
+        let age = age(now, c.last_transition_time.0);
+        vec![c.type_.clone(), c.status.clone(), c.reason.clone(), age, c.message.clone()]
+    });
+    section("Conditions", &["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"], rows.collect())
+}
+
+/// `Events:` (the newest [`EVENTS_SHOWN`], saying so when there are more)
+/// and their table, or `<none>`.
+fn events_section(events: &[Event], now: Timestamp) -> String {
     let shown = &events[events.len().saturating_sub(EVENTS_SHOWN)..];
-    let _ = write!(out, "\nEvents");
+    let mut out = "\nEvents".to_owned();
     if events.len() > shown.len() {
         let _ = write!(out, " (last {} of {})", shown.len(), events.len());
     }
     out.push_str(":\n");
     if shown.is_empty() {
         out.push_str("  <none>\n");
-    } else {
-        let rows = shown.iter().map(|e| {
-            let count = e.count.filter(|&c| c > 1).map(|c| format!(" (x{c})")).unwrap_or_default();
-            vec![
-                event_time(e).map_or_else(dash, |t| age(now, t)),
-                e.type_.clone().unwrap_or_else(dash),
-                e.reason.clone().unwrap_or_else(dash),
-                format!("{}{count}", e.message.clone().unwrap_or_default()),
-            ]
-        });
-        out.push_str(&table(&["AGE", "TYPE", "REASON", "MESSAGE"], rows.collect()));
+        return out;
     }
+    let rows = shown.iter().map(|e| event_row(e, now)).collect();
+    out.push_str(&crate::cli::render::table(&["AGE", "TYPE", "REASON", "MESSAGE"], rows));
     out
+}
+
+fn event_row(e: &Event, now: Timestamp) -> Vec<String> {
+    let count = e.count.filter(|&c| c > 1).map(|c| format!(" (x{c})")).unwrap_or_default();
+    vec![
+        event_time(e).map_or_else(dash, |t| age(now, t)),
+        or_dash(e.type_.as_deref()),
+        or_dash(e.reason.as_deref()),
+        format!("{}{count}", e.message.as_deref().unwrap_or_default()),
+    ]
 }
 
 #[cfg(test)]

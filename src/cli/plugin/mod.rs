@@ -20,8 +20,8 @@ use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+use crate::cli::Exit;
 use crate::crd::ImageJob;
-use crate::job_cmd::Exit;
 
 #[derive(clap::Parser, Debug)]
 #[command(

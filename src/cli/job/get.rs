@@ -1,8 +1,9 @@
 //! `imagejob-operator job get`: query one IMS job once and print it.
 //!
 //! Uses the same client as the controller. Exit status 0 whenever the
-//! query worked, whatever the job's state; 4 for bad input or missing
-//! credentials (nothing is sent); 1 with every detail of a failed query
+//! query worked, whatever the job's state; 4 for bad input, missing
+//! credentials (nothing is sent) or an HTTP client that cannot be built; 1
+//! with every detail of a failed query
 //! (HTTP status, cloud code, message, request ID on stderr).
 
 use std::fmt::Write as _;
@@ -10,6 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::{JobArgs, render_json, render_table};
+use crate::cli::render::clean;
 use crate::ims::{Credentials, ErrorKind, ImsError, JobSource, JobTarget};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -35,16 +37,9 @@ pub struct JobGetArgs {
 /// Runs the command: the job on stdout, or every detail of the failure on
 /// stderr and a non-zero exit code.
 pub async fn run(args: JobGetArgs) -> ExitCode {
-    let (target, creds) = match args.job.prepare() {
+    let (target, creds, client) = match args.job.prepare(args.timeout) {
         Ok(ready) => ready,
         Err(exit) => return exit.into(),
-    };
-    let client = match args.job.endpoints.client(args.timeout) {
-        Ok(client) => client,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
     };
     match fetch_and_render(&client, &target, args.output, &creds).await {
         Ok(text) => {
@@ -90,11 +85,11 @@ pub fn describe_error(err: &ImsError, target: &JobTarget) -> String {
     for (name, value) in rows {
         if let Some(value) = value {
             any = true;
-            let _ = writeln!(out, "  {:<12} {}", format!("{name}:"), super::render::clean(&value));
+            let _ = writeln!(out, "  {:<12} {}", format!("{name}:"), clean(&value));
         }
     }
     if !any {
-        let _ = writeln!(out, "  {}", super::render::clean(&err.to_string()));
+        let _ = writeln!(out, "  {}", clean(&err.to_string()));
     }
     let _ = writeln!(out, "  hint: {}", hint(err.kind()));
     out
@@ -116,9 +111,9 @@ fn hint(kind: ErrorKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::job::render::tests::OVA;
     use crate::ims::ImsClient;
     use crate::ims::testing::{FakeCloud, FakeReply};
-    use crate::job_cmd::render::tests::OVA;
     use clap::Parser;
 
     #[derive(Parser)]

@@ -151,7 +151,7 @@ fn summaries() {
         summary(&Ending::Finished(ok), &t, tally, Duration::from_secs(75)),
         "Job j succeeded after 1m 15s.\nImage ID:     img-1\nImage name:   web\nRequests:     9 (2 retried after transient errors)\n"
     );
-    let failed = status_of(&Job::parse(crate::job_cmd::render::tests::OVA.as_bytes()).unwrap());
+    let failed = status_of(&Job::parse(crate::cli::job::render::tests::OVA.as_bytes()).unwrap());
     let text = summary(&Ending::Finished(failed), &t, Tally { requests: 3, retried: 0 }, Duration::from_secs(5));
     assert_eq!(
         text,

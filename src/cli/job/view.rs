@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use jiff::Timestamp;
 use tokio::time::Instant;
 
-use super::render::{clean, clock, human};
+use crate::cli::render::{clean, clock, human};
 use crate::crd::ImageJobStatus;
 use crate::ims::ImsError;
 

@@ -17,9 +17,11 @@ use backon::BackoffBuilder;
 use jiff::Timestamp;
 use tokio::time::Instant;
 
-use super::render::{clean, human, status_json, status_of};
+use super::JobArgs;
+use super::render::status_of;
 use super::view::{BarView, LineView, Watcher};
-use super::{Exit, JobArgs};
+use crate::cli::Exit;
+use crate::cli::render::{clean, code_reason, dash, human, or_dash, status_json, table};
 use crate::crd::{ImageJobStatus, Phase};
 use crate::ims::{Credentials, ImsError, JobSource, JobTarget};
 use crate::progress::Progress;
@@ -231,18 +233,13 @@ fn failed_sub_jobs(out: &mut String, s: &ImageJobStatus) {
         .iter()
         .filter(|j| j.status.as_deref() == Some("FAIL"))
         .map(|j| {
-            let dash = || "-".to_owned();
-            let error = [j.error_code.as_deref(), j.fail_reason.as_deref()].into_iter().flatten().collect::<Vec<_>>();
-            vec![
-                j.job_id.clone().unwrap_or_else(dash),
-                j.job_type.clone().unwrap_or_else(dash),
-                if error.is_empty() { dash() } else { error.join(": ") },
-            ]
+            let error = code_reason(j.error_code.as_deref(), j.fail_reason.as_deref());
+            vec![or_dash(j.job_id.as_deref()), or_dash(j.job_type.as_deref()), error.unwrap_or_else(dash)]
         })
         .collect();
     if !failed.is_empty() {
         out.push_str("Failed sub-jobs:\n");
-        out.push_str(&super::render::table(&["JOB ID", "TYPE", "ERROR"], failed));
+        out.push_str(&table(&["JOB ID", "TYPE", "ERROR"], failed));
     }
 }
 
@@ -250,16 +247,9 @@ fn failed_sub_jobs(out: &mut String, s: &ImageJobStatus) {
 /// terminal and plain lines elsewhere (both on stderr), the summary or the
 /// JSON status on stdout.
 pub async fn run(args: JobWaitArgs) -> ExitCode {
-    let (target, creds) = match args.job.prepare() {
+    let (target, creds, client) = match args.job.prepare(args.request_timeout) {
         Ok(ready) => ready,
         Err(exit) => return exit.into(),
-    };
-    let client = match args.job.endpoints.client(args.request_timeout) {
-        Ok(client) => client,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Exit::Usage.into();
-        }
     };
     let started = Instant::now();
     let (ending, tally) = if std::io::stderr().is_terminal() {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::crd::ImageJob;
 use serde_json::json;
 
 fn at(s: &str) -> Timestamp {

@@ -3,7 +3,8 @@
 //!
 //! Exit codes (docs/contract.md): 0 success, 1 job failed (or, for `get`, the
 //! query failed), 2 timeout, 3 stalled (rejected credentials, forbidden,
-//! unknown job), 4 usage error (bad flags or input, missing credentials).
+//! unknown job), 4 usage error (bad flags or input, missing credentials, an
+//! HTTP client that cannot be built).
 
 pub mod get;
 pub mod identity;
@@ -11,37 +12,15 @@ pub mod render;
 pub mod view;
 pub mod wait;
 
+use std::time::Duration;
+
+use crate::cli::Exit;
 use crate::config::{DEFAULT_REGION, EndpointArgs};
-use crate::ims::{Credentials, JobTarget, target};
+use crate::ims::{Credentials, ImsClient, JobTarget, target};
 
 pub use get::JobGetArgs;
 pub use render::{render_json, render_table};
 pub use wait::JobWaitArgs;
-
-/// The exit codes of the `job` commands (and of `kubectl imagejob wait`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exit {
-    Succeeded = 0,
-    Failed = 1,
-    TimedOut = 2,
-    Stalled = 3,
-    Usage = 4,
-}
-
-impl From<Exit> for std::process::ExitCode {
-    fn from(exit: Exit) -> Self {
-        std::process::ExitCode::from(exit as u8)
-    }
-}
-
-/// Parses the command line. Bad flags exit 4, the usage error (clap's own
-/// 2 means timeout here); `--help` and `--version` exit 0.
-pub fn parse_args<C: clap::Parser>() -> Result<C, std::process::ExitCode> {
-    C::try_parse().map_err(|e| {
-        let _ = e.print();
-        if e.use_stderr() { Exit::Usage.into() } else { std::process::ExitCode::SUCCESS }
-    })
-}
 
 /// Which job, where: the flags `job get` and `job wait` share.
 #[derive(Clone, Debug, clap::Args)]
@@ -75,12 +54,17 @@ impl JobArgs {
         target::resolve(&self.endpoints.with_insecure(self.allow_insecure_http), region, project_id, job_id)
     }
 
-    /// The target and the environment's credentials, or the usage error
-    /// printed (exit 4) when either is wrong.
-    pub fn prepare(&self) -> Result<(JobTarget, Credentials), Exit> {
+    /// The target, the environment's credentials and the HTTP client (with
+    /// this request timeout), or the error printed and exit 4, the same for
+    /// `get` and `wait`: nothing is sent before all three are ready.
+    pub fn prepare(&self, request_timeout: Duration) -> Result<(JobTarget, Credentials, ImsClient), Exit> {
         let from_env = || Credentials::from_env().map_err(|e| e.to_string());
         let ready = self.target().and_then(|t| Ok((t, self.identity.credentials(from_env)?)));
-        ready.map_err(|message| {
+        let client = |(t, c)| match self.endpoints.client(request_timeout) {
+            Ok(client) => Ok((t, c, client)),
+            Err(e) => Err(e.to_string()),
+        };
+        ready.and_then(client).map_err(|message| {
             eprintln!("error: {message}");
             Exit::Usage
         })
