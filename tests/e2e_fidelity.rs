@@ -18,8 +18,8 @@ use kube::api::Api;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
-const SYSTEM_IMAGE: &str = "6d0c5c0e-5505-4ba8-ab65-7e78efe77130";
-const DATA_IMAGE: &str = "3e0c2b6c-e56f-435a-bcb5-e6a45cccdd75";
+const SYSTEM_IMAGE: &str = "8e1f2a3b-4c5d-4e6f-8a7b-9c0d1e2f3a4b";
+const DATA_IMAGE: &str = "5b7d3c1e-2f4a-4e6b-9c8d-1a2b3c4d5e6f";
 
 fn running_job(job_id: &str) -> Value {
     json!({
@@ -40,7 +40,7 @@ async fn wait_phase(client: &kube::Client, ns: &str, name: &str, phase: Phase, t
 #[tokio::test]
 async fn progress_comes_from_the_progress_api_one_request_per_poll() {
     let (client, ns, run) = setup("fid-progress").await;
-    let job = "9a175ac89d2a5e14019d2cde77f00001";
+    let job = "ff8080814dbd65d7014dbe0d84e20000";
     let sim = Sim::start(json!([running_job(job)]));
     create_aksk_secret(&client, &ns.name, "creds", SK).await;
     let _op = Operator::start(&sim, &run, &[]);
@@ -63,7 +63,7 @@ async fn progress_comes_from_the_progress_api_one_request_per_poll() {
 #[tokio::test]
 async fn an_ova_import_hands_on_its_system_and_data_image() {
     let (client, ns, run) = setup("fid-ova").await;
-    let job = "9a175ac79d2a54ad019d4c35cf710001";
+    let job = "ff8080814dbd65d7014dbe0d84e20001";
     let sub = |id: &str, t: &str, image: &str| {
         json!({"job_id": id, "job_type": t, "phases": [
             {"after": "0s", "status": "RUNNING"},
@@ -72,8 +72,8 @@ async fn an_ova_import_hands_on_its_system_and_data_image() {
     let sim = Sim::start(json!([{
         "project_id": PROJECT, "job_id": job, "job_type": "imsImportOvaImageJob",
         "phases": [{"after": "0s", "status": "RUNNING", "progress": [0.1, 0.9]}, {"after": "3s", "status": "SUCCESS"}],
-        "sub_jobs": [sub("9a175ac79d2a54ad019d4c37b9770002", "imsImportImageJob", SYSTEM_IMAGE),
-                     sub("9a175ac79d2a54ad019d4c37b9860003", "imsImportDataImageJob", DATA_IMAGE)]
+        "sub_jobs": [sub("ff8080814dbd65d7014dbe0d84e20002", "imsImportImageJob", SYSTEM_IMAGE),
+                     sub("ff8080814dbd65d7014dbe0d84e20003", "imsImportDataImageJob", DATA_IMAGE)]
     }]));
     create_password_secret(&client, &ns.name, "creds").await;
     let _op = Operator::start(&sim, &run, &[]);
@@ -102,7 +102,7 @@ async fn an_ova_import_hands_on_its_system_and_data_image() {
 #[tokio::test]
 async fn a_failure_reason_in_entities_is_shown() {
     let (client, ns, run) = setup("fid-fail").await;
-    let job = "9a175ac79d2a54ad019d4c35cf710004";
+    let job = "ff8080814dbd65d7014dbe0d84e20004";
     let reason = "Failed to convert the image file.";
     let sim = Sim::start(json!([{
         "project_id": PROJECT, "job_id": job, "job_type": "imsImportImageJob",
@@ -130,7 +130,7 @@ async fn a_failure_reason_in_entities_is_shown() {
 #[tokio::test]
 async fn task_query_errors_before_the_first_answer_are_waited_for() {
     let (client, ns, run) = setup("fid-img0023").await;
-    let job = "9a175ac79d2a54ad019d4c35cf710005";
+    let job = "ff8080814dbd65d7014dbe0d84e20005";
     let mut def = running_job(job);
     def["faults"] = json!([{"fault": "error", "requests": "1-3", "code": "IMG.0023"}]);
     let sim = Sim::start(json!([def]));
@@ -162,7 +162,7 @@ async fn task_query_errors_before_the_first_answer_are_waited_for() {
 #[tokio::test]
 async fn an_invalid_token_is_renewed_once() {
     let (client, ns, run) = setup("fid-img0030").await;
-    let job = "9a175ac79d2a54ad019d4c35cf710006";
+    let job = "ff8080814dbd65d7014dbe0d84e20006";
     let mut def = succeeding_job(job, "0s", "4s");
     def["faults"] = json!([{"fault": "error", "requests": "2", "code": "IMG.0030"}]);
     let sim = Sim::start(json!([def]));
@@ -181,7 +181,7 @@ async fn an_invalid_token_is_renewed_once() {
 #[tokio::test]
 async fn auto_without_the_progress_api_costs_one_request_per_endpoint() {
     let (client, ns, run) = setup("fid-auto").await;
-    let (a, b) = ("9a175ac79d2a54ad019d4c35cf710007", "9a175ac79d2a54ad019d4c35cf710008");
+    let (a, b) = ("ff8080814dbd65d7014dbe0d84e20007", "ff8080814dbd65d7014dbe0d84e20008");
     let mut scenario = Sim::scenario(json!([succeeding_job(a, "0s", "6s"), succeeding_job(b, "0s", "6s")]));
     scenario["settings"]["progress_api"] = json!("absent");
     scenario["settings"]["status_api_progress"] = json!(true);

@@ -441,7 +441,7 @@ mod tests {
         assert_eq!(invalid_value(&data("imageName", "")), None, "not reported is fine");
         for (key, ok) in [
             ("imageId", "49e9447f-7dff-41e0-8036-f66fe5488c8b"),
-            ("dataImageIds", "3e0c2b6c-e56f-435a-bcb5-e6a45cccdd75,0d2e4f6a-8b1c-4d3e-9f5a-7b6c5d4e3f2a"),
+            ("dataImageIds", "5b7d3c1e-2f4a-4e6b-9c8d-1a2b3c4d5e6f,0d2e4f6a-8b1c-4d3e-9f5a-7b6c5d4e3f2a"),
             ("imageName", "web server_1.0-rc"),
             ("imageName", "镜像 Ubuntu"),
             ("jobType", "imsImportOvaImageJob"),

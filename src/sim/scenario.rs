@@ -68,7 +68,7 @@
 //!     image_name: web-server   # shown in entities in every phase
 //!     status_api_progress: true   # overrides the setting for this job
 //!     progress_api: absent     # overrides the setting for this job
-//!     sub_job_id: 0825e1f7fae2477b9db78d7ea34a1a10  # progress API's entities.subJobId
+//!     sub_job_id: 5d1e0c9b8a7f46e3a2b1c0d9e8f7a6b5  # progress API's entities.subJobId
 //!     phases:                  # required; the first one at 0s
 //!       - {after: 0s, status: INIT}
 //!       - after: 2s
