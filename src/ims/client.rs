@@ -266,8 +266,8 @@ fn progress_api_missing(answer: &HttpResponse) -> bool {
 }
 
 fn job_from(answer: HttpResponse) -> Result<Job, ImsError> {
-    if !(200..300).contains(&answer.status) {
-        return Err(ImsError::from_response(Service::Ims, answer.status, &answer.headers, &answer.body));
+    if let Some(err) = error_of(&answer) {
+        return Err(err);
     }
     if answer.truncated {
         return Err(ImsError::InvalidBody {

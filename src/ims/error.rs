@@ -280,7 +280,7 @@ fn code_and_message(obj: &Map<String, Value>) -> Option<ErrorBody> {
 
 fn text(obj: &Map<String, Value>, key: &str) -> Option<String> {
     match obj.get(key)? {
-        Value::String(s) if !crate::text::clean(s).is_empty() => Some(crate::text::clean(s)),
+        Value::String(s) => Some(crate::text::clean(s)).filter(|t| !t.is_empty()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
