@@ -226,7 +226,6 @@ impl Credentials {
     /// A fingerprint of all the material, including secrets, so that a
     /// rotated secret gives a new key (and a fresh token).
     pub fn cache_key(&self) -> CacheKey {
-        let mut mac = Hmac::<Sha256>::new_from_slice(process_key()).expect("HMAC takes any key length");
         let base;
         let parts: Vec<&str> = match self {
             Credentials::AkSk { access_key, secret_key, security_token } => {
@@ -247,12 +246,7 @@ impl Credentials {
                 vec!["agency", &base, &agency.name, kind, domain]
             }
         };
-        for part in parts {
-            // Length prefixes keep ("ab","c") and ("a","bc") apart.
-            mac.update(&(part.len() as u64).to_be_bytes());
-            mac.update(part.as_bytes());
-        }
-        CacheKey(mac.finalize().into_bytes().into())
+        fingerprint(&parts)
     }
 
     /// What the cloud locks after repeated failures whatever the rest of the
@@ -264,12 +258,7 @@ impl Credentials {
             Credentials::Password { username, domain_name, .. } => ["user", domain_name, username],
             _ => return None,
         };
-        let mut mac = Hmac::<Sha256>::new_from_slice(process_key()).expect("HMAC takes any key length");
-        for part in parts {
-            mac.update(&(part.len() as u64).to_be_bytes());
-            mac.update(part.as_bytes());
-        }
-        Some(CacheKey(mac.finalize().into_bytes().into()))
+        Some(fingerprint(&parts))
     }
 
     /// `"AK/SK"`, `"temporary AK/SK"`, `"password"`, …, for messages.
@@ -314,6 +303,17 @@ fn read(
     let raw = raw.map_err(|()| CredentialsError::NotUtf8 { origin: source, key })?;
     let value = if keep_spaces { raw.trim_end_matches(['\r', '\n']) } else { raw.trim() };
     Ok((!value.is_empty()).then(|| value.to_owned()))
+}
+
+/// A keyed hash of `parts` (secret for this process only), never reversible.
+fn fingerprint(parts: &[&str]) -> CacheKey {
+    let mut mac = Hmac::<Sha256>::new_from_slice(process_key()).expect("HMAC takes any key length");
+    for part in parts {
+        // Length prefixes keep ("ab","c") and ("a","bc") apart.
+        mac.update(&(part.len() as u64).to_be_bytes());
+        mac.update(part.as_bytes());
+    }
+    CacheKey(mac.finalize().into_bytes().into())
 }
 
 fn process_key() -> &'static [u8; 32] {
