@@ -57,6 +57,10 @@ async fn the_api_server_killed_and_restarted_mid_job_loses_nothing() {
     })
     .await;
     let first_write_after = back_at.elapsed();
+    // The watches come back within their 2–4 s backoff and their relist
+    // reconciles at once (0.2–3.8 s measured); with kube's default watch
+    // backoff (up to 30 s) it took 3–27 s. 10 s leaves room for a loaded machine.
+    assert!(first_write_after < Duration::from_secs(10), "first status write {first_write_after:?} after the restart");
     eprintln!("progress {:?} -> {:?}", kept.progress, moved.progress);
     let done = e2e::wait_status(&client, &ns.name, "survivor", Duration::from_secs(90), "Succeeded", |s| {
         s.phase == Some(Phase::Succeeded)
