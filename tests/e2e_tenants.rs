@@ -184,3 +184,45 @@ async fn a_tenant_cannot_blow_up_the_operators_memory() {
     other.cleanup().await;
     hostile.cleanup().await;
 }
+
+/// Anything that reaches the metrics port (a Pod in the monitoring
+/// namespace, say) cannot hold it with idle connections: at most
+/// `MAX_CONNECTIONS` are taken at once, each closed when it sends no request
+/// within `HEADER_READ_TIMEOUT`, and the server answers after them.
+#[tokio::test]
+async fn idle_connections_cannot_pile_up_on_the_metrics_port() {
+    use imagejob_operator::http::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
+    use tokio::io::AsyncReadExt;
+
+    let sim = Sim::start(json!([]));
+    let op = Operator::start(&sim, &unique_label(), &[]);
+    op.wait_ready(WAIT).await.expect("the operator became ready");
+    let addr = op.metrics_url.trim_start_matches("http://").to_owned();
+    let before = sockets(op.pid());
+
+    let mut idle = Vec::new();
+    for _ in 0..MAX_CONNECTIONS + 36 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let held = sockets(op.pid()).saturating_sub(before);
+    eprintln!("{} idle connections opened; the operator holds {held} sockets more", idle.len());
+    // A few kube client connections may come and go meanwhile.
+    assert!(held <= MAX_CONNECTIONS + 4, "{held} sockets held for {} idle connections", idle.len());
+
+    // The first one was accepted: the server closes it (EOF) unasked.
+    let mut buf = [0u8; 1];
+    let closed = tokio::time::timeout(HEADER_READ_TIMEOUT + Duration::from_secs(5), idle[0].read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "an idle connection kept open past the header timeout: {closed:?}");
+    drop(idle);
+    assert!(op.ready().await, "/readyz answers once the idle connections are gone");
+}
+
+/// Sockets the process has open (`/proc/PID/fd`).
+fn sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
+}
