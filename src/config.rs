@@ -132,16 +132,31 @@ pub struct RunArgs {
     #[arg(long, env = "REGION_ENDPOINTS", default_value = "", value_parser = crate::regions::parse_region_endpoints)]
     pub region_endpoints: crate::regions::RegionEndpoints,
 
-    /// Read credentials Secrets (`spec.credentialsRef`). false: the operator
-    /// reads no Secret at all (every ImageJob on workload identity or the
-    /// node's keys), and an ImageJob naming a Secret is refused.
-    #[arg(long, env = "READ_SECRETS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    pub read_secrets: bool,
+    /// Read credentials Secrets (`spec.credentialsRef`). true: in every
+    /// namespace in scope, changes seen at once by a metadata watch.
+    /// namespaced: only where a team grants it (a RoleBinding), no watch,
+    /// each Secret read again after a minute. false: no Secret at all (every
+    /// ImageJob on workload identity or the node's keys).
+    #[arg(long, env = "READ_SECRETS", value_enum, default_value = "true", num_args = 0..=1, default_missing_value = "true")]
+    pub read_secrets: ReadSecrets,
 
     /// Regions an ImageJob may name (comma-separated); default `eu-de,eu-nl`
     /// plus every region of `--region-endpoints`.
     #[arg(long, env = "ALLOWED_REGIONS", value_delimiter = ',')]
     pub allowed_regions: Option<Vec<String>>,
+}
+
+/// `--read-secrets`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadSecrets {
+    /// Every namespace in scope (cluster-wide Secret read, a watch).
+    #[value(name = "true")]
+    Watched,
+    /// Only namespaces that bind the chart's Secret-reader ClusterRole.
+    Namespaced,
+    /// No Secret at all.
+    #[value(name = "false")]
+    Off,
 }
 
 /// `--default-credentials`.

@@ -31,6 +31,9 @@ pub enum StallReason {
     CredentialsNotFound,
     /// The Secret does not carry the opt-in label (`--require-credentials-label`).
     CredentialsNotLabeled,
+    /// The API server refused the operator the Secret (403): with
+    /// `--read-secrets=namespaced`, the namespace has not granted it.
+    CredentialsNotReadable,
     AuthenticationFailed,
     Forbidden,
     JobNotFound,
@@ -45,6 +48,7 @@ impl StallReason {
         match self {
             Self::CredentialsNotFound => "CredentialsNotFound",
             Self::CredentialsNotLabeled => "CredentialsNotLabeled",
+            Self::CredentialsNotReadable => "CredentialsNotReadable",
             Self::AuthenticationFailed => "AuthenticationFailed",
             Self::Forbidden => "Forbidden",
             Self::JobNotFound => "JobNotFound",

@@ -547,3 +547,79 @@ async fn keyless_mode_completes_a_job_without_any_secret_read() {
     op_ns.cleanup().await;
     jobs_ns.cleanup().await;
 }
+
+/// Per-namespace Secret access (`secretCredentials=namespaced`): the chart
+/// grants no Secret read; a team that binds the chart's unbound
+/// `-read-credentials` ClusterRole in its namespace gets its ImageJob served,
+/// a team that has not sees `CredentialsNotReadable` saying what to bind,
+/// and is served once it binds it. No Secret is listed or watched.
+#[tokio::test]
+async fn secret_read_granted_per_namespace() {
+    let admin = client().await;
+    install_imagejob_crd(&admin).await;
+    let op_ns = TestNamespace::new(&admin, "rbac-nsread-op").await;
+    let granted = TestNamespace::new(&admin, "rbac-nsread-granted").await;
+    let pending = TestNamespace::new(&admin, "rbac-nsread-pending").await;
+    let run = unique_label();
+    let (job_a, job_b) = ("ff8080814dbd65d7014dbe0d84db7051", "ff8080814dbd65d7014dbe0d84db7052");
+    let sim = Sim::start(json!([succeeding_job(job_a, "1s", "3s"), succeeding_job(job_b, "1s", "3s")]));
+    let release = Release::install(
+        &op_ns.name,
+        &[
+            format!("imsEndpoint={}", sim.url),
+            format!("iamEndpoint={}", sim.url),
+            "pollInterval=1s".into(),
+            "secretCredentials=namespaced".into(),
+            format!("watchLabelSelector=e2e-run={run}"),
+        ],
+    );
+    let reader = format!("{}-read-credentials", release.fullname);
+    assert!(release.cluster_scoped.contains(&format!("clusterrole/{reader}")), "{:?}", release.cluster_scoped);
+    let kubeconfig = release.service_account_kubeconfig(&admin).await;
+    let as_operator = client_from(kubeconfig.path()).await;
+    bind_reader(&release, &reader, &granted.name);
+    let (a, b) = (Some(granted.name.as_str()), Some(pending.name.as_str()));
+    assert!(can(&as_operator, "get", "", "secrets", a, Some("creds")).await, "bound: get");
+    assert!(!can(&as_operator, "list", "", "secrets", a, None).await, "bound: get only");
+    assert!(!can(&as_operator, "get", "", "secrets", b, Some("creds")).await, "not bound");
+    assert!(!can(&as_operator, "list", "", "secrets", None, None).await, "no cluster-wide Secret list");
+
+    for (ns, job) in [(&granted.name, job_a), (&pending.name, job_b)] {
+        create_aksk_secret(&admin, ns, "creds", SK).await;
+        create(&admin, ns, &imagejob("build", &run, job, "creds")).await;
+    }
+    let mut op = release.start_operator(kubeconfig.path(), &format!("{}-6f7d8-n5r3d", release.fullname));
+    let done =
+        wait_status(&admin, &granted.name, "build", WAIT, "Succeeded", |s| s.phase == Some(Phase::Succeeded)).await;
+    assert_eq!(condition(&done, "Ready").map(|c| c.0), Some("True".into()));
+    let refused = wait_status(&admin, &pending.name, "build", WAIT, "CredentialsNotReadable", |s| {
+        condition(s, "Stalled").is_some_and(|c| c.1 == "CredentialsNotReadable")
+    })
+    .await;
+    let (_, _, message) = condition(&refused, "Stalled").unwrap();
+    assert!(message.contains("RoleBinding") && message.contains(&pending.name), "{message}");
+    assert_eq!(sim.requests(job_b).await, 0, "no cloud request without credentials");
+
+    // The team binds it: served on the next recheck, no restart.
+    bind_reader(&release, &reader, &pending.name);
+    let done = wait_status(&admin, &pending.name, "build", WAIT, "Succeeded after the RoleBinding", |s| {
+        s.phase == Some(Phase::Succeeded)
+    })
+    .await;
+    assert_eq!(condition(&done, "Stalled").map(|c| c.0), Some("False".into()), "{done:?}");
+    let metrics = op.op.metrics().await;
+    let secret_watch_errors = metrics.get_with("imagejob_watch_errors_total", &[("resource", "secrets")]);
+    assert!(secret_watch_errors.unwrap_or(0.0) == 0.0, "a Secret watch was tried: {secret_watch_errors:?}");
+    op.stop();
+    for ns in [op_ns, granted, pending] {
+        ns.cleanup().await;
+    }
+}
+
+/// What a team runs to let the operator read its Secrets (NOTES.txt).
+fn bind_reader(release: &Release, cluster_role: &str, namespace: &str) {
+    let sa = release.deployment()["spec"]["template"]["spec"]["serviceAccountName"].as_str().unwrap();
+    let subject = format!("--serviceaccount={}:{sa}", release.namespace);
+    let role = format!("--clusterrole={cluster_role}");
+    kubectl(&["create", "rolebinding", "imagejob-credentials", "-n", namespace, &role, &subject], "");
+}

@@ -17,7 +17,7 @@ use kube::{Client, ResourceExt};
 
 use super::secrets::SecretError;
 use super::{Ctx, Error};
-use crate::config::{DefaultCredentials, RunArgs};
+use crate::config::{DefaultCredentials, ReadSecrets, RunArgs};
 use crate::crd::{ImageJob, ImageJobSpec};
 use crate::ims::error::Service;
 use crate::ims::{Agency, AgencyDomain, Credentials, IdToken, IdTokenSource, ImsError, Secret};
@@ -41,7 +41,7 @@ pub fn identity_of<'a>(spec: &'a ImageJobSpec, args: &RunArgs) -> Result<Identit
     let invalid = |m: &str| Err((StallReason::InvalidSpec, m.to_owned()));
     match (&spec.credentials_ref, &spec.service_account_ref) {
         (Some(_), Some(_)) => invalid("set only one of spec.credentialsRef and spec.serviceAccountRef"),
-        (Some(_), None) if !args.read_secrets => invalid(
+        (Some(_), None) if args.read_secrets == ReadSecrets::Off => invalid(
             "this operator reads no Secrets (--read-secrets=false): use spec.serviceAccountRef (workload identity)",
         ),
         (Some(secret), None) => Ok(Identity::Secret(&secret.name)),
@@ -93,6 +93,9 @@ pub async fn credentials_for<S>(
             }
             Err(e @ SecretError::NotLabeled { .. }) => {
                 return stalled(StallReason::CredentialsNotLabeled, e.to_string());
+            }
+            Err(e @ SecretError::Forbidden { .. }) => {
+                return stalled(StallReason::CredentialsNotReadable, e.to_string());
             }
             Err(e) => return Err(e.into()),
         },

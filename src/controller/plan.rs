@@ -469,7 +469,11 @@ pub fn plan_next(
         Outcome::Transient { .. } => failed(schedule::backoff(failures, TRANSIENT_MIN, TRANSIENT_MAX, retry_after)),
         Outcome::NotYetKnown { .. } => failed(schedule::backoff(failures, YOUNG_MIN, YOUNG_MAX, retry_after)),
         Outcome::Stalled {
-            reason: StallReason::CredentialsNotFound | StallReason::CredentialsNotLabeled | StallReason::InvalidSpec,
+            reason:
+                StallReason::CredentialsNotFound
+                | StallReason::CredentialsNotLabeled
+                | StallReason::CredentialsNotReadable
+                | StallReason::InvalidSpec,
             ..
         } => failed(schedule::backoff(failures, CONFIG_RECHECK_MIN, CONFIG_RECHECK, None)),
         Outcome::Stalled { .. } => failed(schedule::backoff(failures, STALLED_MIN, STALLED_MAX, retry_after)),

@@ -26,7 +26,7 @@ use super::fence::Fence;
 use super::schedule::Schedule;
 use super::secrets::{self, SecretCache};
 use super::{Ctx, error_policy, reconcile};
-use crate::config::RunArgs;
+use crate::config::{ReadSecrets, RunArgs};
 use crate::crd::ImageJob;
 use crate::crd::Phase;
 use crate::http::{self, HttpState};
@@ -128,7 +128,9 @@ async fn run_controller(
             args.endpoints.client(args.ims_timeout)?,
             quota(args.ims_rate_limit, args.ims_rate_burst),
         ),
-        secrets: SecretCache::new(client.clone()).requiring_label(args.require_credentials_label),
+        secrets: SecretCache::new(client.clone())
+            .requiring_label(args.require_credentials_label)
+            .unwatched(args.read_secrets == ReadSecrets::Namespaced),
         schedule: Schedule::default(),
         reporter,
         metrics: metrics.clone(),
@@ -139,8 +141,9 @@ async fn run_controller(
         args,
     });
 
-    // With --read-secrets=false not even Secret metadata is watched.
-    let secret_watch: futures::future::BoxFuture<()> = if ctx.args.read_secrets {
+    // Only --read-secrets=true watches Secret metadata (namespaced: the
+    // list would need cluster-wide rights; false: no Secret at all).
+    let secret_watch: futures::future::BoxFuture<()> = if ctx.args.read_secrets == ReadSecrets::Watched {
         Box::pin(watch_secrets(secrets, reader.clone(), ctx.clone()))
     } else {
         Box::pin(futures::future::pending())

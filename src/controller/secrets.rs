@@ -10,6 +10,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PartialObjectMeta};
@@ -37,6 +40,10 @@ pub enum SecretError {
         "Secret {namespace}/{name} is not labelled {CREDENTIALS_LABEL}: \"true\"; the operator only uses Secrets that opt in (add the label)"
     )]
     NotLabeled { namespace: String, name: String },
+    #[error(
+        "the operator may not read Secret {namespace}/{name} (403): grant its ServiceAccount `get` on Secrets in {namespace} with a RoleBinding to the chart's Secret-reader ClusterRole (README, \"Secrets per namespace\")"
+    )]
+    Forbidden { namespace: String, name: String },
     #[error("reading Secret {namespace}/{name}: {source}")]
     Kube { namespace: String, name: String, source: kube::Error },
 }
@@ -49,7 +56,13 @@ struct Entry {
     watched_rv: Option<String>,
     /// What a GET returned, with that object's resourceVersion.
     loaded: Option<(String, Arc<Loaded>)>,
+    /// When that GET was (unwatched caches expire by it).
+    loaded_at: Option<Instant>,
 }
+
+/// How long an unwatched cache trusts a read: a rotated Secret is used
+/// within a minute, at one GET per Secret per minute.
+pub const UNWATCHED_REREAD: Duration = Duration::from_secs(60);
 
 /// The label by which a Secret opts in to being read by the operator
 /// (`--require-credentials-label`): an ImageJob cannot make the operator
@@ -60,6 +73,8 @@ pub struct SecretCache {
     client: Client,
     entries: Mutex<HashMap<SecretKey, Entry>>,
     require_label: bool,
+    /// No watch reports changes (`--read-secrets=namespaced`).
+    unwatched: bool,
 }
 
 /// How a Secret event came: a live change, or one of the (re)list that
@@ -73,7 +88,13 @@ enum Seen {
 
 impl SecretCache {
     pub fn new(client: Client) -> Self {
-        Self { client, entries: Mutex::default(), require_label: false }
+        Self { client, entries: Mutex::default(), require_label: false, unwatched: false }
+    }
+
+    /// No Secret watch runs: a read is trusted for `UNWATCHED_REREAD`.
+    pub fn unwatched(mut self, unwatched: bool) -> Self {
+        self.unwatched = unwatched;
+        self
     }
 
     /// Uses only Secrets labelled `ims.otc.io/credentials: "true"`.
@@ -98,6 +119,9 @@ impl SecretCache {
                 self.entries.lock().unwrap().entry(key.clone()).or_default();
                 return Err(SecretError::NotFound { namespace: key.0, name: key.1 });
             }
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                return Err(SecretError::Forbidden { namespace: key.0, name: key.1 });
+            }
             Err(source) => return Err(SecretError::Kube { namespace: key.0, name: key.1, source }),
         };
         let opted_in = secret.labels().get(CREDENTIALS_LABEL).is_some_and(|v| v == "true");
@@ -117,6 +141,7 @@ impl SecretCache {
             parsed.map_err(|e| SecretError::Invalid { namespace: key.0, name: key.1, reason: e.to_string() })?;
         let loaded = Arc::new(Loaded { credentials, project_id });
         entry.loaded = Some((rv, loaded.clone()));
+        entry.loaded_at = Some(Instant::now());
         Ok(loaded)
     }
 
@@ -124,7 +149,11 @@ impl SecretCache {
         let entries = self.entries.lock().unwrap();
         let entry = entries.get(key)?;
         let (rv, loaded) = entry.loaded.as_ref()?;
-        (entry.watched_rv.as_ref() == Some(rv)).then(|| loaded.clone())
+        let current = match self.unwatched {
+            true => entry.loaded_at.is_some_and(|at| at.elapsed() < UNWATCHED_REREAD),
+            false => entry.watched_rv.as_ref() == Some(rv),
+        };
+        current.then(|| loaded.clone())
     }
 
     /// Applies one event of the metadata watch; returns the ImageJobs to
@@ -218,6 +247,7 @@ mod tests {
         let e = entries.entry((ns.into(), name.into())).or_default();
         e.watched_rv.get_or_insert_with(|| rv.into());
         e.loaded = Some((rv.into(), Arc::new(Loaded { credentials: creds, project_id: None })));
+        e.loaded_at = Some(Instant::now());
     }
 
     fn nobody(_: &str, _: &str) -> Vec<ObjectRef<ImageJob>> {
@@ -238,6 +268,17 @@ mod tests {
         assert!(c.cached(&key).is_some());
         c.observe(&watcher::Event::Delete(meta("ns", "creds", "6")), nobody);
         assert!(c.cached(&key).is_none(), "deletion invalidates");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unwatched_cache_reads_again_after_a_minute() {
+        let c = cache().unwatched(true);
+        let key = ("ns".to_string(), "creds".to_string());
+        insert(&c, "ns", "creds", "5");
+        tokio::time::advance(UNWATCHED_REREAD - Duration::from_secs(1)).await;
+        assert!(c.cached(&key).is_some(), "trusted for a minute without a watch");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(c.cached(&key).is_none(), "then read again");
     }
 
     #[tokio::test]
