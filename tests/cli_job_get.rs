@@ -64,6 +64,9 @@ fn failures_exit_non_zero_with_status_code_and_message() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("404"), "{stderr}");
     assert!(stderr.contains("IMG."), "the cloud error code: {stderr}");
+    // The ID ims-sim sent in X-Request-Id (32 hex digits), for a support case.
+    let id = stderr.lines().find_map(|l| l.trim().strip_prefix("request id:")).map(str::trim);
+    assert!(id.is_some_and(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())), "{stderr}");
     assert!(out.stdout.is_empty());
 
     let wrong = [("OTC_ACCESS_KEY", AK), ("OTC_SECRET_KEY", "wrong")];

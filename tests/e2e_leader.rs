@@ -94,3 +94,23 @@ async fn only_one_polls(sim: &Sim, job: &str, leader: &Operator, standby: &Opera
     assert!(by_leader >= 3.0, "the leader should poll about every second: {by_leader} in 5 s");
     assert!((cloud as f64 - by_leader).abs() <= 1.0, "cloud saw {cloud} requests, the leader sent {by_leader}");
 }
+
+/// Without `--leader-election-namespace` the Lease lives in the Pod's
+/// namespace (`POD_NAMESPACE`, as the chart sets it), held by `POD_NAME`.
+#[tokio::test]
+async fn the_lease_falls_back_to_the_pods_namespace() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "e2e-lease-ns").await;
+    let run = unique_label();
+    let sim = Sim::start(json!([]));
+    let env = [("POD_NAMESPACE", ns.name.as_str()), ("POD_NAME", "operator-pod-0")];
+    let op = Operator::start_with(&sim, &run, &["--leader-elect", "--leader-election-lease", &run], &env);
+    let holder = eventually(Duration::from_secs(20), "the Lease in the Pod's namespace", || async {
+        let lease = ns.api::<k8s_openapi::api::coordination::v1::Lease>().get_opt(&run).await.unwrap()?;
+        lease.spec?.holder_identity.filter(|h| !h.is_empty())
+    })
+    .await;
+    assert_eq!(holder, "operator-pod-0");
+    assert_eq!(op.metric("imagejob_leader").await, 1.0);
+    ns.cleanup().await;
+}

@@ -32,6 +32,17 @@ fn with_output(mut ij: ImageJob, name: &str) -> ImageJob {
     ij
 }
 
+/// Waits until `OutputReady` has this reason.
+async fn wait_output(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+    timeout: Duration,
+) -> imagejob_operator::crd::ImageJobStatus {
+    wait_status(client, ns, name, timeout, reason, |s| condition(s, "OutputReady").is_some_and(|c| c.1 == reason)).await
+}
+
 async fn events_for(client: &kube::Client, ns: &str, name: &str) -> Vec<Event> {
     let lp = ListParams::default().fields(&format!("involvedObject.name={name}"));
     Api::<Event>::namespaced(client.clone(), ns).list(&lp).await.unwrap().items
@@ -184,7 +195,8 @@ async fn deleted_or_edited_configmap_is_restored_without_cloud_calls() {
 }
 
 /// A ConfigMap of that name that the ImageJob does not control is left
-/// exactly as it was; the ImageJob says so in OutputReady and an Event.
+/// exactly as it was; the ImageJob says so in OutputReady and an Event, and
+/// looks again every minute: once it is gone, its own is written.
 #[tokio::test]
 async fn foreign_configmap_is_left_alone_and_reported() {
     let (client, ns, run) = setup("out-foreign").await;
@@ -199,13 +211,11 @@ async fn foreign_configmap_is_left_alone_and_reported() {
     }))
     .unwrap();
     let before = cms.create(&PostParams::default(), &foreign).await.unwrap();
-    let _op = Operator::start(&sim, &run, &[]);
+    let op = Operator::start(&sim, &run, &[]);
     create(&client, &ns.name, &with_output(imagejob("claimer", &run, job, "creds"), "taken")).await;
 
-    let s = wait_status(&client, &ns.name, "claimer", WAIT, "OutputConflict", |s| {
-        condition(s, "OutputReady").is_some_and(|c| c.1 == "OutputConflict")
-    })
-    .await;
+    let s = wait_output(&client, &ns.name, "claimer", "OutputConflict", WAIT).await;
+    let conflicted = Instant::now();
     let (st, _, message) = condition(&s, "OutputReady").unwrap();
     assert_eq!(st, "False");
     assert!(message.contains("taken") && message.contains("not owned by this ImageJob"), "{message}");
@@ -219,6 +229,85 @@ async fn foreign_configmap_is_left_alone_and_reported() {
     assert_eq!(after.metadata.resource_version, before.metadata.resource_version, "the foreign ConfigMap was written");
     assert_eq!(after.data, before.data);
     assert!(after.owner_references().is_empty());
+
+    // Looked at again every minute (a foreign ConfigMap is not watched):
+    // once it is gone, the ImageJob's own appears within that minute, and
+    // the wait in between costs no reconciles.
+    let reconciles = op.metric("imagejob_reconciles_total").await;
+    cms.delete("taken", &DeleteParams::default()).await.unwrap();
+    let rechecked = wait_output(&client, &ns.name, "claimer", "OutputWritten", Duration::from_secs(70)).await;
+    eprintln!("conflict rechecked {:.1}s after it was reported", conflicted.elapsed().as_secs_f64());
+    assert_eq!(condition(&rechecked, "OutputReady").map(|c| c.0), Some("True".into()));
+    assert_eq!(cms.get("taken").await.unwrap().data.unwrap()["imageId"], IMAGE);
+    let spent = op.metric("imagejob_reconciles_total").await - reconciles;
+    assert!(spent <= 3.0, "{spent} reconciles while waiting for the recheck: not once a minute");
+    ns.cleanup().await;
+}
+
+/// `OutputFailed`: the API server refuses the ConfigMap (a
+/// ValidatingAdmissionPolicy bound to this namespace), then accepts it
+/// (the binding deleted). The write is retried with backoff (2 s doubling,
+/// with jitter: at most 3 attempts in 8 s, where a hot loop makes dozens),
+/// and the ConfigMap is written once allowed.
+#[tokio::test]
+async fn a_refused_configmap_write_is_retried_with_backoff() {
+    use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
+    let (client, ns, run) = setup("out-failed").await;
+    let name = format!("imagejob-test-{}", ns.name);
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"failurePolicy": "Fail",
+                 "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                     "operations": ["CREATE", "UPDATE"], "resources": ["configmaps"]}]},
+                 "validations": [{"expression": "!object.metadata.name.startsWith('blocked')",
+                                  "message": "blocked ConfigMaps are refused by the test's policy"}]}
+    }))
+    .unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"],
+                 "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns.name}}}}
+    }))
+    .unwrap();
+    let policies = Api::<ValidatingAdmissionPolicy>::all(client.clone());
+    let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone());
+    policies.create(&PostParams::default(), &policy).await.unwrap();
+    bindings.create(&PostParams::default(), &binding).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    eventually(Duration::from_secs(30), "the policy to refuse a ConfigMap", || async {
+        let probe: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "blocked-probe"}})).unwrap();
+        match cms.create(&PostParams::default(), &probe).await {
+            Ok(_) => {
+                cms.delete("blocked-probe", &DeleteParams::default()).await.unwrap();
+                None
+            }
+            Err(_) => Some(()),
+        }
+    })
+    .await;
+
+    let job = "ff8080814dbd65d7014dbe0d84de0007";
+    let sim = Sim::start(json!([succeeding_job(job, "0s", "1s")]));
+    create_aksk_secret(&client, &ns.name, "creds", SK).await;
+    let op = Operator::start(&sim, &run, &[]);
+    create(&client, &ns.name, &with_output(imagejob("refused", &run, job, "creds"), "blocked-out")).await;
+    let s = wait_output(&client, &ns.name, "refused", "OutputFailed", WAIT).await;
+    assert!(condition(&s, "OutputReady").unwrap().2.contains("refused by the test's policy"), "{s:?}");
+    assert_eq!(s.phase, Some(Phase::Succeeded), "the job itself succeeded");
+    let failed = || async { op.metric_with("imagejob_reconciles_total", &[("result", "error")]).await };
+    let first = failed().await;
+    assert!(first >= 1.0, "the refused write is a failed reconcile");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let retries = failed().await - first;
+    assert!((1.0..=3.0).contains(&retries), "{retries} attempts in 8 s: retried with backoff, not hot-looping");
+
+    bindings.delete(&name, &DeleteParams::default()).await.unwrap();
+    let allowed = Instant::now();
+    let s = wait_output(&client, &ns.name, "refused", "OutputWritten", Duration::from_secs(40)).await;
+    eprintln!("written {:.1}s after the refusal ended", allowed.elapsed().as_secs_f64());
+    assert_eq!(condition(&s, "OutputReady").map(|c| c.0), Some("True".into()));
+    assert_eq!(cms.get("blocked-out").await.unwrap().data.unwrap()["imageId"], IMAGE);
+    let _ = policies.delete(&name, &DeleteParams::default()).await;
     ns.cleanup().await;
 }
 

@@ -198,9 +198,10 @@ async fn ten_imagejobs_on_a_wrong_password_send_one_failed_login() {
     ns.cleanup().await;
 }
 
-/// A job that ended 2 s after it began, with a 5 s deadline and a 10 s
-/// poll interval: the deadline asks IMS first, and SUCCESS before the
-/// deadline wins.
+/// A job that ended 2 s after it began, with a 5 s deadline and a 60 s
+/// poll interval: the next poll is clamped to the deadline (not an interval
+/// later), the deadline asks IMS first, and SUCCESS before the deadline
+/// wins. Two requests: the first answer and the one at the deadline.
 #[tokio::test]
 async fn a_job_that_ended_before_its_deadline_succeeds() {
     let (client, ns, run) = setup("e2e-rel-deadline").await;
@@ -208,12 +209,17 @@ async fn a_job_that_ended_before_its_deadline_succeeds() {
     e2e::create_aksk_secret(&client, &ns.name, "creds", e2e::SK).await;
     let _op = Operator::start(&sim, &run, &[]);
     let mut ij = e2e::imagejob("quick", &run, "quick", "creds");
-    ij.spec.poll_interval = Some("10s".into());
+    ij.spec.poll_interval = Some("60s".into());
     ij.spec.active_deadline_seconds = Some(5);
+    let created = Instant::now();
     e2e::create(&client, &ns.name, &ij).await;
+    // Polled at ~5.2 s with the clamp; without it, only at 60 s. 25 s is
+    // room for a loaded 2-core machine and well short of the interval.
     let status =
-        e2e::wait_status(&client, &ns.name, "quick", Duration::from_secs(30), "finished", |s| s.is_finished()).await;
+        e2e::wait_status(&client, &ns.name, "quick", Duration::from_secs(25), "finished", |s| s.is_finished()).await;
     assert_eq!(status.phase, Some(Phase::Succeeded), "{:?}", e2e::condition(&status, "Ready"));
+    assert_eq!(sim.requests("quick").await, 2, "one poll at creation, one at the deadline");
+    eprintln!("Succeeded {:.1}s after creation", created.elapsed().as_secs_f64());
     ns.cleanup().await;
 }
 

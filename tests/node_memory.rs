@@ -77,26 +77,30 @@ async fn a_thousand_running_imagejobs_stay_under_the_pods_memory_limit() {
     let svc = Api::<Service>::namespaced(client.clone(), &ns);
     let metrics_ip = svc.get(&format!("{release}-imagejob-operator-metrics")).await.unwrap().spec.unwrap().cluster_ip;
     let metrics_url = format!("http://{}:8080/metrics", metrics_ip.unwrap());
+    // Running only once polled: a missing series is no count (never 0).
     let seen = || async {
         let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
-        Some((e2e::metric_sum(&text, "imagejob_imagejobs") as usize, phase_count(&text, "Running")))
+        let running = running_series(&text);
+        Some((e2e::metric_sum(&text, "imagejob_imagejobs") as usize, running))
     };
     let lp = ListParams::default().labels(&format!("e2e-run={run}"));
     let deadline = Instant::now() + Duration::from_secs(240);
     let (cached, running) = loop {
         let (cached, running) = seen().await.unwrap_or_default();
-        if (cached == JOBS && running == JOBS) || Instant::now() > deadline {
+        if (cached == JOBS && running == Some(JOBS)) || Instant::now() > deadline {
             break (cached, running);
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
+    let polled = node::sim_jobs_polled(&sim).await;
     let listed = api.list(&lp).await.unwrap().items.len();
     eprintln!(
-        "node: {cached} ImageJobs in the operator's cache ({listed} listed), {running} Running, {:.1}s after the \
-         first was created",
+        "node: {cached} ImageJobs in the operator's cache ({listed} listed), {running:?} Running, {polled} jobs \
+         polled, {:.1}s after the first was created",
         started.elapsed().as_secs_f64()
     );
     assert_eq!(cached, JOBS, "the operator holds every ImageJob");
+    assert_polled(running, polled);
     // A few more poll rounds at the steady state.
     tokio::time::sleep(Duration::from_secs(30)).await;
 
@@ -108,7 +112,7 @@ async fn a_thousand_running_imagejobs_stay_under_the_pods_memory_limit() {
     let restarts = pod_restarts(&client, &ns, &release).await;
     let mib = |b: u64| b as f64 / 1048576.0;
     eprintln!(
-        "node: operator container memory at {JOBS} ImageJobs ({running} Running): peak {:.1} MiB, now {:.1} MiB (rss {:.1} MiB), \
+        "node: operator container memory at {JOBS} ImageJobs, all Running: peak {:.1} MiB, now {:.1} MiB (rss {:.1} MiB), \
          idle before {:.1} MiB, limit {:.0} MiB, failcnt {failcnt}, restarts {restarts}",
         mib(peak),
         mib(now),
@@ -121,10 +125,29 @@ async fn a_thousand_running_imagejobs_stay_under_the_pods_memory_limit() {
     node::cleanup(&client, &release, &ns).await;
 }
 
-/// `imagejob_imagejobs{phase="..."}` from the operator's /metrics.
-fn phase_count(metrics: &str, phase: &str) -> usize {
-    let prefix = format!("imagejob_imagejobs{{phase=\"{phase}\"}} ");
-    metrics.lines().find_map(|l| l.strip_prefix(&prefix)?.parse::<f64>().ok()).unwrap_or(0.0) as usize
+/// `imagejob_imagejobs{phase="Running"}`; `None` when the series is not
+/// there (no ImageJob was ever seen Running), never 0.
+fn running_series(metrics: &str) -> Option<usize> {
+    e2e::Metrics(metrics.to_owned()).series("imagejob_imagejobs", &[("phase", "Running")]).map(|v| v as usize)
+}
+
+/// The memory figure counts only when every ImageJob was polled: the
+/// operator shows all Running, and ims-sim answered a request for each.
+fn assert_polled(running: Option<usize>, polled: usize) {
+    let running = running.expect("imagejob_imagejobs{phase=\"Running\"} is exported: the ImageJobs were polled");
+    assert_eq!(running, JOBS, "every ImageJob was polled and is Running");
+    assert_eq!(polled, JOBS, "ims-sim answered a request for every job");
+}
+
+#[test]
+fn a_missing_running_series_fails_the_measurement() {
+    let missing = "# TYPE imagejob_imagejobs gauge\nimagejob_imagejobs{phase=\"Pending\"} 1000\n";
+    assert_eq!(running_series(missing), None, "no Running series is no count, not 0");
+    let all = format!("imagejob_imagejobs{{phase=\"Running\"}} {JOBS}\n");
+    assert_eq!(running_series(&all), Some(JOBS));
+    assert!(std::panic::catch_unwind(|| assert_polled(running_series(missing), JOBS)).is_err());
+    assert!(std::panic::catch_unwind(|| assert_polled(Some(JOBS), JOBS - 1)).is_err());
+    assert_polled(running_series(&all), JOBS);
 }
 
 async fn pod_restarts(client: &kube::Client, ns: &str, release: &str) -> i32 {

@@ -183,3 +183,20 @@ async fn clear_errors_for_a_missing_imagejob_and_a_forbidden_namespace() {
     assert_eq!(out.status.code(), Some(4), "a name is required");
     ns.cleanup().await;
 }
+
+/// A cluster that lacks the CRD (a private control plane of this test, as
+/// a person pointing at the wrong context would meet it): said in one line,
+/// exit 3, not "ImageJob not found".
+#[tokio::test]
+async fn a_cluster_without_the_crd_is_named() {
+    let cp = tokio::task::spawn_blocking(common::control_plane::PrivateControlPlane::up).await.unwrap();
+    let out = plugin(&cp.kubeconfig, &["status", "img", "-n", "default"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(
+        stderr,
+        "error: the ImageJob CRD (imagejobs.ims.otc.io) is not installed in this cluster: apply crds/imagejob.yaml \
+         or install the chart\n"
+    );
+    tokio::task::spawn_blocking(move || drop(cp)).await.unwrap();
+}

@@ -175,6 +175,15 @@ impl TokenStore {
         self.tokens.get(token).map(|t| t.project_id.clone())
     }
 
+    /// Every token issued (revoked and expired ones too): what tests look
+    /// for in what a client logged or stored.
+    pub fn list(&self) -> Vec<Value> {
+        self.tokens
+            .iter()
+            .map(|t| json!({"token": t.key(), "user": t.user, "project_id": t.project_id, "revoked": t.revoked}))
+            .collect()
+    }
+
     /// Revokes every token, or those of one user; returns how many.
     pub fn revoke(&self, user: Option<&str>) -> usize {
         let mut count = 0;

@@ -50,6 +50,7 @@ fn ims_routes(router: Router<Arc<Sim>>) -> Router<Arc<Sim>> {
         .route("/admin/jobs/{project_id}/{job_id}", put(put_job).delete(delete_job))
         .route("/admin/jobs/{project_id}/{job_id}/requests", get(job_requests))
         .route("/admin/requests", get(all_requests))
+        .route("/admin/tokens", get(issued_tokens))
         .route("/admin/tokens/revoke", post(revoke_tokens))
         .route("/admin/reset-counters", post(reset_counters))
         .route("/healthz", get(|| async { "ok" }))
@@ -355,6 +356,10 @@ async fn job_requests(State(sim): State<Arc<Sim>>, Path((project_id, job_id)): P
 
 async fn all_requests(State(sim): State<Arc<Sim>>) -> axum::Json<Value> {
     axum::Json(sim.requests_json())
+}
+
+async fn issued_tokens(State(sim): State<Arc<Sim>>) -> axum::Json<Value> {
+    axum::Json(json!({"tokens": sim.tokens.list()}))
 }
 
 /// Body `{"user": "name"}` revokes one user's tokens; no body revokes all.

@@ -146,6 +146,14 @@ impl Sim {
         all.pointer(pointer).and_then(Value::as_u64).unwrap_or_else(|| panic!("no {pointer} in {all}"))
     }
 
+    /// Every IAM token the simulator issued (`/admin/tokens`).
+    pub async fn issued_tokens(&self) -> Vec<String> {
+        let url = format!("{}/admin/tokens", self.url);
+        let body: Value = self.http.get(&url).send().await.unwrap().json().await.unwrap();
+        let tokens = body["tokens"].as_array().unwrap_or_else(|| panic!("no tokens in {body}"));
+        tokens.iter().map(|t| t["token"].as_str().expect("a token").to_owned()).collect()
+    }
+
     /// Adds or replaces a job through the admin API.
     pub async fn put_job(&self, project: &str, job_id: &str, def: &Value) -> Result<(), String> {
         let url = format!("{}/admin/jobs/{project}/{job_id}", self.url);

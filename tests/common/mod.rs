@@ -112,6 +112,7 @@ where
 }
 pub mod control_plane;
 pub mod e2e;
+pub mod leak;
 pub mod operator;
 pub mod sim_proc;
 pub mod tls;

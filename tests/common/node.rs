@@ -267,8 +267,17 @@ pub fn operator_selector(release: &str) -> String {
 /// Requests the in-cluster ims-sim answered for one job.
 pub async fn sim_requests(sim_url: &str, job_id: &str) -> u64 {
     let url = format!("{sim_url}/admin/jobs/{PROJECT}/{job_id}/requests");
-    let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
-    body["requests"].as_u64().unwrap_or(0)
+    let body: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    body["requests"].as_u64().unwrap_or_else(|| panic!("{url}: no request count in {body}"))
+}
+
+/// How many of the in-cluster ims-sim's jobs it has answered at least one
+/// request for (`/admin/requests`, `jobs`); panics when it does not say.
+pub async fn sim_jobs_polled(sim_url: &str) -> usize {
+    let url = format!("{sim_url}/admin/requests");
+    let body: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    let jobs = body["jobs"].as_object().unwrap_or_else(|| panic!("{url}: no jobs in {body}"));
+    jobs.values().filter(|j| j["requests"].as_u64().is_some_and(|n| n > 0)).count()
 }
 
 /// The container's cgroup v1 memory directory on this node (by container id).

@@ -210,6 +210,20 @@ impl Metrics {
         (declared || FAMILIES_ABSENT_UNTIL_USED.contains(&name)).then_some(sum)
     }
 
+    /// The sum over the samples named `name` that carry all `labels`;
+    /// `None` when there is no such sample (a declared family or another
+    /// label set is not this series): for a count that must really be there.
+    pub fn series(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let samples: Vec<f64> = self
+            .0
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.split(['{', ' ']).next() == Some(name))
+            .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .collect();
+        (!samples.is_empty()).then(|| samples.iter().sum())
+    }
+
     pub fn get(&self, name: &str) -> Option<f64> {
         self.get_with(name, &[])
     }
@@ -263,5 +277,15 @@ mod tests {
         assert_eq!(m.get("imagejob_renamed_total"), None);
         assert_eq!(m.get("imagejob_reconciles_total"), Some(0.0), "labelled, no series yet");
         assert_eq!(m.get("imagejob_ims_requests"), None, "the family name is not a sample");
+    }
+
+    #[test]
+    fn a_series_must_be_there() {
+        let m = super::Metrics(TEXT.into());
+        assert_eq!(m.series("imagejob_ims_requests_total", &[("outcome", "success")]), Some(3.0));
+        assert_eq!(m.series("imagejob_ims_requests_total", &[("outcome", "forbidden")]), None, "no such label set");
+        assert_eq!(m.series("imagejob_events_total", &[]), None, "declared, no sample: not 0");
+        let zero = super::Metrics("imagejob_imagejobs{phase=\"Running\"} 0\n".into());
+        assert_eq!(zero.series("imagejob_imagejobs", &[("phase", "Running")]), Some(0.0), "a sample of 0 is there");
     }
 }
