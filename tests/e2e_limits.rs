@@ -49,3 +49,59 @@ async fn requested_at_values_within_the_gap_cost_one_request() {
     assert_eq!(sim.requests(job).await - before, 2, "the last value after the gap: one request more, no other");
     ns.cleanup().await;
 }
+
+/// `--concurrency 2`: ten ImageJobs whose cloud answers take a second each
+/// never have more than two requests in flight (ims-sim's `max_in_flight`),
+/// where the default (32) has more. Red with the flag ignored.
+#[tokio::test]
+async fn concurrency_bounds_the_requests_in_flight() {
+    let (client, ns, run) = setup("e2e-concurrency").await;
+    let (run_default, n) = (unique_label(), &ns.name);
+    let slow_jobs = |prefix: &str| -> (Vec<String>, Sim) {
+        let ids: Vec<String> = (0..10).map(|i| format!("ff8080814dbd65d7014dbe0d84d{prefix}{i:02}")).collect();
+        let jobs: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let mut j = succeeding_job(id, "0s", "1h");
+                j["faults"] = json!([{"fault": "latency", "delay": "1s"}]);
+                j
+            })
+            .collect();
+        (ids, Sim::start(json!(jobs)))
+    };
+    let (bounded_ids, bounded) = slow_jobs("c10");
+    let (default_ids, default) = slow_jobs("c20");
+    create_aksk_secret(&client, n, "creds", SK).await;
+    let _bounded_op = Operator::start(&bounded, &run, &["--concurrency", "2"]);
+    let _default_op = Operator::start(&default, &run_default, &[]);
+    // Polled every 30 s: each ImageJob asks once in the test, so requeues do
+    // not compete with the first polls for the two slots.
+    let slow = |name: String, label: &str, id: &str| {
+        let mut ij = imagejob(&name, label, id, "creds");
+        ij.spec.poll_interval = Some("30s".into());
+        ij
+    };
+    for (i, (a, b)) in bounded_ids.iter().zip(&default_ids).enumerate() {
+        create(&client, n, &slow(format!("bounded-{i}"), &run, a)).await;
+        create(&client, n, &slow(format!("default-{i}"), &run_default, b)).await;
+    }
+    for (sim, ids) in [(&bounded, &bounded_ids), (&default, &default_ids)] {
+        common::eventually(WAIT, "every job asked", || async {
+            for id in ids {
+                if sim.requests(id).await == 0 {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
+    }
+    let (most_bounded, most_default) =
+        (bounded.counter("/max_in_flight").await, default.counter("/max_in_flight").await);
+    println!(
+        "E2E-NUMBERS concurrency: at most {most_bounded} in flight with --concurrency 2, {most_default} by default"
+    );
+    assert_eq!(most_bounded, 2, "--concurrency 2: at most two requests at once, and two were");
+    assert!(most_default >= 5, "the default allows more: {most_default} at once");
+    ns.cleanup().await;
+}

@@ -115,6 +115,38 @@ impl Counter {
     }
 }
 
+/// Job queries being answered now, and the most ever at once (since the
+/// last reset): what an operator's `--concurrency` and token bucket allow.
+#[derive(Default)]
+pub struct InFlight {
+    now: AtomicU64,
+    max: AtomicU64,
+}
+
+/// One job query in flight; counted down when dropped.
+pub struct InFlightGuard<'a>(&'a InFlight);
+
+impl InFlight {
+    pub fn enter(&self) -> InFlightGuard<'_> {
+        let now = self.now.fetch_add(1, Relaxed) + 1;
+        self.max.fetch_max(now, Relaxed);
+        InFlightGuard(self)
+    }
+    pub fn max(&self) -> u64 {
+        self.max.load(Relaxed)
+    }
+    /// The maximum starts again from the queries in flight now.
+    pub fn reset(&self) {
+        self.max.store(self.now.load(Relaxed), Relaxed);
+    }
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Counters that are not per job.
 #[derive(Default)]
 pub struct GlobalCounters {
@@ -136,11 +168,14 @@ pub struct GlobalCounters {
     pub agency_failures: Counter,
     pub metadata_key_requests: Counter,
     pub metadata_keys_issued: Counter,
+    /// Job queries (either API, any answer) in flight at once.
+    pub in_flight: InFlight,
 }
 
 impl GlobalCounters {
     pub fn reset(&self) {
         self.jobs_total.reset();
+        self.in_flight.reset();
         for c in [
             &self.unknown_jobs,
             &self.throttled,
@@ -168,6 +203,7 @@ impl GlobalCounters {
             "total": self.jobs_total.to_json(),
             "unknown_jobs": self.unknown_jobs.get(),
             "throttled": self.throttled.get(),
+            "max_in_flight": self.in_flight.max(),
             "iam": {
                 "token_requests": self.token_requests.get(),
                 "tokens_issued": self.tokens_issued.get(),
@@ -221,5 +257,19 @@ mod tests {
         );
         c.reset();
         assert_eq!(c.to_json()["requests"], 0);
+    }
+
+    #[test]
+    fn in_flight_keeps_its_maximum_until_reset() {
+        let c = InFlight::default();
+        let (a, b) = (c.enter(), c.enter());
+        drop(a);
+        let d = c.enter();
+        assert_eq!(c.max(), 2);
+        drop((b, d));
+        c.reset();
+        assert_eq!(c.max(), 0, "none in flight at the reset");
+        let _e = c.enter();
+        assert_eq!(c.max(), 1);
     }
 }

@@ -107,6 +107,7 @@ fn signed_request<'a>(
 
 /// Either job API: gateway checks, then the job.
 async fn query_job(sim: &Sim, api: JobApi, req: &SignedRequest<'_>, job_id: &str) -> Response {
+    let _in_flight = sim.counters.in_flight.enter();
     let request_id = sim.next_request_id();
     let job = sim.claimed_project(req).and_then(|project| sim.job(&project, job_id));
     let answer = match sim.authenticate(req) {
