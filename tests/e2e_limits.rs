@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::e2e::*;
-use imagejob_operator::crd::Phase;
+use imagejob_operator::crd::{ImageJobStatus, Phase};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -47,6 +47,97 @@ async fn requested_at_values_within_the_gap_cost_one_request() {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(sim.requests(job).await - before, 2, "the last value after the gap: one request more, no other");
+    ns.cleanup().await;
+}
+
+/// The credential gate's real constants, on a refused access key:
+/// - five Secrets naming one access key with five wrong secret keys send
+///   three bad signatures (`MAX_REFUSED_PER_LOCK`), never the gateway's
+///   five, and the two left wait out the window (`LOCK_WINDOW`, 5 min:
+///   "next try in" close to 300 s);
+/// - a refused key is probed again after `PROBE_MIN` (300 s, with jitter
+///   up to twice that): forced polls meanwhile send nothing, and the
+///   gate's debug line says when the next probe goes.
+///
+/// Red with `MAX_REFUSED_PER_LOCK` 5 (five bad signatures), `LOCK_WINDOW`
+/// or `PROBE_MIN` a tenth.
+#[tokio::test]
+async fn a_refused_key_is_probed_as_the_gate_allows() {
+    let (client, ns, run) = setup("e2e-gate").await;
+    let n = &ns.name;
+    let (lock_key, probe_key) = ("E2ELOCKKEY", "E2EPROBEKEY");
+    let locked: Vec<String> = (1..=5).map(|i| format!("ff8080814dbd65d7014dbe0d84dd51{i:02}")).collect();
+    let probed = "ff8080814dbd65d7014dbe0d84dd5201";
+    let mut jobs: Vec<_> = locked.iter().map(|id| succeeding_job(id, "0s", "1h")).collect();
+    jobs.push(succeeding_job(probed, "0s", "1h"));
+    let mut scenario = Sim::scenario(json!(jobs));
+    let keys = scenario["access_keys"].as_array_mut().unwrap();
+    keys.push(json!({"access": lock_key, "secret": "lock-key-right-secret"}));
+    keys.push(json!({"access": probe_key, "secret": "probe-key-right-secret"}));
+    let sim = Sim::start_with(scenario);
+    for (i, id) in locked.iter().enumerate() {
+        let name = format!("lock-{i}");
+        create_key_secret(&client, n, &name, lock_key, &format!("wrong-secret-{i}")).await;
+        create(&client, n, &imagejob(&name, &run, id, &name)).await;
+    }
+    create_key_secret(&client, n, "probe", probe_key, "wrong-secret").await;
+    create(&client, n, &imagejob("probe", &run, probed, "probe")).await;
+    let env = [("RUST_LOG", "warn,imagejob_operator::controller::gate=debug")];
+    let op = Operator::start_with(&sim, &run, &["--log-format", "json"], &env);
+
+    let auth_failed = |s: &ImageJobStatus| condition(s, "Stalled").is_some_and(|c| c.1 == "AuthenticationFailed");
+    wait_status(&client, n, "probe", WAIT, "AuthenticationFailed", auth_failed).await;
+    let not_sent =
+        |s: &ImageJobStatus| auth_failed(s) || condition(s, "Reconciling").is_some_and(|c| c.2.contains("not sent"));
+    let mut held = Vec::new();
+    for i in 0..locked.len() {
+        let s = wait_status(&client, n, &format!("lock-{i}"), WAIT, "refused or held", not_sent).await;
+        if !auth_failed(&s) {
+            held.push(condition(&s, "Reconciling").unwrap().2);
+        }
+    }
+
+    // Forced polls of the refused key over 12 s: each honoured, none sent.
+    for value in ["probe-1", "probe-2", "probe-3"] {
+        request_poll(&client, n, "probe", value).await;
+        wait_status(&client, n, "probe", Duration::from_secs(20), "the forced poll honoured", |s| {
+            s.last_handled_reconcile_at.as_deref() == Some(value) && auth_failed(s)
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut sent = 0;
+    for id in &locked {
+        sent += sim.requests(id).await;
+    }
+    assert_eq!(sent, 3, "bad signatures with one access key: at most MAX_REFUSED_PER_LOCK (3) of the gateway's 5");
+    assert_eq!(held.len(), 2, "two Secrets of the access key wait for the window: {held:?}");
+    for message in &held {
+        let next_try =
+            leading_number(message, "next try in ").unwrap_or_else(|| panic!("no 'next try in Ns': {message}"));
+        assert!(message.contains("last 5 minutes"), "{message}");
+        assert!((240..=300).contains(&next_try), "the 5-minute window: next try in {next_try}s ({message})");
+    }
+    assert_eq!(sim.requests(probed).await, 1, "a refused key is sent nothing before its probe backoff");
+    assert_eq!(
+        sim.counter("/auth_failures/aksk").await,
+        4,
+        "one bad signature per refused key, three of the shared one"
+    );
+
+    // PROBE_MIN (300 s, with jitter below twice that) for each refused key.
+    let log = op.log();
+    let waits: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("credential refused"))
+        .map(|l| {
+            let line: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            line["next_probe_in"].as_u64().unwrap_or_else(|| panic!("no next_probe_in: {l}"))
+        })
+        .collect();
+    assert_eq!(waits.len(), 4, "one refusal per key sent:\n{log}");
+    assert!(waits.iter().all(|w| (299..600).contains(w)), "next probes in {waits:?} s: PROBE_MIN is 300 s");
     ns.cleanup().await;
 }
 
@@ -104,4 +195,10 @@ async fn concurrency_bounds_the_requests_in_flight() {
     assert_eq!(most_bounded, 2, "--concurrency 2: at most two requests at once, and two were");
     assert!(most_default >= 5, "the default allows more: {most_default} at once");
     ns.cleanup().await;
+}
+
+/// The number right after `label` in `text`.
+fn leading_number(text: &str, label: &str) -> Option<u64> {
+    let rest = text.split(label).nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }

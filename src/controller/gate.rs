@@ -215,6 +215,16 @@ impl CredentialGate {
         let now = Instant::now();
         let mut state = entry.state.lock().unwrap();
         *state = after(&state, answer, now, |n| super::schedule::backoff(n, PROBE_MIN, PROBE_MAX, None));
+        if let (Err(e), State::Refused { retry_at, failures, .. }) = (answer, &*state)
+            && e.kind() == ErrorKind::AuthenticationFailed
+        {
+            let next_probe_in = retry_at.duration_since(now).as_secs();
+            tracing::debug!(
+                failures,
+                next_probe_in,
+                "credential refused: nothing is sent with it before the next probe"
+            );
+        }
         if let Some(lock) = self.lock_entry(&ticket.key) {
             let mut refusals = lock.refusals.lock().unwrap();
             match (answer, &*state) {

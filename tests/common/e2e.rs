@@ -234,9 +234,14 @@ pub async fn install_imagejob_crd(client: &Client) {
 pub const OPT_IN: (&str, &str) = ("ims.otc.io/credentials", "true");
 
 pub async fn create_aksk_secret(client: &Client, ns: &str, name: &str, secret_key: &str) {
+    create_key_secret(client, ns, name, AK, secret_key).await;
+}
+
+/// An opted-in AK/SK Secret for `access_key` (one the scenario may list).
+pub async fn create_key_secret(client: &Client, ns: &str, name: &str, access_key: &str, secret_key: &str) {
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {OPT_IN.0: OPT_IN.1}},
-        "stringData": {"accessKey": AK, "secretKey": secret_key, "projectId": PROJECT}
+        "stringData": {"accessKey": access_key, "secretKey": secret_key, "projectId": PROJECT}
     }))
     .unwrap();
     Api::<Secret>::namespaced(client.clone(), ns).create(&PostParams::default(), &secret).await.unwrap();
