@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::e2e::*;
-use common::{TestNamespace, client, eventually, tool};
+use common::{AdmissionRefusal, TestNamespace, client, eventually, tool};
 use imagejob_operator::crd::{ImageJob, Phase};
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::ResourceExt;
@@ -251,28 +251,11 @@ async fn foreign_configmap_is_left_alone_and_reported() {
 /// and the ConfigMap is written once allowed.
 #[tokio::test]
 async fn a_refused_configmap_write_is_retried_with_backoff() {
-    use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
     let (client, ns, run) = setup("out-failed").await;
-    let name = format!("imagejob-test-{}", ns.name);
-    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {"failurePolicy": "Fail",
-                 "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
-                     "operations": ["CREATE", "UPDATE"], "resources": ["configmaps"]}]},
-                 "validations": [{"expression": "!object.metadata.name.startsWith('blocked')",
-                                  "message": "blocked ConfigMaps are refused by the test's policy"}]}
-    }))
-    .unwrap();
-    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {"policyName": name, "validationActions": ["Deny"],
-                 "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns.name}}}}
-    }))
-    .unwrap();
-    let policies = Api::<ValidatingAdmissionPolicy>::all(client.clone());
-    let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(client.clone());
-    policies.create(&PostParams::default(), &policy).await.unwrap();
-    bindings.create(&PostParams::default(), &binding).await.unwrap();
+    let rule = json!({"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["configmaps"]});
+    let expression = "!object.metadata.name.startsWith('blocked')";
+    let message = "blocked ConfigMaps are refused by the test's policy";
+    let refusal = AdmissionRefusal::install(&client, &ns.name, rule, expression, message, None).await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
     eventually(Duration::from_secs(30), "the policy to refuse a ConfigMap", || async {
         let probe: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "blocked-probe"}})).unwrap();
@@ -301,13 +284,13 @@ async fn a_refused_configmap_write_is_retried_with_backoff() {
     let retries = failed().await - first;
     assert!((1.0..=3.0).contains(&retries), "{retries} attempts in 8 s: retried with backoff, not hot-looping");
 
-    bindings.delete(&name, &DeleteParams::default()).await.unwrap();
+    refusal.lift().await;
     let allowed = Instant::now();
     let s = wait_output(&client, &ns.name, "refused", "OutputWritten", Duration::from_secs(40)).await;
     eprintln!("written {:.1}s after the refusal ended", allowed.elapsed().as_secs_f64());
     assert_eq!(condition(&s, "OutputReady").map(|c| c.0), Some("True".into()));
     assert_eq!(cms.get("blocked-out").await.unwrap().data.unwrap()["imageId"], IMAGE);
-    let _ = policies.delete(&name, &DeleteParams::default()).await;
+    refusal.remove().await;
     ns.cleanup().await;
 }
 

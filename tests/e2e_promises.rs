@@ -376,3 +376,68 @@ async fn run_flags_reach_the_operator() {
     }
     ns.cleanup().await;
 }
+
+/// The StatusTooLarge fallback's I/O: the API server refuses every status
+/// that carries sub-jobs (a ValidatingAdmissionPolicy on `imagejobs/status`
+/// in this namespace, answering 413); the operator writes the phase and the
+/// short fields, no lists, messages cut short, and says so in a
+/// `StatusTooLarge` condition and Event. Red with the fallback write
+/// skipped or writing the full status again (no status at all).
+#[tokio::test]
+async fn a_refused_status_is_written_short() {
+    let (client, ns, run) = setup("e2e-toolarge").await;
+    let n = &ns.name;
+    let rule = json!({"apiGroups": ["ims.otc.io"], "apiVersions": ["*"], "operations": ["UPDATE"],
+                      "resources": ["imagejobs/status"]});
+    let expression = "!has(object.status) || !has(object.status.subJobs) || size(object.status.subJobs) == 0";
+    let refusal = common::AdmissionRefusal::install(
+        &client,
+        n,
+        rule,
+        expression,
+        "the test's policy refuses statuses with sub-jobs",
+        Some("RequestEntityTooLarge"),
+    )
+    .await;
+    // A probe ImageJob no operator watches: its status with a sub-job is refused.
+    let api = Api::<ImageJob>::namespaced(client.clone(), n);
+    create(&client, n, &imagejob("probe", "nobody", "ff8080814dbd65d7014dbe0d84dd6009", "creds")).await;
+    let with_sub_job = json!({"status": {"subJobs": [{"jobId": "x"}]}});
+    eventually(Duration::from_secs(30), "the policy to refuse a status", || async {
+        let patched = api.patch_status("probe", &Default::default(), &kube::api::Patch::Merge(&with_sub_job)).await;
+        matches!(patched, Err(kube::Error::Api(e)) if e.code == 413).then_some(())
+    })
+    .await;
+
+    let job = "ff8080814dbd65d7014dbe0d84dd6001";
+    let long_reason = "the disk image could not be converted. ".repeat(40);
+    let fail = json!({"after": "0s", "status": "FAIL", "error_code": "IMG.0014", "fail_reason": long_reason});
+    let sub_jobs: Vec<Value> = (1..=2)
+        .map(|i| json!({"job_id": format!("ff8080814dbd65d7014dbe0d84dd61{i:02}"), "job_type": "imsImportImageJob", "phases": [fail]}))
+        .collect();
+    let failing = json!({"project_id": PROJECT, "job_id": job, "job_type": "imsImportImageJob",
+                         "phases": [fail], "sub_jobs": sub_jobs});
+    let sim = Sim::start(json!([failing]));
+    create_aksk_secret(&client, n, "creds", SK).await;
+    let _op = Operator::start(&sim, &run, &[]);
+    create(&client, n, &imagejob("big", &run, job, "creds")).await;
+
+    let s = wait_status(&client, n, "big", WAIT, "StatusTooLarge", |s| condition(s, "StatusTooLarge").is_some()).await;
+    let (status, reason, message) = condition(&s, "StatusTooLarge").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "StatusTooLarge"), "{s:?}");
+    assert!(message.contains("HTTP 413") && message.contains("refuses statuses with sub-jobs"), "{message}");
+    assert_eq!(s.phase, Some(Phase::Failed), "the phase is written: {s:?}");
+    assert_eq!((s.job_status.as_deref(), s.error_code.as_deref()), (Some("FAIL"), Some("IMG.0014")), "{s:?}");
+    assert_eq!(condition(&s, "Failed").map(|c| (c.0, c.1)), Some(("True".into(), "JobFailed".into())));
+    assert!(s.sub_jobs.is_empty() && s.sub_job_ids.is_empty() && s.results.is_empty() && s.images.is_empty(), "{s:?}");
+    assert_eq!(s.sub_jobs_total, Some(2), "the lists' lengths stay: {s:?}");
+    let fail_reason = s.fail_reason.as_deref().unwrap_or_default();
+    assert!(fail_reason.starts_with("the disk image") && fail_reason.len() <= 256, "{fail_reason}");
+    for c in &s.conditions {
+        assert!(c.message.len() <= 256 || c.type_ == "StatusTooLarge", "{}: {} bytes", c.type_, c.message.len());
+    }
+    let event = wait_event(&client, n, "big", "StatusTooLarge", Duration::from_secs(10)).await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    refusal.remove().await;
+    ns.cleanup().await;
+}

@@ -110,6 +110,69 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+/// A ValidatingAdmissionPolicy bound to one namespace: the API server
+/// refuses the writes `rule` (one `resourceRules` entry) matches for which
+/// the CEL `expression` is false, with `message` and, when given, `reason`
+/// (`RequestEntityTooLarge` answers 413; the default is 403).
+pub struct AdmissionRefusal {
+    pub name: String,
+    client: Client,
+}
+
+impl AdmissionRefusal {
+    pub async fn install(
+        client: &Client,
+        namespace: &str,
+        rule: serde_json::Value,
+        expression: &str,
+        message: &str,
+        reason: Option<&str>,
+    ) -> Self {
+        use k8s_openapi::api::admissionregistration::v1::{
+            ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+        };
+        let name = format!("imagejob-test-{namespace}");
+        let mut validation = serde_json::json!({"expression": expression, "message": message});
+        if let Some(reason) = reason {
+            validation["reason"] = reason.into();
+        }
+        let policy: ValidatingAdmissionPolicy = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"failurePolicy": "Fail", "matchConstraints": {"resourceRules": [rule]}, "validations": [validation]}
+        }))
+        .unwrap();
+        let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"policyName": name, "validationActions": ["Deny"],
+                     "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}}
+        }))
+        .unwrap();
+        Api::<ValidatingAdmissionPolicy>::all(client.clone()).create(&PostParams::default(), &policy).await.unwrap();
+        Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+            .create(&PostParams::default(), &binding)
+            .await
+            .unwrap();
+        Self { name, client: client.clone() }
+    }
+
+    /// Deletes the binding: the writes are accepted again.
+    pub async fn lift(&self) {
+        use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding;
+        let bindings = Api::<ValidatingAdmissionPolicyBinding>::all(self.client.clone());
+        bindings.delete(&self.name, &DeleteParams::default()).await.unwrap();
+    }
+
+    /// Deletes the policy (and with it what the binding refers to).
+    pub async fn remove(self) {
+        use k8s_openapi::api::admissionregistration::v1::{
+            ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+        };
+        let dp = DeleteParams::default();
+        let _ = Api::<ValidatingAdmissionPolicyBinding>::all(self.client.clone()).delete(&self.name, &dp).await;
+        let _ = Api::<ValidatingAdmissionPolicy>::all(self.client.clone()).delete(&self.name, &dp).await;
+    }
+}
+
 pub mod control_plane;
 pub mod e2e;
 pub mod leak;
