@@ -128,6 +128,12 @@ impl Release {
     /// args and environment (downward API values filled in), with the
     /// ServiceAccount's kubeconfig, and a free loopback port for HTTP.
     fn start_operator(&self, kubeconfig: &Path, pod_name: &str) -> RunningOperator {
+        self.start_operator_with(kubeconfig, pod_name, &[])
+    }
+
+    /// As `start_operator`, with some of the Deployment's environment
+    /// variables set otherwise (`overrides`).
+    fn start_operator_with(&self, kubeconfig: &Path, pod_name: &str, overrides: &[(&str, &str)]) -> RunningOperator {
         let container = &self.deployment()["spec"]["template"]["spec"]["containers"][0];
         let mut env = BTreeMap::new();
         for e in container["env"].as_array().unwrap() {
@@ -138,6 +144,9 @@ impl Release {
                 other => panic!("unexpected env source {other:?}"),
             };
             env.insert(e["name"].as_str().unwrap().to_owned(), value);
+        }
+        for (name, value) in overrides {
+            assert!(env.insert((*name).to_owned(), (*value).to_owned()).is_some(), "the chart sets no {name}");
         }
         let args: Vec<&str> = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
         // The harness adds --http-addr on a free loopback port: the only
@@ -622,4 +631,50 @@ fn bind_reader(release: &Release, cluster_role: &str, namespace: &str) {
     let subject = format!("--serviceaccount={}:{sa}", release.namespace);
     let role = format!("--clusterrole={cluster_role}");
     kubectl(&["create", "rolebinding", "imagejob-credentials", "-n", namespace, &role, &subject], "");
+}
+
+/// `imagejob_watch_errors_total{resource="secrets"}`: the chart installed
+/// for per-namespace Secrets (no Secret list or watch) and the operator run
+/// with `READ_SECRETS=true` (watched), a flag and RBAC that disagree: the
+/// API server refuses the Secret watch (403) and the series counts each
+/// retry (red with the label changed or the increment removed).
+#[tokio::test]
+async fn a_refused_secret_watch_is_counted() {
+    let admin = client().await;
+    install_imagejob_crd(&admin).await;
+    let op_ns = TestNamespace::new(&admin, "rbac-watcherr").await;
+    let run = unique_label();
+    let sim = Sim::start(json!([]));
+    let release = Release::install(
+        &op_ns.name,
+        &[
+            format!("imsEndpoint={}", sim.url),
+            format!("iamEndpoint={}", sim.url),
+            "secretCredentials=namespaced".into(),
+            format!("watchLabelSelector=e2e-run={run}"),
+        ],
+    );
+    let kubeconfig = release.service_account_kubeconfig(&admin).await;
+    assert!(!can(&client_from(kubeconfig.path()).await, "watch", "", "secrets", None, None).await);
+    let pod_name = format!("{}-5c9d7-w4t3h", release.fullname);
+    let mut op = release.start_operator_with(kubeconfig.path(), &pod_name, &[("READ_SECRETS", "true")]);
+    let errors = || async {
+        let m = op.op.try_metrics().await.ok()?;
+        m.series("imagejob_watch_errors_total", &[("resource", "secrets")])
+    };
+    let first = common::eventually(Duration::from_secs(30), "a counted Secret watch error", || async {
+        errors().await.filter(|n| *n >= 1.0)
+    })
+    .await;
+    // The watch is retried (0.8-2 s apart) and each refusal counted.
+    common::eventually(Duration::from_secs(20), "the Secret watch errors rising", || async {
+        errors().await.filter(|n| *n > first)
+    })
+    .await;
+    let metrics = op.op.metrics().await;
+    let imagejob_errors = metrics.get_with("imagejob_watch_errors_total", &[("resource", "imagejobs")]);
+    assert_eq!(imagejob_errors.unwrap_or(0.0), 0.0, "only the Secret watch is refused:\n{}", metrics.0);
+    let log = op.stop();
+    assert!(log.contains("Secret watch error") && log.contains("forbidden"), "{log}");
+    op_ns.cleanup().await;
 }
