@@ -63,12 +63,47 @@ fn each_refused_flag_stops_the_operator_with_its_message() {
     assert!(run_briefly(&["--ims-endpoint", "http://127.0.0.1:9"], Duration::from_secs(3)).is_none());
 }
 
-/// `imagejob-operator crd` prints exactly what `crds/` holds (issue 25,
-/// item 11: only the function was compared, never the subcommand).
+/// `imagejob-operator crd` prints exactly what `crds/` and the chart's
+/// `crds/` hold (issue 25, item 11: only the function was compared, never
+/// the subcommand): one YAML document, the ImageJob CRD the code defines,
+/// which the API server accepts as it is (`kubectl apply --server-side
+/// --dry-run=server` of the binary's output). Red with the subcommand
+/// printing JSON or a second document.
 #[test]
 fn crd_subcommand_prints_the_checked_in_crd() {
+    use imagejob_operator::crd::ImageJob;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::CustomResourceExt;
+
     let out = Command::new(env!("CARGO_BIN_EXE_imagejob-operator")).arg("crd").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let checked_in = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/imagejob.yaml")).unwrap();
-    assert!(String::from_utf8(out.stdout).unwrap() == checked_in, "`crd` differs from crds/imagejob.yaml");
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let documents: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&printed)
+        .map(|d| <serde_json::Value as serde::Deserialize>::deserialize(d).expect("`crd` prints YAML"))
+        .filter(|v| !v.is_null())
+        .collect();
+    assert_eq!(documents.len(), 1, "`crd` prints one document:\n{printed}");
+    let crd: CustomResourceDefinition = serde_json::from_value(documents[0].clone()).expect("a CRD");
+    assert_eq!(serde_json::to_value(&crd).unwrap(), serde_json::to_value(ImageJob::crd()).unwrap());
+    for file in ["crds/imagejob.yaml", "charts/imagejob-operator/crds/imagejob.yaml"] {
+        let checked_in = std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        assert!(printed == checked_in, "`crd` differs from {file}");
+    }
+
+    let mut apply = Command::new(common::tool("kubectl"));
+    apply
+        .args([
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--dry-run=server",
+            "--field-manager=crd-test",
+            "-f",
+            "-",
+        ])
+        .env("KUBECONFIG", common::kubeconfig_path());
+    let applied = common::run(&mut apply, Some(&printed));
+    let said = String::from_utf8_lossy(&applied.stdout);
+    assert!(applied.status.success(), "the API server refused `crd`: {}", String::from_utf8_lossy(&applied.stderr));
+    assert!(said.contains("imagejobs.ims.otc.io") && said.contains("server dry run"), "{said}");
 }
