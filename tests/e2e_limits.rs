@@ -150,14 +150,7 @@ async fn concurrency_bounds_the_requests_in_flight() {
     let (run_default, n) = (unique_label(), &ns.name);
     let slow_jobs = |prefix: &str| -> (Vec<String>, Sim) {
         let ids: Vec<String> = (0..10).map(|i| format!("ff8080814dbd65d7014dbe0d84d{prefix}{i:02}")).collect();
-        let jobs: Vec<_> = ids
-            .iter()
-            .map(|id| {
-                let mut j = succeeding_job(id, "0s", "1h");
-                j["faults"] = json!([{"fault": "latency", "delay": "1s"}]);
-                j
-            })
-            .collect();
+        let jobs: Vec<_> = ids.iter().map(|id| slow_job(id)).collect();
         (ids, Sim::start(json!(jobs)))
     };
     let (bounded_ids, bounded) = slow_jobs("c10");
@@ -201,4 +194,50 @@ async fn concurrency_bounds_the_requests_in_flight() {
 fn leading_number(text: &str, label: &str) -> Option<u64> {
     let rest = text.split(label).nth(1)?;
     rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// Fairness under overload: behind a cloud that answers in 1 s, two
+/// reconcile slots and ImageJobs polled every second, the running ones
+/// would take every slot (kube-runtime picks waiting reconciles in hash
+/// order, not arrival order) and some new ImageJobs never got a first
+/// status. Those already showing a status step back while new ones wait.
+///
+/// Red without the step back (`plan::yields_to_newcomers` false): new
+/// ImageJobs without a status after 30 s.
+#[tokio::test]
+async fn new_imagejobs_get_a_first_status_behind_a_saturated_queue() {
+    let (client, ns, run) = setup("e2e-fairness").await;
+    let n = &ns.name;
+    let ids: Vec<String> = (0..12).map(|i| format!("ff8080814dbd65d7014dbe0d84d3{i:04}")).collect();
+    let sim = Sim::start(json!(ids.iter().map(|id| slow_job(id)).collect::<Vec<_>>()));
+    create_aksk_secret(&client, n, "creds", SK).await;
+    let op = Operator::start(&sim, &run, &["--concurrency", "2"]);
+    let (running, new) = ids.split_at(4);
+    for (i, id) in running.iter().enumerate() {
+        create(&client, n, &imagejob(&format!("running-{i}"), &run, id, "creds")).await;
+    }
+    for i in 0..running.len() {
+        wait_status(&client, n, &format!("running-{i}"), WAIT, "Running", |s| s.phase == Some(Phase::Running)).await;
+    }
+    // Four ImageJobs due every second, each poll 1 s, two slots: saturated.
+    let t = Instant::now();
+    for (i, id) in new.iter().enumerate() {
+        create(&client, n, &imagejob(&format!("new-{i}"), &run, id, "creds")).await;
+    }
+    let mut firsts = Vec::new();
+    for i in 0..new.len() {
+        wait_status(&client, n, &format!("new-{i}"), Duration::from_secs(30), "a first status", |s| s.phase.is_some())
+            .await;
+        firsts.push(t.elapsed().as_secs_f64());
+    }
+    println!("E2E-NUMBERS fairness: {} new ImageJobs had a first status after {firsts:.1?} s", new.len());
+    drop(op);
+    ns.cleanup().await;
+}
+
+/// Running for an hour, every answer 1 s late (a slow cloud).
+fn slow_job(id: &str) -> serde_json::Value {
+    let mut job = succeeding_job(id, "0s", "1h");
+    job["faults"] = json!([{"fault": "latency", "delay": "1s"}]);
+    job
 }

@@ -39,6 +39,7 @@ pub async fn reconcile<S: JobSource>(ij: Arc<ImageJob>, ctx: Arc<Ctx<S>>) -> Res
 async fn reconcile_inner<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>) -> Result<Action, Error> {
     let key = key_of(ij);
     let facts = facts(ij, ctx, &key);
+    ctx.schedule.started(&key, ij.uid().as_deref());
     let (forced, requested, deadline) = match plan::before_poll(ij, &facts) {
         BeforePoll::Skip(action) => return Ok(action),
         BeforePoll::WriteOnly { outcome, requested, recheck_output } => {
@@ -92,6 +93,7 @@ fn facts<S: JobSource>(ij: &ImageJob, ctx: &Ctx<S>, key: &ObjectRef<ImageJob>) -
         interval: poll_interval(ij.spec.poll_interval.as_deref(), ctx.args.poll_interval),
         now: Timestamp::now(),
         clock: tokio::time::Instant::now(),
+        newcomers_waiting: ctx.schedule.newcomers_waiting(),
     }
 }
 

@@ -159,6 +159,7 @@ async fn run_controller(
         }
     };
     let housekeeping = housekeeping(reader.clone(), ctx.clone(), ready);
+    let newcomers = count_newcomers(reader.clone(), ctx.clone());
     let api_return = retry_when_the_api_server_returns(client.clone(), ctx.clone());
     let wake_stream = futures::stream::poll_fn(move |cx| wake_rx.poll_recv(cx));
     let controller = Controller::for_stream(imagejob_stream, reader)
@@ -178,6 +179,7 @@ async fn run_controller(
         _ = secret_watch => anyhow::bail!("the Secret watch ended unexpectedly"),
         _ = output_watch => anyhow::bail!("the ConfigMap watch ended unexpectedly"),
         _ = housekeeping => anyhow::bail!("housekeeping ended unexpectedly"),
+        _ = newcomers => anyhow::bail!("the newcomer count ended unexpectedly"),
         _ = api_return => anyhow::bail!("the API server check ended unexpectedly"),
     }
     Ok(())
@@ -339,6 +341,34 @@ async fn housekeeping<S: crate::ims::JobSource>(reader: Store<ImageJob>, ctx: Ar
         ctx.coalescer.sweep(Duration::from_secs(2 * 3600), alive);
         ctx.secrets.retain(|namespace, name| all.iter().any(|ij| secrets::reads(ij, namespace, name)));
     }
+}
+
+/// Every second: how many ImageJobs this process never reconciled although
+/// they were created at least 2 s ago (with free slots a reconcile starts
+/// within milliseconds). Polls step back while there are any
+/// (`plan::before_poll`); only the last 10 minutes' count, so that an
+/// ImageJob the queue somehow lost cannot slow the others for longer.
+async fn count_newcomers<S: crate::ims::JobSource>(reader: Store<ImageJob>, ctx: Arc<Ctx<S>>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = jiff::Timestamp::now();
+        let created = (now - jiff::SignedDuration::from_mins(10))..=(now - jiff::SignedDuration::from_secs(2));
+        let waiting = reader
+            .state()
+            .iter()
+            .filter(|ij| {
+                is_newcomer(ij, &created) && !ctx.schedule.knows(&super::key_of(ij), ij.metadata.uid.as_deref())
+            })
+            .count();
+        ctx.schedule.set_newcomers(waiting);
+    }
+}
+
+fn is_newcomer(ij: &ImageJob, created: &std::ops::RangeInclusive<jiff::Timestamp>) -> bool {
+    super::plan::awaits_first_status(ij)
+        && ij.spec.suspend != Some(true)
+        && ij.metadata.creation_timestamp.as_ref().is_some_and(|t| created.contains(&t.0))
 }
 
 /// While reconciles wait out a backoff because the API server was away,

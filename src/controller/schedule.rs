@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backon::BackoffBuilder;
@@ -52,9 +53,31 @@ fn entry_of<'a>(
 #[derive(Debug, Default)]
 pub struct Schedule {
     entries: Mutex<HashMap<ObjectRef<ImageJob>, Entry>>,
+    /// ImageJobs never reconciled yet, waiting for a first status
+    /// (`run::count_newcomers`).
+    newcomers: AtomicUsize,
 }
 
 impl Schedule {
+    /// Marks the ImageJob as reconciled at least once by this process.
+    pub fn started(&self, key: &ObjectRef<ImageJob>, uid: Option<&str>) {
+        entry_of(&mut self.entries.lock().unwrap(), key, uid);
+    }
+
+    /// True when this process has reconciled the ImageJob (this uid).
+    pub fn knows(&self, key: &ObjectRef<ImageJob>, uid: Option<&str>) -> bool {
+        self.entries.lock().unwrap().get(key).is_some_and(|e| e.uid.as_deref() == uid)
+    }
+
+    pub fn set_newcomers(&self, n: usize) {
+        self.newcomers.store(n, Ordering::Relaxed);
+    }
+
+    /// True while some ImageJob waits in the queue for its first status.
+    pub fn newcomers_waiting(&self) -> bool {
+        self.newcomers.load(Ordering::Relaxed) > 0
+    }
+
     /// Time left before the next poll, or None when a poll is due: never
     /// polled, woken, recreated (new uid) or its spec changed (generation).
     pub fn remaining(&self, key: &ObjectRef<ImageJob>, uid: Option<&str>, generation: Option<i64>) -> Option<Duration> {

@@ -22,6 +22,8 @@ pub enum Group {
     ThrottleUnder,
     PolicyFixed,
     PolicyAdaptive,
+    OverloadOld,
+    OverloadNew,
 }
 
 impl Group {
@@ -55,6 +57,8 @@ pub struct CloudJob {
     pub group: Group,
     /// A progress shape from `sim::shapes` and its INIT time (s), instead of `steps`' progress.
     pub shape: Option<(Shape, f64)>,
+    /// Every answer delayed this long (a slow cloud).
+    pub latency: Option<Duration>,
 }
 
 impl CloudJob {
@@ -81,7 +85,18 @@ impl CloudJob {
             steps.push(Step { after, status: "RUNNING", progress: Some(progress) });
         }
         steps.push(Step { after: end, status: if fails { "FAIL" } else { "SUCCESS" }, progress: None });
-        CloudJob { project, job_id, steps, fails, duration, t0: OnceLock::new(), sharers: 1, group, shape: None }
+        CloudJob {
+            project,
+            job_id,
+            steps,
+            fails,
+            duration,
+            t0: OnceLock::new(),
+            sharers: 1,
+            group,
+            shape: None,
+            latency: None,
+        }
     }
 
     /// A job whose progress follows `shape`: INIT for `init`, RUNNING for
@@ -94,7 +109,18 @@ impl CloudJob {
             Step { after: duration, status: "SUCCESS", progress: None },
         ];
         let shape = Some((shape, init));
-        CloudJob { project, job_id, steps, fails: false, duration, t0: OnceLock::new(), sharers: 1, group, shape }
+        CloudJob {
+            project,
+            job_id,
+            steps,
+            fails: false,
+            duration,
+            t0: OnceLock::new(),
+            sharers: 1,
+            group,
+            shape,
+            latency: None,
+        }
     }
 
     /// The scenario job definition for the simulator's admin API.
@@ -106,7 +132,11 @@ impl CloudJob {
             }
             None => self.step_phases(),
         };
-        json!({"job_type": "imsCreateImageByInstance", "clock": "sim_start", "image_name": "scale-image", "phases": phases})
+        let mut def = json!({"job_type": "imsCreateImageByInstance", "clock": "sim_start", "image_name": "scale-image", "phases": phases});
+        if let Some(delay) = self.latency {
+            def["faults"] = json!([{"fault": "latency", "delay": humantime::format_duration(delay).to_string()}]);
+        }
+        def
     }
 
     fn step_phases(&self) -> Vec<Value> {

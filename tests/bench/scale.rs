@@ -28,6 +28,10 @@
 //!    `--policy-jobs` ImageJobs with `pollPolicy: Fixed` and as many with
 //!    `Adaptive` (twin cloud jobs, one operator per policy): requests,
 //!    lateness from SUCCESS to Succeeded, status writes and CPU per shape.
+//! 6. overload (`--overload N`, run alone instead of 1–5): N running
+//!    ImageJobs behind a cloud that answers in `--overload-latency`, more
+//!    polls due than the reconcile slots serve; then N new ImageJobs: time
+//!    from their create call to their first status.
 //!
 //! Numbers come from the simulator's counters (`/admin/requests`), the
 //! operator's `/metrics`, the API server's `/metrics`
@@ -100,6 +104,13 @@ pub struct Args {
     /// Running time of the policy phase's longest jobs, in its intervals (each runs 0.6–1.0 × this).
     #[arg(long, default_value_t = 100.0)]
     pub policy_lifetime: f64,
+    /// Run only the overload phase: this many ImageJobs polled behind a
+    /// slow cloud, then as many new ones; their first status (0: skip).
+    #[arg(long, default_value_t = 0)]
+    pub overload: usize,
+    /// The slow cloud's answer time in the overload phase.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub overload_latency: Duration,
     /// Create calls in flight.
     #[arg(long, default_value_t = 32)]
     pub create_concurrency: usize,

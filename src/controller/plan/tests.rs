@@ -397,7 +397,7 @@ mod whole_step_tests {
     fn facts(not_due_for: Option<Duration>, forced_ago: Option<Duration>) -> Facts {
         let clock = Instant::now();
         let last_forced = forced_ago.map(|ago| clock.checked_sub(ago).unwrap());
-        Facts { not_due_for, last_forced, interval: S(10), now: t(2000), clock }
+        Facts { not_due_for, last_forced, interval: S(10), now: t(2000), clock, newcomers_waiting: false }
     }
 
     fn with(phase: Option<Phase>, edit: impl FnOnce(&mut ImageJob)) -> ImageJob {
@@ -411,6 +411,23 @@ mod whole_step_tests {
 
     fn annotated(value: String) -> impl FnOnce(&mut ImageJob) {
         move |ij| ij.metadata.annotations = Some(BTreeMap::from([(REQUESTED_AT_ANNOTATION.into(), value)]))
+    }
+
+    #[test]
+    fn a_poll_steps_back_while_imagejobs_wait_for_a_first_status() {
+        let running = Some(Phase::Running);
+        let waiting = |newcomers: bool| Facts { newcomers_waiting: newcomers, ..facts(None, None) };
+        let yields = BeforePoll::Skip(Action::requeue(YIELD_TO_NEWCOMERS));
+        let poll = BeforePoll::Poll { forced: false, requested: None, deadline: None };
+        let shown = with(running, |_| {});
+        assert_eq!(before_poll(&shown, &waiting(true)), yields, "newcomers waiting");
+        assert_eq!(before_poll(&shown, &waiting(false)), poll, "nobody waits");
+        let newcomer = with(None, |_| {});
+        assert_eq!(before_poll(&newcomer, &waiting(true)), poll, "a newcomer never steps back");
+        let no_status = with(None, |ij| ij.status = None);
+        assert_eq!(before_poll(&no_status, &waiting(true)), poll, "nor one without any status");
+        let refresh = with(running, annotated("r1".into()));
+        assert!(matches!(before_poll(&refresh, &waiting(true)), BeforePoll::Poll { forced: true, .. }), "requested");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod burst;
 mod lifecycle;
+mod overload;
 mod policies;
 mod restart;
 mod throttle;
@@ -44,8 +45,15 @@ impl Sizes {
 
 pub async fn run(bench: &mut Bench, res: &mut Results) -> anyhow::Result<()> {
     let args = bench.args.clone();
-    let sizes = Sizes::of(&args);
     res.ctx("machine", machine());
+    if args.overload > 0 {
+        bench.create_namespaces(args.namespaces.unwrap_or(10)).await?;
+        let watch = spawn_watch(&bench.client, &bench.run, bench.tracker.clone());
+        overload::run(bench, res, args.overload).await?;
+        watch.abort();
+        return Ok(());
+    }
+    let sizes = Sizes::of(&args);
     res.ctx("run", format!("{} ImageJobs ({} groups of {} share a cloud job), {} projects, {} namespaces, interval {}, lifetime {:.1}–{:.1} intervals",
         args.jobs, sizes.shared_groups, args.share_k, sizes.projects, sizes.namespaces, humantime::format_duration(args.interval), 0.8 * args.lifetime, 1.2 * args.lifetime));
 
