@@ -13,14 +13,19 @@ WORKDIR /src
 COPY . .
 # Cache mounts keep the registry and target dir between builds; the binaries
 # are copied out in the same step because the target mount is not in the image.
+# cargo-auditable embeds each binary's crate list, which SBOM scanners read
+# (as tests/cluster/release builds them).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bins \
+    cargo install --locked cargo-auditable@0.7.7 \
+ && cargo auditable build --release --locked --bins \
  && install -D -m 0755 target/release/imagejob-operator /out/imagejob-operator \
  && install -D -m 0755 target/release/ims-sim /out/ims-sim
 
 # glibc, libgcc_s and CA certificates, no shell; same Debian release as the
-# builder, so the glibc the binaries were linked against is there.
+# builder, so the glibc the binaries were linked against is there. Its
+# /var/lib/dpkg/status.d/ names those packages for SBOM scanners (the
+# daemonless build, tests/cluster/image, writes the same).
 FROM gcr.io/distroless/cc-debian12:nonroot
 LABEL org.opencontainers.image.title="imagejob-operator" \
       org.opencontainers.image.description="Open Telekom Cloud IMS jobs as Kubernetes ImageJob resources" \

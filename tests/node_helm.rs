@@ -99,19 +99,17 @@ async fn helm_install_runs_the_operator_in_a_pod_and_upgrade_rolls_it() {
     let old_pod = pod.metadata.name.clone().unwrap();
     let upgrade_at = Instant::now();
     let c_upgrade = total_requests(&sim, &long).await;
-    let image = node::image();
-    let (repo, tag) = node::split_image(&image);
+    let p = node::published();
     node::helm_ok(&[
         "upgrade",
         &release,
-        node::CHART,
+        &p.chart,
+        "--version",
+        &p.version,
+        "--plain-http",
         "-n",
         &ns,
         "--reuse-values",
-        "--set",
-        &format!("image.repository={repo}"),
-        "--set",
-        &format!("image.tag={tag}"),
         "--set",
         "logLevel=debug",
     ]);

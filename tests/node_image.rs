@@ -204,6 +204,10 @@ fn daemonless_image_matches_the_dockerfile() {
         "lib/x86_64-linux-gnu/libc.so.6",
         "lib/x86_64-linux-gnu/libm.so.6",
         "lib/x86_64-linux-gnu/libgcc_s.so.1",
+        // dpkg status per Debian package, as distroless ships them: SBOM scanners read these.
+        "var/lib/dpkg/status.d/libc6",
+        "var/lib/dpkg/status.d/libgcc-s1",
+        "var/lib/dpkg/status.d/ca-certificates",
     ] {
         assert!(a.files.contains_key(f), "{f} missing from the image");
     }

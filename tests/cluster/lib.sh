@@ -29,7 +29,12 @@ NODE_STATE=$STATE/node                 # kubelet, CNI and containerd state; remo
 CONTAINERD_ROOT=$CACHE/containerd      # imported images; kept like the tools
 CONTAINERD_SOCK=$NODE_STATE/containerd.sock
 SANDBOX_IMAGE=imagejob.local/pause:$PAUSE_VERSION
-NODE_PARTS="kube-proxy kubelet kube-scheduler kube-controller-manager apiserver-forward containerd"
+# The node's OCI registry (Debian's docker-registry, Distribution 2.8): plain
+# HTTP on the node address only; its blobs are kept like the images.
+REGISTRY_PORT=${IMAGEJOB_REGISTRY_PORT:-5000}
+REGISTRY=$NODE_IP:$REGISTRY_PORT
+REGISTRY_ROOT=$CACHE/registry
+NODE_PARTS="kube-proxy kubelet kube-scheduler kube-controller-manager apiserver-forward containerd registry"
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 

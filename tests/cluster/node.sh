@@ -3,12 +3,14 @@
 #
 # containerd (Debian's) with root, state and socket under the cache, runc,
 # the CNI bridge + host-local plugins, kubelet, kube-proxy (iptables),
-# kube-controller-manager and kube-scheduler. Each is started here and
+# kube-controller-manager, kube-scheduler and an OCI registry on the node
+# address (docker-registry; containerd pulls from it over plain HTTP, told by
+# certs.d/<host:port>/hosts.toml). Each is started here and
 # stopped by pid in lib.sh's stop_node. Pods live on $BRIDGE in $POD_CIDR with
 # no default route and no masquerading; a FORWARD rule drops anything between
 # the bridge and another interface, so nothing leaves the machine.
 
-NODE_PACKAGES="containerd runc containernetworking-plugins iptables conntrack socat"
+NODE_PACKAGES="containerd runc containernetworking-plugins iptables conntrack socat docker-registry"
 CNI_BIN=/usr/lib/cni
 
 # Debian packages the node needs; apt only when one is missing.
@@ -89,6 +91,9 @@ state = "$d/containerd"
   # The VM refuses to lower oom_score_adj; without this runc fails every sandbox.
   restrict_oom_score_adj = true
   stream_server_address = "127.0.0.1"
+  # hosts.toml per registry: the node's own registry over plain HTTP.
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$d/certs.d"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "$CNI_BIN"
     conf_dir = "$d/cni/net.d"
@@ -96,6 +101,22 @@ state = "$d/containerd"
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
+EOF
+  mkdir -p "$d/certs.d/$REGISTRY"
+  put "$d/certs.d/$REGISTRY/hosts.toml" <<EOF
+server = "http://$REGISTRY"
+[host."http://$REGISTRY"]
+  capabilities = ["pull", "resolve"]
+EOF
+  put "$d/registry.yml" <<EOF
+version: 0.1
+log: {level: warn, accesslog: {disabled: true}}
+storage:
+  filesystem: {rootdirectory: $REGISTRY_ROOT}
+  delete: {enabled: true}
+http:
+  addr: $REGISTRY
+  headers: {X-Content-Type-Options: [nosniff]}
 EOF
   put "$d/cni/net.d/10-imagejob.conflist" <<EOF
 {
@@ -202,12 +223,29 @@ import_pause() {
 }
 
 start_containerd() {
-  pid_alive "$STATE/containerd.pid" && return
+  # A containerd started with an older configuration (before the registry)
+  # restarts; its shims and containers keep running.
+  if pid_alive "$STATE/containerd.pid"; then
+    cmp -s "$NODE_STATE/containerd.toml" "$NODE_STATE/containerd.toml.running" && return
+    log "containerd's configuration changed: restarting it"
+    stop_pid_file "$STATE/containerd.pid"
+  fi
   rm -f "$CONTAINERD_SOCK"
+  cp "$NODE_STATE/containerd.toml" "$NODE_STATE/containerd.toml.running"
   # Joins its own cgroup first: the shims it starts stay there.
   start_part containerd bash -c 'echo $$ >"$1/cgroup.procs" && exec containerd --config "$2"' \
     containerd "/sys/fs/cgroup/pids/$RUNTIME_CGROUP" "$NODE_STATE/containerd.toml"
   wait_for "containerd's socket" containerd ctr --address "$CONTAINERD_SOCK" version
+}
+
+registry_up() { curl -fsS --max-time 2 "http://$REGISTRY/v2/" >/dev/null; }
+
+# The registry `release --push` pushes to and the node pulls from.
+start_registry() {
+  pid_alive "$STATE/registry.pid" && return
+  mkdir -p "$REGISTRY_ROOT"
+  start_part registry docker-registry serve "$NODE_STATE/registry.yml"
+  wait_for "the registry at $REGISTRY" registry registry_up
 }
 
 start_node() {
@@ -219,6 +257,7 @@ start_node() {
   node_cgroups
   node_configs
   start_containerd
+  start_registry
   # Every time: kubelet's image GC under disk pressure can remove it.
   import_pause
   local p=$STATE/pki
@@ -248,5 +287,5 @@ start_node() {
     _ "$BIN/kubectl" "$KUBECONFIG_PATH" "$NODE_NAME"
   # Pods in a new namespace need its default ServiceAccount and root CA.
   wait_for "the default ServiceAccount" kube-controller-manager node_kubectl get serviceaccount default -n default
-  log "node $NODE_NAME ready in $(($(date +%s) - start_node_at))s (Pods $POD_CIDR, Services $SERVICE_CIDR)"
+  log "node $NODE_NAME ready in $(($(date +%s) - start_node_at))s (Pods $POD_CIDR, Services $SERVICE_CIDR, registry $REGISTRY)"
 }

@@ -50,6 +50,8 @@ oci_archive() {
       annotations: {"io.containerd.image.name": $name, "org.opencontainers.image.ref.name": ($name | sub(".*:"; ""))}}]
   }' >"$work/layout/index.json"
   printf '{"imageLayoutVersion": "1.0.0"}' >"$work/layout/oci-layout"
-  tar --create --file "$out" --directory "$work/layout" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 .
+  # Entries without a "./" prefix: syft refuses an archive whose entries start with it.
+  tar --create --file "$out" --directory "$work/layout" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 \
+    blobs index.json oci-layout
   rm -rf "$work"
 }

@@ -1,6 +1,7 @@
 //! Helpers for the node tests (tests/node_*.rs): a cluster with one real
-//! node (`tests/cluster/up --node`), the operator image built without a
-//! daemon (`tests/cluster/image`), the chart installed by helm, and ims-sim
+//! node and its registry (`tests/cluster/up --node`), a release pushed there
+//! (`tests/cluster/release --push`: the image by digest, the chart as an OCI
+//! artifact), the chart installed from the registry as users do, and ims-sim
 //! running as a Deployment from the same image behind a Service.
 //! Used as `#[path = "common/node.rs"] mod node;` next to `mod common;`.
 #![allow(dead_code)]
@@ -19,7 +20,6 @@ use serde_json::{Value, json};
 use crate::common::e2e::{AK, PROJECT, SK};
 use crate::common::run;
 
-pub const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/imagejob-operator");
 const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cluster");
 pub const SIM_PORT: u16 = 8081;
 
@@ -41,47 +41,82 @@ pub fn up_node() -> PathBuf {
     .clone()
 }
 
-/// The operator image in the node's runtime: `IMAGEJOB_TEST_IMAGE` when set
-/// (e.g. built from release binaries by `tests/cluster/image`), otherwise
-/// built now from this test build's binaries.
-pub fn image() -> String {
-    static IMAGE: OnceLock<String> = OnceLock::new();
-    IMAGE
-        .get_or_init(|| {
-            if let Some(i) = std::env::var("IMAGEJOB_TEST_IMAGE").ok().filter(|i| !i.is_empty()) {
-                return i;
-            }
-            up_node();
-            let started = Instant::now();
-            let bins = stripped_binaries();
-            let out = Command::new("bash")
-                .arg(format!("{SCRIPTS}/image"))
-                .arg("--bin-dir")
-                .arg(bins.path())
-                .output()
-                .expect("run tests/cluster/image");
-            let image = stdout_last_line(&out, "tests/cluster/image");
-            eprintln!("node: image {image} built and imported in {:.1}s", started.elapsed().as_secs_f64());
-            image
-        })
-        .clone()
+/// A release in the node's registry, as `dist/release.json` describes it.
+pub struct Published {
+    pub dir: PathBuf,
+    pub version: String,
+    /// `<registry>/imagejob-operator@sha256:…`
+    pub image: String,
+    pub digest: String,
+    /// `oci://<registry>/charts/imagejob-operator`
+    pub chart: String,
+    /// Built by `cargo auditable` (crates in the SBOM), not from test binaries.
+    pub auditable: bool,
 }
 
-/// This test build's two binaries without debug info (a tenth of the size:
-/// the image is written and imported in seconds, not minutes).
+/// The release the node tests install: `IMAGEJOB_TEST_RELEASE` names a
+/// folder `tests/cluster/release --push` wrote (CI: dist/, release
+/// binaries); otherwise one is built and pushed now from this test build's
+/// binaries.
+pub fn published() -> &'static Published {
+    static RELEASE: OnceLock<Published> = OnceLock::new();
+    RELEASE.get_or_init(|| {
+        up_node();
+        let dir = match std::env::var("IMAGEJOB_TEST_RELEASE").ok().filter(|d| !d.is_empty()) {
+            Some(d) => PathBuf::from(d),
+            None => release_from_test_binaries(),
+        };
+        let text = std::fs::read_to_string(dir.join("release.json")).expect("release.json");
+        let r: Value = serde_json::from_str(&text).unwrap();
+        let field = |k: &str| r[k].as_str().unwrap_or_else(|| panic!("release.json: {k}")).to_owned();
+        Published {
+            version: field("version"),
+            image: field("image"),
+            digest: field("digest"),
+            chart: field("chart"),
+            auditable: r["auditable"].as_bool() == Some(true),
+            dir,
+        }
+    })
+}
+
+fn release_from_test_binaries() -> PathBuf {
+    let started = Instant::now();
+    let bins = stripped_binaries();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("node-release");
+    let out = Command::new("bash")
+        .arg(format!("{SCRIPTS}/release"))
+        .args(["--push", "--bin-dir"])
+        .arg(bins.path())
+        .arg("--out-dir")
+        .arg(&dir)
+        .output()
+        .expect("run tests/cluster/release");
+    let image = stdout_last_line(&out, "tests/cluster/release --push");
+    eprintln!("node: release {image} built and pushed in {:.1}s", started.elapsed().as_secs_f64());
+    dir
+}
+
+/// The operator image by digest in the node's registry.
+pub fn image() -> String {
+    published().image.clone()
+}
+
+/// This test build's binaries without debug info (a tenth of the size: the
+/// image is written and pushed in seconds, not minutes).
 pub fn stripped_binaries() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for bin in [env!("CARGO_BIN_EXE_imagejob-operator"), env!("CARGO_BIN_EXE_ims-sim")] {
+    let bins = [
+        env!("CARGO_BIN_EXE_imagejob-operator"),
+        env!("CARGO_BIN_EXE_ims-sim"),
+        env!("CARGO_BIN_EXE_kubectl-imagejob"),
+    ];
+    for bin in bins {
         let name = Path::new(bin).file_name().unwrap();
         let status = Command::new("strip").arg("-o").arg(dir.path().join(name)).arg(bin).status().expect("strip");
         assert!(status.success(), "strip {bin}");
     }
     dir
-}
-
-/// `repository` and `tag` of an image reference, for the chart's values.
-pub fn split_image(image: &str) -> (&str, &str) {
-    image.rsplit_once(':').expect("image reference with a tag")
 }
 
 pub fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
@@ -95,10 +130,14 @@ pub fn helm(args: &[&str]) -> Output {
 }
 
 pub fn helm_ok(args: &[&str]) -> String {
-    let out = helm(args);
+    stdout_ok(helm(args), &format!("helm {args:?}"))
+}
+
+/// stdout of a command that must have succeeded (else both outputs shown).
+pub fn stdout_ok(out: Output, what: &str) -> String {
     assert!(
         out.status.success(),
-        "helm {args:?}:\n{}{}",
+        "{what}:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -168,7 +207,7 @@ pub async fn deploy_sim(client: &Client, ns: &str, scenario: &Value) -> String {
                 "automountServiceAccountToken": false,
                 "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
                 "containers": [{
-                    "name": "ims-sim", "image": image(), "imagePullPolicy": "Never",
+                    "name": "ims-sim", "image": image(), "imagePullPolicy": "IfNotPresent",
                     "command": ["/usr/local/bin/ims-sim"],
                     "args": ["--listen", format!("0.0.0.0:{SIM_PORT}"), "--scenario", "/scenario/scenario.json"],
                     "env": [{"name": "RUST_LOG", "value": "warn"}],
@@ -196,16 +235,15 @@ pub async fn deploy_sim(client: &Client, ns: &str, scenario: &Value) -> String {
     url
 }
 
-/// `helm install` of the chart with the built image, talking to the sim,
-/// watching only ImageJobs labelled `e2e-run=<run_label>` (the cluster is
-/// shared with other tests); `extra` adds `--set` values.
+/// `helm install oci://…/imagejob-operator --version V` from the node's
+/// registry (the chart's own image, pinned by digest, and pull policy),
+/// talking to the sim, watching only ImageJobs labelled `e2e-run=<run_label>`
+/// (the cluster is shared with other tests); `extra` adds `--set` values.
 pub fn helm_install(release: &str, ns: &str, sim_url: &str, run_label: &str, extra: &[&str]) {
-    let image = image();
-    let (repo, tag) = split_image(&image);
-    let mut args = vec!["install".to_owned(), release.to_owned(), CHART.to_owned(), "-n".into(), ns.into()];
+    let p = published();
+    let mut args: Vec<String> =
+        ["install", release, &p.chart, "--version", &p.version, "--plain-http", "-n", ns].map(str::to_owned).into();
     for set in [
-        format!("image.repository={repo}"),
-        format!("image.tag={tag}"),
         format!("imsEndpoint={sim_url}"),
         format!("iamEndpoint={sim_url}"),
         format!("watchLabelSelector=e2e-run={run_label}"),
