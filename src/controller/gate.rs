@@ -247,14 +247,6 @@ impl CredentialGate {
             Arc::strong_count(l) > 1 || l.refusals.lock().unwrap().iter().any(|t| now.duration_since(*t) < LOCK_WINDOW)
         });
     }
-
-    pub fn len(&self) -> usize {
-        self.entries.lock().unwrap().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]

@@ -21,10 +21,10 @@
 //! The conditions, reasons and Events it writes: `docs/contract.md`.
 
 pub mod coalesce;
-pub mod election;
+pub(crate) mod election;
 pub mod fence;
-pub mod gate;
-pub mod identity;
+pub(crate) mod gate;
+pub(crate) mod identity;
 pub mod output;
 pub mod plan;
 pub mod reconcile;
