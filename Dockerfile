@@ -14,13 +14,15 @@ COPY . .
 # Cache mounts keep the registry and target dir between builds; the binaries
 # are copied out in the same step because the target mount is not in the image.
 # cargo-auditable embeds each binary's crate list, which SBOM scanners read
-# (as tests/cluster/release builds them).
+# (as tests/cluster/release builds them), statically linked like the
+# release tarballs.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo install --locked cargo-auditable@0.7.7 \
- && cargo auditable build --release --locked --bins \
- && install -D -m 0755 target/release/imagejob-operator /out/imagejob-operator \
- && install -D -m 0755 target/release/ims-sim /out/ims-sim
+ && RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo auditable build --release --locked --bins --target x86_64-unknown-linux-gnu \
+ && install -D -m 0755 target/x86_64-unknown-linux-gnu/release/imagejob-operator /out/imagejob-operator \
+ && install -D -m 0755 target/x86_64-unknown-linux-gnu/release/ims-sim /out/ims-sim
 
 # glibc, libgcc_s and CA certificates, no shell; same Debian release as the
 # builder, so the glibc the binaries were linked against is there. Its

@@ -1,7 +1,9 @@
 //! The chart's memory limit is real: 1,000 running ImageJobs against the
 //! operator in a Pod with the chart's default resources on a real node
 //! (tests/cluster/up --node). Reads the container's peak memory from its
-//! cgroup, prints it, and asserts it stays under the limit with room.
+//! cgroup, prints it, and asserts it stays under the limit with room. The
+//! same for a hostile tenant's objects (issue 21): 100 ConfigMaps of 900 KiB
+//! with the operator's label and 30 ImageJobs with 200 KiB annotations.
 
 mod common;
 #[path = "common/node.rs"]
@@ -122,6 +124,68 @@ async fn a_thousand_running_imagejobs_stay_under_the_pods_memory_limit() {
     );
     assert_eq!(restarts, 0, "the operator was never restarted (no OOM kill)");
     assert!(peak < limit / 2, "peak {:.1} MiB leaves room under the {:.0} MiB limit", mib(peak), mib(limit));
+    node::cleanup(&client, &release, &ns).await;
+}
+
+/// A tenant fills its namespace with what the operator watches (ConfigMaps
+/// labelled as its outputs, ImageJobs with huge annotations) before the
+/// operator starts, outputs on: the container's cgroup peak stays under half
+/// the chart's limit, no restart, and another ImageJob is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenants_objects_do_not_blow_up_the_pods_memory() {
+    use imagejob_operator::controller::output::{MANAGED_BY, MANAGED_BY_LABEL};
+    use imagejob_operator::crd::{Phase, REQUESTED_AT_ANNOTATION};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let node::Release { client, ns, run, release } = node::release_setup("node-tenant-mem").await;
+    let job = "ff8080814dbd65d7014dbe0d84df0014";
+    let sim =
+        node::deploy_sim(&client, &ns, &node::scenario(json!([e2e::succeeding_job(job, "0s", "3s")]), json!([]))).await;
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let filler = "x".repeat(900 * 1024);
+    for i in 0..100 {
+        let cm: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": format!("fake-{i}"), "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
+            "data": {"blob": filler}
+        }))
+        .unwrap();
+        cms.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    let huge = "7".repeat(200 * 1024);
+    for i in 0..30 {
+        let id = format!("ff8080814dbd65d7014dbe0d84e2{i:04}");
+        let mut ij = e2e::imagejob(&format!("noisy-{i}"), &run, &id, "none");
+        ij.metadata.annotations = Some([(REQUESTED_AT_ANNOTATION.to_owned(), huge.clone())].into());
+        e2e::create(&client, &ns, &ij).await;
+    }
+    node::helm_install(&release, &ns, &sim, &run, &["outputs.enabled=true"]);
+    let pod = node::wait_ready_pods(&client, &ns, &node::operator_selector(&release), 1, Duration::from_secs(180))
+        .await
+        .remove(0);
+    let cgroup = node::memory_cgroup(&pod, "operator");
+    e2e::create_aksk_secret(&client, &ns, "otc", e2e::SK).await;
+    e2e::create(&client, &ns, &e2e::imagejob("innocent", &run, job, "otc")).await;
+    e2e::wait_status(&client, &ns, "innocent", Duration::from_secs(120), "Succeeded", |s| {
+        s.phase == Some(Phase::Succeeded)
+    })
+    .await;
+    for i in 0..30 {
+        e2e::wait_status(&client, &ns, &format!("noisy-{i}"), Duration::from_secs(60), "a status", |s| {
+            !s.conditions.is_empty()
+        })
+        .await;
+    }
+    let peak = node::read_u64(&cgroup.join("memory.max_usage_in_bytes"));
+    let limit = node::read_u64(&cgroup.join("memory.limit_in_bytes"));
+    let restarts = pod_restarts(&client, &ns, &release).await;
+    let mib = |b: u64| b as f64 / 1048576.0;
+    eprintln!(
+        "node: tenant memory (100 ConfigMaps of 900 KiB, 30 ImageJobs with 200 KiB annotations, outputs on): \
+         container peak {:.1} MiB of {:.0} MiB, restarts {restarts}",
+        mib(peak),
+        mib(limit)
+    );
+    assert_eq!(restarts, 0, "no OOM kill");
+    assert!(peak < limit / 2, "peak {:.1} MiB: over half the {:.0} MiB limit", mib(peak), mib(limit));
     node::cleanup(&client, &release, &ns).await;
 }
 

@@ -89,6 +89,12 @@ fn release_files_check_out_and_the_sbom_is_attached_in_the_registry() {
         for c in ["kube-client", "tokio", "rustls"] {
             assert!(crates.iter().any(|d| d.starts_with(&format!("pkg:cargo/{c}@"))), "{c} not in the SBOM");
         }
+        // A release's binaries run on any Linux: statically linked.
+        let x = tempfile::tempdir().unwrap();
+        sh(Command::new("tar").arg("-xzf").arg(p.dir.join(&tarball)).arg("-C").arg(x.path()));
+        let ldd = Command::new("ldd").arg(x.path().join("kubectl-imagejob")).output().unwrap();
+        let ldd = String::from_utf8_lossy(&ldd.stdout).into_owned() + &String::from_utf8_lossy(&ldd.stderr);
+        assert!(ldd.contains("statically linked"), "kubectl-imagejob is linked dynamically:\n{ldd}");
     }
 
     // The registry holds the SBOM as an artifact whose subject is the image.
