@@ -136,28 +136,11 @@ async fn only_secrets_that_opt_in_are_used() {
 /// serves another tenant's ImageJob (issue 21, case 1: 274 MiB before).
 #[tokio::test]
 async fn a_tenant_cannot_blow_up_the_operators_memory() {
-    use imagejob_operator::controller::output::{MANAGED_BY, MANAGED_BY_LABEL};
-    use kube::api::PostParams;
     let (client, hostile, run) = setup("tenant-mem").await;
     let other = common::TestNamespace::new(&client, "tenant-mem-other").await;
     let job = "ff8080814dbd65d7014dbe0d84df0004";
     let sim = Sim::start(json!([succeeding_job(job, "0s", "3s")]));
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &hostile.name);
-    let filler = "x".repeat(900 * 1024);
-    for i in 0..100 {
-        let cm: ConfigMap = serde_json::from_value(json!({
-            "metadata": {"name": format!("fake-{i}"), "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
-            "data": {"blob": filler}
-        }))
-        .unwrap();
-        cms.create(&PostParams::default(), &cm).await.unwrap();
-    }
-    let huge = "7".repeat(200 * 1024);
-    for i in 0..30 {
-        let mut ij = imagejob(&format!("noisy-{i}"), &run, &format!("ff8080814dbd65d7014dbe0d84e1{i:04}"), "none");
-        ij.metadata.annotations = Some([(REQUESTED_AT_ANNOTATION.to_owned(), huge.clone())].into());
-        create(&client, &hostile.name, &ij).await;
-    }
+    tenant_noise(&client, &hostile.name, &run, "ff8080814dbd65d7014dbe0d84e1", 30).await;
     create_aksk_secret(&client, &other.name, "creds", SK).await;
 
     let op = Operator::start(&sim, &run, &[]);

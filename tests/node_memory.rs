@@ -133,30 +133,12 @@ async fn a_thousand_running_imagejobs_stay_under_the_pods_memory_limit() {
 /// the chart's limit, no restart, and another ImageJob is served.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenants_objects_do_not_blow_up_the_pods_memory() {
-    use imagejob_operator::controller::output::{MANAGED_BY, MANAGED_BY_LABEL};
-    use imagejob_operator::crd::{Phase, REQUESTED_AT_ANNOTATION};
-    use k8s_openapi::api::core::v1::ConfigMap;
+    use imagejob_operator::crd::Phase;
     let node::Release { client, ns, run, release } = node::release_setup("node-tenant-mem").await;
     let job = "ff8080814dbd65d7014dbe0d84df0014";
     let sim =
         node::deploy_sim(&client, &ns, &node::scenario(json!([e2e::succeeding_job(job, "0s", "3s")]), json!([]))).await;
-    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
-    let filler = "x".repeat(900 * 1024);
-    for i in 0..100 {
-        let cm: ConfigMap = serde_json::from_value(json!({
-            "metadata": {"name": format!("fake-{i}"), "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
-            "data": {"blob": filler}
-        }))
-        .unwrap();
-        cms.create(&PostParams::default(), &cm).await.unwrap();
-    }
-    let huge = "7".repeat(200 * 1024);
-    for i in 0..30 {
-        let id = format!("ff8080814dbd65d7014dbe0d84e2{i:04}");
-        let mut ij = e2e::imagejob(&format!("noisy-{i}"), &run, &id, "none");
-        ij.metadata.annotations = Some([(REQUESTED_AT_ANNOTATION.to_owned(), huge.clone())].into());
-        e2e::create(&client, &ns, &ij).await;
-    }
+    e2e::tenant_noise(&client, &ns, &run, "ff8080814dbd65d7014dbe0d84e2", 30).await;
     node::helm_install(&release, &ns, &sim, &run, &["outputs.enabled=true"]);
     let pod = node::wait_ready_pods(&client, &ns, &node::operator_selector(&release), 1, Duration::from_secs(180))
         .await

@@ -150,6 +150,20 @@ impl Tracker {
         all.iter().filter(|(at, _)| window.is_none_or(|(a, b)| *at >= a && *at <= b)).map(|(_, l)| *l).collect()
     }
 
+    /// Seconds from each create call to the first status, and how many of
+    /// the group have none yet.
+    pub fn first_status_latencies(&self, group: Group) -> (Vec<f64>, usize) {
+        let mut lat = Vec::new();
+        let mut missing = 0;
+        for x in self.of(group) {
+            match x.first_status {
+                Some(f) => lat.push(f.saturating_duration_since(x.created).as_secs_f64()),
+                None => missing += 1,
+            }
+        }
+        (lat, missing)
+    }
+
     pub fn of(&self, group: Group) -> impl Iterator<Item = &Tracked> {
         self.objs.values().filter(move |t| t.group == group)
     }

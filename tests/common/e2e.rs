@@ -370,3 +370,29 @@ pub fn workload_imagejob(name: &str, run_label: &str, job_id: &str, sa: &str) ->
     }))
     .unwrap()
 }
+
+/// What a hostile tenant leaves for the operator to watch (issue 21): 100
+/// ConfigMaps of 900 KiB labelled as the operator's outputs, and `noisy`
+/// ImageJobs `noisy-N` (job IDs `{job_prefix}NNNN`) carrying a 200 KiB
+/// `ims.otc.io/requestedAt`, naming no Secret that exists.
+pub async fn tenant_noise(client: &Client, ns: &str, run_label: &str, job_prefix: &str, noisy: usize) {
+    use imagejob_operator::controller::output::{MANAGED_BY, MANAGED_BY_LABEL};
+    use imagejob_operator::crd::REQUESTED_AT_ANNOTATION;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let filler = "x".repeat(900 * 1024);
+    for i in 0..100 {
+        let cm: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": format!("fake-{i}"), "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
+            "data": {"blob": filler}
+        }))
+        .unwrap();
+        cms.create(&PostParams::default(), &cm).await.unwrap();
+    }
+    let huge = "7".repeat(200 * 1024);
+    for i in 0..noisy {
+        let mut ij = imagejob(&format!("noisy-{i}"), run_label, &format!("{job_prefix}{i:04}"), "none");
+        ij.metadata.annotations = Some([(REQUESTED_AT_ANNOTATION.to_owned(), huge.clone())].into());
+        create(client, ns, &ij).await;
+    }
+}

@@ -9,7 +9,6 @@ use crate::common::e2e::Sim;
 use crate::log;
 use crate::plans::{Group, project_id};
 use crate::results::{Results, pct};
-use crate::tracking::Tracker;
 
 /// The operator's default outbound bucket per endpoint and project.
 const RATE: f64 = 10.0;
@@ -35,7 +34,7 @@ pub async fn run(
     let all_seen = bench
         .wait_for("first status of the burst", Duration::from_secs(120), |t| t.without_status(Group::BurstMulti))
         .await;
-    let (mut lat, missing) = first_status_latencies(&bench.tracker.lock().unwrap(), Group::BurstMulti);
+    let (mut lat, missing) = bench.tracker.lock().unwrap().first_status_latencies(Group::BurstMulti);
     // The bucket lets RATE_BURST polls through at once, then RATE per second.
     let per_project = burst.div_ceil(n_projects) as f64;
     // Latency counts from each create call: the later ones wait behind the
@@ -82,7 +81,7 @@ async fn single_project(
         .wait_for("first status of the one-project burst", limit_wait, |t| t.without_status(Group::BurstSingle))
         .await;
     let window = (window_start, Instant::now());
-    let (mut lat, missing) = first_status_latencies(&bench.tracker.lock().unwrap(), Group::BurstSingle);
+    let (mut lat, missing) = bench.tracker.lock().unwrap().first_status_latencies(Group::BurstSingle);
     let mut neighbours = bench.tracker.lock().unwrap().late(Group::BurstMulti, Some(window));
     res.row(
         format!("{burst} ImageJobs created at once (1 project)"),
@@ -110,16 +109,4 @@ async fn single_project(
         neighbours_p99 <= late_goal,
     );
     Ok(())
-}
-
-fn first_status_latencies(t: &Tracker, group: Group) -> (Vec<f64>, usize) {
-    let mut lat = Vec::new();
-    let mut missing = 0;
-    for x in t.of(group) {
-        match x.first_status {
-            Some(f) => lat.push(f.saturating_duration_since(x.created).as_secs_f64()),
-            None => missing += 1,
-        }
-    }
-    (lat, missing)
 }

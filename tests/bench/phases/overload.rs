@@ -50,18 +50,7 @@ pub async fn run(bench: &Bench, res: &mut Results, n: usize) -> anyhow::Result<(
     let took = bench.create_units(&sim, new, args.create_concurrency).await?;
     let all_seen =
         bench.wait_for("first status of the new ones", settle * 2, |t| t.without_status(Group::OverloadNew)).await;
-    let (mut lat, missing) = {
-        let t = bench.tracker.lock().unwrap();
-        let mut lat = Vec::new();
-        let mut missing = 0;
-        for x in t.of(Group::OverloadNew) {
-            match x.first_status {
-                Some(f) => lat.push(f.saturating_duration_since(x.created).as_secs_f64()),
-                None => missing += 1,
-            }
-        }
-        (lat, missing)
-    };
+    let (mut lat, missing) = bench.tracker.lock().unwrap().first_status_latencies(Group::OverloadNew);
     let mut late = bench.tracker.lock().unwrap().late(Group::OverloadOld, None);
     res.row(
         format!(
