@@ -15,6 +15,12 @@ use common::TestNamespace;
 use common::control_plane::PrivateControlPlane;
 use common::e2e::{self, Operator, Sim};
 use imagejob_operator::crd::Phase;
+use kube::api::{Api, ListParams};
+
+/// How long the API server stays killed: long enough that a watch backoff
+/// past 4 s shows in the count of attempts (see below).
+const OUTAGE: Duration = Duration::from_secs(24);
+const NEWCOMER_JOB: &str = "ff8080817a0a0a0a017a0a0a0a0a0002";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_server_killed_and_restarted_mid_job_loses_nothing() {
@@ -27,7 +33,11 @@ async fn the_api_server_killed_and_restarted_mid_job_loses_nothing() {
     let run_label = e2e::unique_label();
 
     // RUNNING with rising progress for 45 s: it ends after the API server is back.
-    let sim = Sim::start(serde_json::json!([e2e::succeeding_job("ff8080817a0a0a0a017a0a0a0a0a0001", "0s", "45s")]));
+    // The newcomer has a job of its own: one shared would wake the survivor.
+    let sim = Sim::start(serde_json::json!([
+        e2e::succeeding_job("ff8080817a0a0a0a017a0a0a0a0a0001", "0s", "45s"),
+        e2e::succeeding_job(NEWCOMER_JOB, "0s", "600s")
+    ]));
     e2e::create_aksk_secret(&client, &ns.name, "creds", e2e::SK).await;
     let mut cmd = Operator::run_command(&sim, &run_label);
     cmd.env("KUBECONFIG", &cp.kubeconfig).args(["--poll-interval", "1s"]);
@@ -39,15 +49,27 @@ async fn the_api_server_killed_and_restarted_mid_job_loses_nothing() {
     })
     .await;
 
+    let errors_before = imagejob_watch_errors(&op).await.unwrap_or(0.0);
     let down_at = Instant::now();
     cp.kill_apiserver();
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    tokio::time::sleep(OUTAGE).await;
     assert!(!op.exited(), "the operator exited while the API server was down:\n{}", op.log());
 
     let (_, up_log) = tokio::task::block_in_place(|| cp.script("up"));
     assert!(up_log.contains("data kept"), "up restarts only the API server, on the running etcd:\n{up_log}");
     let back_after = down_at.elapsed();
     let back_at = Instant::now();
+    // Every failed attempt to watch again is counted: retrying every 2–4 s,
+    // at least 7 fall in 21 s (0, 1.6, 4.8, 8.8, 12.8, 16.8, 20.8 s at the
+    // slowest); kube's default backoff (0.8 s doubling to 30 s) makes at most
+    // 6 before 50 s. A counter, not a clock: the machine's load moves neither.
+    let retries = imagejob_watch_errors(&op).await.expect("the broken ImageJob watch is counted") - errors_before;
+    assert!(
+        retries >= 7.0,
+        "{retries} ImageJob watch attempts in an outage of {back_after:?}: the watch backs off past 4 s"
+    );
+    // An ImageJob created now is seen through the watch alone.
+    e2e::create(&client, &ns.name, &e2e::imagejob("newcomer", &run_label, NEWCOMER_JOB, "creds")).await;
 
     // Same etcd: the ImageJob and its status are still there.
     let kept = e2e::status(&client, &ns.name, "survivor").await.expect("the ImageJob survived the restart");
@@ -57,10 +79,19 @@ async fn the_api_server_killed_and_restarted_mid_job_loses_nothing() {
     })
     .await;
     let first_write_after = back_at.elapsed();
-    // The watches come back within their 2–4 s backoff and their relist
-    // reconciles at once (0.2–3.8 s measured); with kube's default watch
-    // backoff (up to 30 s) it took 3–27 s. 10 s leaves room for a loaded machine.
+    // 0.2–3.8 s measured; with kube's default watch backoff (up to 30 s) it
+    // took 3–27 s. 10 s leaves room for a loaded machine.
     assert!(first_write_after < Duration::from_secs(10), "first status write {first_write_after:?} after the restart");
+    e2e::wait_status(&client, &ns.name, "newcomer", Duration::from_secs(30), "a first status", |s| s.phase.is_some())
+        .await;
+    let newcomer_after = back_at.elapsed();
+    // Up to two waits of at most 4 s (the restarted API server first answers
+    // the watch 410 Expired, then the relist), then one poll: 2.7–5.6 s
+    // measured; 15 s leaves room for a loaded machine.
+    assert!(
+        newcomer_after < Duration::from_secs(15),
+        "a new ImageJob's first status {newcomer_after:?} after the restart"
+    );
     eprintln!("progress {:?} -> {:?}", kept.progress, moved.progress);
     let done = e2e::wait_status(&client, &ns.name, "survivor", Duration::from_secs(90), "Succeeded", |s| {
         s.phase == Some(Phase::Succeeded)
@@ -68,15 +99,115 @@ async fn the_api_server_killed_and_restarted_mid_job_loses_nothing() {
     .await;
     assert_eq!(done.image_id.as_deref(), Some("49e9447f-7dff-41e0-8036-f66fe5488c8b"));
     assert!(!op.exited(), "the operator is still running:\n{}", op.log());
-    let watch_errors = op.metric_with("imagejob_watch_errors_total", &[("resource", "imagejobs")]).await;
-    assert!(watch_errors >= 1.0, "the broken ImageJob watch is counted ({watch_errors})");
     eprintln!(
-        "API server down for {:.1}s (SIGKILL to ready again); first status write {:.1}s and Succeeded \
-         {:.1}s after it was back; {watch_errors} ImageJob watch errors counted; {} IMS requests",
+        "API server down for {:.1}s (SIGKILL to ready again), {retries} ImageJob watch attempts meanwhile; first \
+         status write {:.1}s, a new ImageJob's first status {:.1}s and Succeeded {:.1}s after it was back; {} IMS \
+         requests",
         back_after.as_secs_f64(),
         first_write_after.as_secs_f64(),
+        newcomer_after.as_secs_f64(),
         back_at.elapsed().as_secs_f64(),
         sim.requests("ff8080817a0a0a0a017a0a0a0a0a0001").await
     );
     ns.cleanup().await;
+}
+
+/// etcd stalled for 25 s under a running API server (SIGSTOP, as a disk
+/// stall or a lost quorum does): the watches stay open and every status
+/// write times out (504 after the API server's request timeout, 5 s here
+/// rather than its default minute). Nothing is marked failed, the operator
+/// keeps running, and once etcd answers again every ImageJob is written
+/// within seconds, with no relist to bring it (kube's client retries the
+/// 504s; the operator's own retry on `/readyz` covers the errors it passes on).
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_resume_as_soon_as_a_stalled_etcd_answers() {
+    const JOBS: usize = 8;
+    let cp =
+        tokio::task::spawn_blocking(|| PrivateControlPlane::up_with(&[("IMAGEJOB_APISERVER_REQUEST_TIMEOUT", "5s")]))
+            .await
+            .unwrap();
+    let client = cp.client().await;
+    e2e::install_imagejob_crd(&client).await;
+    let ns = TestNamespace::new(&client, "e2e-etcd-stall").await;
+    let run_label = e2e::unique_label();
+    let job_id = |i: usize| format!("ff8080817a0a0a0a017a0a0a0b0b{i:04}");
+    // Progress rises by a point every second or two: a poll a second has a
+    // status to write all along.
+    let jobs: Vec<_> = (0..JOBS).map(|i| e2e::succeeding_job(&job_id(i), "0s", "150s")).collect();
+    let sim = Sim::start(serde_json::Value::Array(jobs));
+    e2e::create_aksk_secret(&client, &ns.name, "creds", e2e::SK).await;
+    let mut cmd = Operator::run_command(&sim, &run_label);
+    cmd.env("KUBECONFIG", &cp.kubeconfig).args(["--poll-interval", "1s"]);
+    let mut op = Operator::spawn(cmd, None).expect("start imagejob-operator");
+    for i in 0..JOBS {
+        e2e::create(&client, &ns.name, &e2e::imagejob(&format!("job-{i}"), &run_label, &job_id(i), "creds")).await;
+    }
+    for i in 0..JOBS {
+        e2e::wait_status(&client, &ns.name, &format!("job-{i}"), Duration::from_secs(30), "Running", |s| {
+            s.phase == Some(Phase::Running)
+        })
+        .await;
+    }
+    let watch_errors_before = imagejob_watch_errors(&op).await;
+
+    let stall = Stall::etcd(&cp);
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    // From the API server's watch cache (resourceVersion 0): etcd answers nothing.
+    let before_thaw = resource_versions(&client, &ns.name).await;
+    drop(stall);
+    let thawed_at = Instant::now();
+    assert!(!op.exited(), "the operator exited while etcd stalled:\n{}", op.log());
+
+    let written = common::eventually(Duration::from_secs(60), "every ImageJob written after the stall", || {
+        let (client, ns, before) = (client.clone(), ns.name.clone(), before_thaw.clone());
+        async move {
+            let now = resource_versions(&client, &ns).await;
+            now.iter().all(|(name, rv)| before.get(name) != Some(rv)).then_some(())
+        }
+    });
+    written.await;
+    let all_written_after = thawed_at.elapsed();
+    eprintln!(
+        "etcd stalled 25 s; every ImageJob written {:.1}s after it answered again",
+        all_written_after.as_secs_f64()
+    );
+    // 0.6–4 s measured; 8 s leaves room for a loaded machine. Left to the
+    // reconcile backoff they would come 16–64 s late.
+    assert!(
+        all_written_after < Duration::from_secs(8),
+        "the last ImageJob written {all_written_after:?} after etcd answered again"
+    );
+    assert_eq!(imagejob_watch_errors(&op).await, watch_errors_before, "the ImageJob watch stayed open");
+    for i in 0..JOBS {
+        let status = e2e::status(&client, &ns.name, &format!("job-{i}")).await.unwrap();
+        assert_eq!(status.phase, Some(Phase::Running), "job-{i} is still Running, not failed: {status:?}");
+    }
+    ns.cleanup().await;
+}
+
+/// etcd stopped until dropped (also when the test fails midway).
+struct Stall<'a>(&'a PrivateControlPlane);
+
+impl<'a> Stall<'a> {
+    fn etcd(cp: &'a PrivateControlPlane) -> Self {
+        cp.signal("etcd", "STOP");
+        Stall(cp)
+    }
+}
+
+impl Drop for Stall<'_> {
+    fn drop(&mut self) {
+        self.0.signal("etcd", "CONT");
+    }
+}
+
+async fn imagejob_watch_errors(op: &Operator) -> Option<f64> {
+    op.metrics().await.get_with("imagejob_watch_errors_total", &[("resource", "imagejobs")])
+}
+
+/// Every ImageJob's resourceVersion, as the API server's cache holds them.
+async fn resource_versions(client: &kube::Client, ns: &str) -> std::collections::BTreeMap<String, String> {
+    let api = Api::<imagejob_operator::crd::ImageJob>::namespaced(client.clone(), ns);
+    let list = api.list(&ListParams::default().match_any()).await.expect("list from the watch cache");
+    list.items.into_iter().map(|ij| (ij.metadata.name.unwrap(), ij.metadata.resource_version.unwrap())).collect()
 }

@@ -35,8 +35,13 @@ impl PrivateControlPlane {
 
     /// Started by `tests/cluster/up`.
     pub fn up() -> Self {
+        Self::up_with(&[])
+    }
+
+    /// Started by `tests/cluster/up` with more environment variables.
+    pub fn up_with(env: &[(&str, &str)]) -> Self {
         let cp = Self::new();
-        let (stdout, _) = cp.script("up");
+        let (stdout, _) = cp.script_with("up", env);
         assert_eq!(Path::new(stdout.lines().last().expect("kubeconfig path").trim()), cp.kubeconfig);
         cp
     }
@@ -67,7 +72,12 @@ impl PrivateControlPlane {
 
     /// Runs a tests/cluster script that must succeed: (stdout, stderr).
     pub fn script(&self, name: &str) -> (String, String) {
-        let out = self.try_script(name);
+        self.script_with(name, &[])
+    }
+
+    /// As `script`, with more environment variables.
+    pub fn script_with(&self, name: &str, env: &[(&str, &str)]) -> (String, String) {
+        let out = self.try_script_with(name, env);
         let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "tests/cluster/{name} failed:\n{stderr}");
         (stdout.into_owned(), stderr.into_owned())
@@ -87,6 +97,15 @@ impl PrivateControlPlane {
             assert!(Instant::now() < deadline, "kube-apiserver {pid} still there after SIGKILL");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Stops (`STOP`) or resumes (`CONT`) `etcd` or `kube-apiserver`: a
+    /// stopped etcd keeps its connections open and answers nothing, as one
+    /// stalled on its disk or cut off from its quorum does.
+    pub fn signal(&self, name: &str, signal: &str) {
+        let pid = self.pid(name).unwrap_or_else(|| panic!("{name}.pid")).to_string();
+        let sent = Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap();
+        assert!(sent.success(), "kill -{signal} {pid}");
     }
 
     pub async fn client(&self) -> Client {
