@@ -5,7 +5,8 @@
 //! so `tests/cluster/up` starts a private etcd + kube-apiserver (own cache
 //! directory and ports, the built tools linked from the shared cache) and
 //! `tests/cluster/up` again is what restarts the killed API server: the path
-//! that keeps etcd's data.
+//! that keeps etcd's data. Beside it, etcd stalled under a running API
+//! server, on a second private control plane.
 
 mod common;
 
