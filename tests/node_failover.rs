@@ -137,7 +137,7 @@ async fn kill_leader(client: &Client, ns: &str, release: &str, lease: &str) -> (
 
 #[tokio::test(flavor = "multi_thread")]
 async fn standby_takes_over_when_the_leader_pod_is_deleted_or_killed() {
-    let node::Release { client, ns, run, release } = node::release_setup("node-failover").await;
+    let node::Release { client, ns, run, release, cleanup: _cleanup } = node::release_setup("node-failover").await;
     let lease = format!("{release}-imagejob-operator");
     let sim = node::deploy_sim(&client, &ns, &node::scenario(jobs(), json!([]))).await;
     node::helm_install(&release, &ns, &sim, &run, &["replicas=2"]);

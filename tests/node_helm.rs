@@ -42,7 +42,7 @@ fn phase_rank(phase: Option<Phase>) -> u8 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn helm_install_runs_the_operator_in_a_pod_and_upgrade_rolls_it() {
-    let node::Release { client, ns, run, release } = node::release_setup("node-helm").await;
+    let node::Release { client, ns, run, release, cleanup: _cleanup } = node::release_setup("node-helm").await;
 
     // Short job: Succeeded. Long jobs: still running across the upgrade.
     let long: Vec<String> = (0..5).map(|i| format!("ff80808100000000000000000000{i:04x}")).collect();

@@ -28,7 +28,7 @@ fn job_id(i: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_running_imagejobs_stay_under_the_pods_memory_limit() {
-    let node::Release { client, ns, run, release } = node::release_setup("node-memory").await;
+    let node::Release { client, ns, run, release, cleanup: _cleanup } = node::release_setup("node-memory").await;
     let sets = json!([{
         "count": JOBS, "project_id": PROJECT, "job_id_prefix": PREFIX, "age_spread": "60s",
         "template": {"job_type": "imsCreateImageByInstance", "clock": "sim_start", "image_name": "node-memory",
@@ -134,7 +134,7 @@ async fn a_thousand_running_imagejobs_stay_under_the_pods_memory_limit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenants_objects_do_not_blow_up_the_pods_memory() {
     use imagejob_operator::crd::Phase;
-    let node::Release { client, ns, run, release } = node::release_setup("node-tenant-mem").await;
+    let node::Release { client, ns, run, release, cleanup: _cleanup } = node::release_setup("node-tenant-mem").await;
     let job = "ff8080814dbd65d7014dbe0d84df0014";
     let sim =
         node::deploy_sim(&client, &ns, &node::scenario(json!([e2e::succeeding_job(job, "0s", "3s")]), json!([]))).await;

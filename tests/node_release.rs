@@ -110,7 +110,7 @@ fn release_files_check_out_and_the_sbom_is_attached_in_the_registry() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kustomize_set_image_installs_deploy_from_the_registry_and_krew_installs_the_plugin() {
-    let node::Release { client, ns, run, .. } = node::release_setup("node-release").await;
+    let node::Release { client, ns, run, cleanup: _cleanup, .. } = node::release_setup("node-release").await;
     let p = node::published();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("deploy");

@@ -153,6 +153,8 @@ pub struct Release {
     pub ns: String,
     pub run: String,
     pub release: String,
+    /// Bind it (`cleanup: _cleanup`) to keep it to the test's end.
+    pub cleanup: CleanupOnPanic,
 }
 
 pub async fn release_setup(prefix: &str) -> Release {
@@ -161,7 +163,27 @@ pub async fn release_setup(prefix: &str) -> Release {
     let ns = restricted_namespace(&client, prefix).await;
     let run = crate::common::e2e::unique_label();
     let release = format!("ij-{run}");
-    Release { client, ns, run, release }
+    let cleanup = CleanupOnPanic { release: release.clone(), ns: ns.clone() };
+    Release { client, ns, run, release, cleanup }
+}
+
+/// A failing node test still removes its Helm release and namespace (a
+/// passing one calls `cleanup`): an operator left polling on the shared
+/// node would load the tests after it.
+pub struct CleanupOnPanic {
+    release: String,
+    ns: String,
+}
+
+impl Drop for CleanupOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = helm(&["uninstall", &self.release, "-n", &self.ns, "--timeout", "60s"]);
+            let delete = ["delete", "namespace", &self.ns, "--wait=false"];
+            let _ =
+                run(Command::new(crate::common::tool("kubectl")).arg("--kubeconfig").arg(up_node()).args(delete), None);
+        }
+    }
 }
 
 pub async fn restricted_namespace(client: &Client, prefix: &str) -> String {
