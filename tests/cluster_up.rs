@@ -5,36 +5,15 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
 use kube::api::{Api, PostParams};
 
-use common::control_plane::{PrivateControlPlane, process_alive};
+use common::control_plane::{Frozen, PrivateControlPlane, process_alive};
 use common::e2e::Sim;
-
-/// A process frozen by SIGSTOP; SIGCONT on drop, so a failing test never
-/// leaves it stopped.
-struct Frozen(u32);
-
-impl Frozen {
-    fn stop(pid: u32) -> Self {
-        signal("-STOP", pid);
-        Frozen(pid)
-    }
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-CONT", &self.0.to_string()]).status();
-    }
-}
-
-fn signal(sig: &str, pid: u32) {
-    assert!(Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success(), "kill {sig} {pid}");
-}
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

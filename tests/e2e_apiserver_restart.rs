@@ -53,7 +53,7 @@ async fn the_api_server_killed_and_restarted_mid_job_loses_nothing() {
         let survivor = e2e::imagejob(&format!("survivor-{i}"), &run_label, &survivor_job(i), "creds");
         e2e::create(&client, &ns.name, &survivor).await;
     }
-    let errors_before = imagejob_watch_errors(&op).await.unwrap_or(0.0);
+    let errors_before = imagejob_watch_errors(&mut op).await.unwrap_or(0.0);
     let before_kill = survivors_until(&client, &ns.name, "Running", |_, s| s.phase == Some(Phase::Running)).await;
     let down_at = Instant::now();
     cp.kill_apiserver();
@@ -68,7 +68,7 @@ async fn the_api_server_killed_and_restarted_mid_job_loses_nothing() {
     // at least 7 fall in 21 s (0, 1.6, 4.8, 8.8, 12.8, 16.8, 20.8 s at the
     // slowest); kube's default backoff (0.8 s doubling to 30 s) makes at most
     // 6 before 50 s. A counter, not a clock: the machine's load moves neither.
-    let retries = imagejob_watch_errors(&op).await.expect("the broken ImageJob watch is counted") - errors_before;
+    let retries = imagejob_watch_errors(&mut op).await.expect("the broken ImageJob watch is counted") - errors_before;
     assert!(
         retries >= 7.0,
         "{retries} ImageJob watch attempts in an outage of {back_after:?}: the watch backs off past 4 s"
@@ -174,9 +174,9 @@ async fn writes_resume_as_soon_as_a_stalled_etcd_answers() {
         })
         .await;
     }
-    let watch_errors_before = imagejob_watch_errors(&op).await;
+    let watch_errors_before = imagejob_watch_errors(&mut op).await;
 
-    let stall = Stall::etcd(&cp);
+    let stall = cp.freeze("etcd");
     tokio::time::sleep(Duration::from_secs(25)).await;
     // From the API server's watch cache (resourceVersion 0): etcd answers nothing.
     let before_thaw = resource_versions(&client, &ns.name).await;
@@ -203,7 +203,7 @@ async fn writes_resume_as_soon_as_a_stalled_etcd_answers() {
         all_written_after < Duration::from_secs(8),
         "the last ImageJob written {all_written_after:?} after etcd answered again"
     );
-    assert_eq!(imagejob_watch_errors(&op).await, watch_errors_before, "the ImageJob watch stayed open");
+    assert_eq!(imagejob_watch_errors(&mut op).await, watch_errors_before, "the ImageJob watch stayed open");
     for i in 0..JOBS {
         let status = e2e::status(&client, &ns.name, &format!("job-{i}")).await.unwrap();
         assert_eq!(status.phase, Some(Phase::Running), "job-{i} is still Running, not failed: {status:?}");
@@ -211,23 +211,10 @@ async fn writes_resume_as_soon_as_a_stalled_etcd_answers() {
     ns.cleanup().await;
 }
 
-/// etcd stopped until dropped (also when the test fails midway).
-struct Stall<'a>(&'a PrivateControlPlane);
-
-impl<'a> Stall<'a> {
-    fn etcd(cp: &'a PrivateControlPlane) -> Self {
-        cp.signal("etcd", "STOP");
-        Stall(cp)
-    }
-}
-
-impl Drop for Stall<'_> {
-    fn drop(&mut self) {
-        self.0.signal("etcd", "CONT");
-    }
-}
-
-async fn imagejob_watch_errors(op: &Operator) -> Option<f64> {
+/// The operator's count of ImageJob watch errors; a dead operator is named
+/// with its log rather than as unreadable metrics.
+async fn imagejob_watch_errors(op: &mut Operator) -> Option<f64> {
+    assert!(!op.exited(), "the operator exited:\n{}", op.log());
     op.metrics().await.get_with("imagejob_watch_errors_total", &[("resource", "imagejobs")])
 }
 

@@ -99,13 +99,9 @@ impl PrivateControlPlane {
         }
     }
 
-    /// Stops (`STOP`) or resumes (`CONT`) `etcd` or `kube-apiserver`: a
-    /// stopped etcd keeps its connections open and answers nothing, as one
-    /// stalled on its disk or cut off from its quorum does.
-    pub fn signal(&self, name: &str, signal: &str) {
-        let pid = self.pid(name).unwrap_or_else(|| panic!("{name}.pid")).to_string();
-        let sent = Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap();
-        assert!(sent.success(), "kill -{signal} {pid}");
+    /// Stops `etcd` or `kube-apiserver` (SIGSTOP) until the guard drops.
+    pub fn freeze(&self, name: &str) -> Frozen {
+        Frozen::stop(self.pid(name).unwrap_or_else(|| panic!("{name}.pid")))
     }
 
     pub async fn client(&self) -> Client {
@@ -118,6 +114,25 @@ impl PrivateControlPlane {
 impl Drop for PrivateControlPlane {
     fn drop(&mut self) {
         let _ = std::panic::catch_unwind(|| self.script("down"));
+    }
+}
+
+/// A process stopped by SIGSTOP: it keeps its connections open and answers
+/// nothing, as a process stalled on its disk (or etcd cut off from its
+/// quorum) does. SIGCONT on drop, so a failing test never leaves it stopped.
+pub struct Frozen(u32);
+
+impl Frozen {
+    pub fn stop(pid: u32) -> Self {
+        let sent = Command::new("kill").args(["-STOP", &pid.to_string()]).status().unwrap();
+        assert!(sent.success(), "kill -STOP {pid}");
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0.to_string()]).status();
     }
 }
 
